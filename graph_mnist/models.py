@@ -1,0 +1,289 @@
+"""The seven networks of the talk, in the talk's order, written as the talk wrote them.
+
+Each network is one function that reads like its slide: weights `W1, B1, ...` as
+`tf.Variable`s, then the model line by line from the input `X` to `Ylogits`. What the
+seven share (placeholders, softmax, cross-entropy, accuracy, learning rate, optimizer)
+is written once, in `build`, which puts one network and its training step into a new
+`tf.Graph` and hands back the tensors a Session will run.
+
+Nothing here computes anything: these functions only add operations to a graph.
+Nothing here switches TensorFlow modes for the process: every graph is its own
+`tf.Graph()`, so this module imports cleanly beside eager TensorFlow 2 code.
+"""
+
+import math
+from typing import Callable, NamedTuple
+
+import tensorflow as tf
+
+v1 = tf.compat.v1  # the TensorFlow 1 API the talk used: placeholder, Session, train.*
+
+
+def _weights(shape):
+    return tf.Variable(v1.truncated_normal(shape, stddev=0.1))
+
+
+def _biases(n, value=0.1):
+    # 0.1, a small positive value, keeps ReLUs alive at the start (the talk's choice).
+    return tf.Variable(tf.constant(value, tf.float32, [n]))
+
+
+# ------------------------------------------------------------------------ 1. softmax
+def softmax(X, pkeep):
+    r"""One layer of 10 softmax neurons on the flattened pixels.
+
+        X [batch, 28, 28, 1]
+        \x/x\x/x\x/x\x/x\x/      -- fully connected layer (softmax)
+          · · · · · · · ·          W [784, 10]   B [10]
+                                   Ylogits [batch, 10]
+    """
+    W = tf.Variable(tf.zeros([784, 10]))
+    B = tf.Variable(tf.zeros([10]))
+    XX = tf.reshape(X, [-1, 784])  # flatten the images into one line of 784 pixels
+    Ylogits = tf.matmul(XX, W) + B
+    return Ylogits
+
+
+# ------------------------------------------------------------ 2-5. five dense layers
+def _five_layers(X, activation, bias_init, pkeep=None):
+    r"""Five fully connected layers, 200-100-60-30-10; dropout after each hidden one
+    when pkeep is given.
+
+        X [batch, 784]                 (flattened)
+        \x/x\x/x\x/x\x/x\x/        -- fully connected layer      W1 [784, 200]  B1 [200]
+         · · · · · · · · ·             Y1 [batch, 200]
+          \x/x\x/x\x/x\x/          -- fully connected layer      W2 [200, 100]  B2 [100]
+           · · · · · · ·               Y2 [batch, 100]
+            \x/x\x/x\x/             -- fully connected layer      W3 [100, 60]   B3 [60]
+             · · · · ·                 Y3 [batch, 60]
+              \x/x\x/                -- fully connected layer      W4 [60, 30]    B4 [30]
+               · · ·                   Y4 [batch, 30]
+                \x/                   -- fully connected (softmax)  W5 [30, 10]    B5 [10]
+                 ·                     Ylogits [batch, 10]
+    """
+    L, M, N, O = 200, 100, 60, 30
+    W1 = _weights([784, L])
+    B1 = _biases(L, bias_init)
+    W2 = _weights([L, M])
+    B2 = _biases(M, bias_init)
+    W3 = _weights([M, N])
+    B3 = _biases(N, bias_init)
+    W4 = _weights([N, O])
+    B4 = _biases(O, bias_init)
+    W5 = _weights([O, 10])
+    B5 = _biases(10, bias_init)
+
+    def dropout(Y):  # "shoot" a fraction 1 - pkeep of the neurons, in training only
+        return Y if pkeep is None else tf.nn.dropout(Y, rate=1 - pkeep)
+
+    XX = tf.reshape(X, [-1, 784])
+    Y1 = dropout(activation(tf.matmul(XX, W1) + B1))
+    Y2 = dropout(activation(tf.matmul(Y1, W2) + B2))
+    Y3 = dropout(activation(tf.matmul(Y2, W3) + B3))
+    Y4 = dropout(activation(tf.matmul(Y3, W4) + B4))
+    Ylogits = tf.matmul(Y4, W5) + B5
+    return Ylogits
+
+
+def five_layers_sigmoid(X, pkeep):
+    """2. Five layers, sigmoid activations, biases at zero."""
+    return _five_layers(X, tf.nn.sigmoid, bias_init=0.0)
+
+
+def five_layers_relu(X, pkeep):
+    """3 and 4. Five layers, ReLU activations, biases at 0.1."""
+    return _five_layers(X, tf.nn.relu, bias_init=0.1)
+
+
+def five_layers_relu_dropout(X, pkeep):
+    """5. The same five ReLU layers with dropout after each hidden layer."""
+    return _five_layers(X, tf.nn.relu, bias_init=0.1, pkeep=pkeep)
+
+
+# ------------------------------------------------------------------------- 6. conv
+def conv(X, pkeep):
+    r"""Three convolutional layers (strides instead of pooling), then two dense ones.
+
+        X [batch, 28, 28, 1]
+        @ @ @ @ @ @ @ @ @ @   -- conv. layer 5x5x1=>4 stride 1      W1 [5, 5, 1, 4]   B1 [4]
+        ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                      Y1 [batch, 28, 28, 4]
+          @ @ @ @ @ @ @ @     -- conv. layer 4x4x4=>8 stride 2      W2 [4, 4, 4, 8]   B2 [8]
+          ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                        Y2 [batch, 14, 14, 8]
+            @ @ @ @ @ @       -- conv. layer 4x4x8=>12 stride 2     W3 [4, 4, 8, 12]  B3 [12]
+            ∶∶∶∶∶∶∶∶∶∶∶                                          Y3 [batch, 7, 7, 12] => [batch, 588]
+           \x/x\x/x\x/      -- fully connected layer (relu)      W4 [588, 200]     B4 [200]
+            · · · · · ·                                          Y4 [batch, 200]
+            \x/x\x/x\x/     -- fully connected layer (softmax)   W5 [200, 10]      B5 [10]
+             · · · · ·                                           Ylogits [batch, 10]
+
+    The talk's slide has patches 5x5, 4x4, 4x4; its published code had 5x5, 5x5, 4x4.
+    We follow the talk (BUILD_NOTES.md).
+    """
+    K, L, M, N = 4, 8, 12, 200  # output channels of the three conv layers, dense neurons
+    W1 = _weights([5, 5, 1, K])  # 5x5 patch, 1 input channel, K output channels
+    B1 = _biases(K)
+    W2 = _weights([4, 4, K, L])
+    B2 = _biases(L)
+    W3 = _weights([4, 4, L, M])
+    B3 = _biases(M)
+    W4 = _weights([7 * 7 * M, N])
+    B4 = _biases(N)
+    W5 = _weights([N, 10])
+    B5 = _biases(10)
+
+    Y1 = tf.nn.relu(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME') + B1)
+    Y2 = tf.nn.relu(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME') + B2)
+    Y3 = tf.nn.relu(tf.nn.conv2d(Y2, W3, strides=[1, 2, 2, 1], padding='SAME') + B3)
+    YY = tf.reshape(Y3, shape=[-1, 7 * 7 * M])  # flatten the 7x7x12 cube for the dense layer
+    Y4 = tf.nn.relu(tf.matmul(YY, W4) + B4)
+    Ylogits = tf.matmul(Y4, W5) + B5
+    return Ylogits
+
+
+# ----------------------------------------------------------------- 7. conv_dropout
+def conv_dropout(X, pkeep):
+    r"""A bigger convolutional network, dropout on the dense layer only.
+
+        X [batch, 28, 28, 1]
+        @ @ @ @ @ @ @ @ @ @   -- conv. layer 6x6x1=>6 stride 1      W1 [6, 6, 1, 6]   B1 [6]
+        ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                      Y1 [batch, 28, 28, 6]
+          @ @ @ @ @ @ @ @     -- conv. layer 5x5x6=>12 stride 2     W2 [5, 5, 6, 12]  B2 [12]
+          ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                        Y2 [batch, 14, 14, 12]
+            @ @ @ @ @ @       -- conv. layer 4x4x12=>24 stride 2    W3 [4, 4, 12, 24] B3 [24]
+            ∶∶∶∶∶∶∶∶∶∶∶                                          Y3 [batch, 7, 7, 24] => [batch, 1176]
+           \x/x\x/x\x/      -- fully connected layer (relu+dropout) W4 [1176, 200] B4 [200]
+            · · · · · ·                                          Y4 [batch, 200]
+            \x/x\x/x\x/     -- fully connected layer (softmax)   W5 [200, 10]      B5 [10]
+             · · · · ·                                           Ylogits [batch, 10]
+    """
+    K, L, M, N = 6, 12, 24, 200
+    W1 = _weights([6, 6, 1, K])
+    B1 = _biases(K)
+    W2 = _weights([5, 5, K, L])
+    B2 = _biases(L)
+    W3 = _weights([4, 4, L, M])
+    B3 = _biases(M)
+    W4 = _weights([7 * 7 * M, N])
+    B4 = _biases(N)
+    W5 = _weights([N, 10])
+    B5 = _biases(10)
+
+    Y1 = tf.nn.relu(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME') + B1)
+    Y2 = tf.nn.relu(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME') + B2)
+    Y3 = tf.nn.relu(tf.nn.conv2d(Y2, W3, strides=[1, 2, 2, 1], padding='SAME') + B3)
+    YY = tf.reshape(Y3, shape=[-1, 7 * 7 * M])
+    Y4 = tf.nn.relu(tf.matmul(YY, W4) + B4)
+    YY4 = tf.nn.dropout(Y4, rate=1 - pkeep)  # "shoot" 25% of the dense neurons in training
+    Ylogits = tf.matmul(YY4, W5) + B5
+    return Ylogits
+
+
+# ------------------------------------------------------------ the talk's settings
+
+
+def constant_rate(rate):
+    return lambda step: tf.constant(rate, tf.float32)
+
+
+def decaying_rate(step):
+    """0.0001 + 0.003 * exp(-step/2000): start fast, slow down (the talk's decay)."""
+    return 0.0001 + v1.train.exponential_decay(0.003, step, 2000, 1 / math.e)
+
+
+class Spec(NamedTuple):
+    """How the talk trained one network."""
+    network: Callable          # X, pkeep -> Ylogits
+    optimizer: Callable        # learning rate -> a tf.compat.v1.train optimizer
+    learning_rate: Callable    # step tensor -> learning-rate tensor
+    pkeep: float               # keep probability fed while training (1.0: no dropout)
+    iterations: int            # the talk's number of training steps
+    talk_accuracy: str         # what the talk (or its published code) reports
+
+
+SGD, ADAM = v1.train.GradientDescentOptimizer, v1.train.AdamOptimizer
+
+# The talk's order. Names are the --model values.
+NETWORKS = {
+    'softmax': Spec(softmax, SGD, constant_rate(0.005), 1.0, 2000, '92%'),
+    'five_layers_sigmoid': Spec(five_layers_sigmoid, ADAM, constant_rate(0.003), 1.0, 10000,
+                                '97.9%'),
+    'five_layers_relu': Spec(five_layers_relu, ADAM, constant_rate(0.003), 1.0, 10000,
+                             '~98.2% (code notes: 0.9825)'),
+    'five_layers_relu_lrdecay': Spec(five_layers_relu, ADAM, decaying_rate, 1.0, 10000,
+                                     'stable above 98% (code notes: 0.9824)'),
+    'five_layers_relu_lrdecay_dropout': Spec(five_layers_relu_dropout, ADAM, decaying_rate, 0.75, 10000,
+                                             '~98.2% (code notes: 0.9817)'),
+    'conv': Spec(conv, ADAM, decaying_rate, 1.0, 10000, '98.9%'),
+    'conv_dropout': Spec(conv_dropout, ADAM, decaying_rate, 0.75, 10000, '99.3%'),
+}
+
+LOSSES = ('stable', 'literal')
+
+
+class Graph(NamedTuple):
+    """One network's graph and the tensors a training loop runs and feeds."""
+    graph: tf.Graph
+    X: tf.Tensor              # placeholder: images [batch, 28, 28, 1]
+    Y_: tf.Tensor             # placeholder: correct answers, one-hot [batch, 10]
+    step: tf.Tensor           # placeholder: the training step, for the learning-rate decay
+    pkeep: tf.Tensor          # placeholder: probability of keeping a neuron (dropout);
+                              # fed 1.0 to evaluate, used by the dropout networks only
+    Ylogits: tf.Tensor
+    Y: tf.Tensor              # the ten probabilities
+    cross_entropy: tf.Tensor  # summed over a batch of 100, as the talk's code scaled it
+    accuracy: tf.Tensor
+    lr: tf.Tensor
+    train_step: tf.Operation
+    init: tf.Operation
+    spec: Spec
+
+
+def cross_entropy(Ylogits, Y_, loss='stable'):
+    """The talk's error function, -sum(Y_ * log(Y)), written by hand.
+
+    'literal' is the talk's line exactly: log of the softmax output, which is -inf
+    once a probability underflows to 0, and 0 * -inf = NaN. 'stable' is the same formula
+    with log(softmax) computed as log_softmax (logits minus their log-sum-exp), which
+    never takes the log of 0. Mean over the batch times 100: the sum over a batch of
+    100, the scale of the talk's code, so its learning rates apply unchanged.
+    """
+    if loss == 'literal':
+        Y = tf.nn.softmax(Ylogits)
+        per_image = -tf.reduce_sum(Y_ * tf.math.log(Y), axis=1)
+    elif loss == 'stable':
+        per_image = -tf.reduce_sum(Y_ * tf.nn.log_softmax(Ylogits), axis=1)
+    else:
+        raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}')
+    return tf.reduce_mean(per_image) * 100
+
+
+def build(name, loss='stable', seed=0):
+    """Builds network `name` with its loss, accuracy and training step in a new tf.Graph."""
+    spec = NETWORKS[name]
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(seed)  # graph-level seed: same seed, same initial weights
+        X = v1.placeholder(tf.float32, [None, 28, 28, 1], name='X')
+        Y_ = v1.placeholder(tf.float32, [None, 10], name='Y_')
+        step = v1.placeholder(tf.int32, name='step')
+        pkeep = v1.placeholder(tf.float32, name='pkeep')
+
+        Ylogits = spec.network(X, pkeep)
+        Y = tf.nn.softmax(Ylogits, name='Y')
+        xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
+
+        correct_prediction = tf.equal(tf.argmax(Y, 1), tf.argmax(Y_, 1))
+        accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
+
+        lr = tf.identity(spec.learning_rate(step), name='lr')
+        train_step = spec.optimizer(lr).minimize(xent, name='train_step')
+        init = v1.global_variables_initializer()
+    graph.finalize()  # from here on the graph is fixed: a Session only runs it
+    return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, xent, accuracy, lr, train_step,
+                 init, spec)
+
+
+def trainable_parameters(g):
+    """Number of values the optimizer adjusts, e.g. 7,850 for softmax."""
+    with g.graph.as_default():
+        return sum(v.shape.num_elements() for v in v1.trainable_variables())

@@ -1,0 +1,265 @@
+r"""Trains one network of the talk with a tf.compat.v1 Session and a feed_dict loop.
+
+    python -m graph_mnist.train --model=conv_dropout
+
+The graph is built first (graph_mnist.models); then a Session runs its training step
+once per batch of 100 images, feeding them through the placeholders X and Y_, as in
+the talk. Every --log_every steps: accuracy and cross-entropy on the current batch;
+every --eval_every steps: the same on all 10,000 test images. The metrics history is
+written to <workdir>/history.json as it grows.
+"""
+
+if __name__ == '__main__':  # before TensorFlow is imported: process-wide, entry point only
+    from graph_mnist import quiet
+    quiet.quiet_tensorflow()
+
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from graph_mnist import data
+from graph_mnist import models
+
+v1 = tf.compat.v1
+
+HISTORY = 'history.json'
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (loss gone NaN, workdir unusable); the message says why."""
+
+
+# --------------------------------------------------------------------------- history
+
+
+def new_history(model, loss, seed, batch_size, iterations):
+    spec = models.NETWORKS[model]
+    return {
+        'model': model, 'loss': loss, 'seed': seed, 'batch_size': batch_size,
+        'iterations': iterations, 'pkeep': spec.pkeep, 'talk_accuracy': spec.talk_accuracy,
+        'tensorflow': tf.__version__, 'status': 'running',
+        # one list per quantity, aligned by index, ready to plot
+        'train': {'step': [], 'accuracy': [], 'loss': [], 'lr': [], 'time': []},
+        'test': {'step': [], 'epoch': [], 'accuracy': [], 'loss': [], 'time': []},
+    }
+
+
+def summarize(history):
+    """Adds final / max test accuracy (and the step of the max) to the history."""
+    test = history['test']
+    if test['accuracy']:
+        best = int(np.argmax(test['accuracy']))
+        history['final_test_accuracy'] = test['accuracy'][-1]
+        history['final_step'] = test['step'][-1]
+        history['max_test_accuracy'] = test['accuracy'][best]
+        history['max_test_step'] = test['step'][best]
+    return history
+
+
+def write_history(workdir, history):
+    """Atomic: a reader never sees half a file, even if the run is killed mid-write."""
+    path = os.path.join(workdir, HISTORY)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(summarize(history), f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+def read_history(workdir):
+    with open(os.path.join(workdir, HISTORY)) as f:
+        return json.load(f)
+
+
+def prepare_workdir(workdir, model):
+    """Creates the run's directory; refuses one that already holds a run."""
+    if workdir is None:
+        stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+        workdir = os.path.join('runs', f'{model}-{stamp}')
+        suffix = 1
+        while os.path.exists(workdir):  # two runs started within a second
+            suffix += 1
+            workdir = os.path.join('runs', f'{model}-{stamp}-{suffix}')
+    if os.path.exists(os.path.join(workdir, HISTORY)):
+        raise TrainingError(f'{workdir} already holds a run ({HISTORY}); choose another '
+                            '--workdir or delete that one')
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, '.writable')
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise TrainingError(f'cannot write into the workdir {workdir}: {e.strerror}') from None
+    return workdir
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
+
+
+def _record(table, **values):
+    for key, value in values.items():
+        table[key].append(value)
+
+
+def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
+          loss='stable', eval_every=100, log_every=20, workdir=None):
+    """Trains `model` on `mnist` (a data.Mnist); returns the metrics history (a dict).
+
+    With a workdir, the history is written there at every test evaluation and at the end.
+    A loss gone NaN raises TrainingError, Ctrl-C KeyboardInterrupt, both after the
+    history so far is written.
+    """
+    g = models.build(model, loss=loss, seed=seed)  # the whole graph, before any value
+    spec = g.spec
+    iterations = iterations or spec.iterations
+    batches = data.Batches(mnist.train_images, mnist.train_labels, batch_size, seed)
+    history = new_history(model, loss, seed, batch_size, iterations)
+    test_feed = {g.X: mnist.test_images, g.Y_: mnist.test_labels, g.pkeep: 1.0}
+
+    logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
+                 'loss %s', model, f'{models.trainable_parameters(g):,}',
+                 spec.optimizer.__name__, iterations, batch_size, spec.pkeep, loss)
+
+    def save(status):
+        history['status'] = status
+        if workdir:
+            write_history(workdir, history)
+
+    with v1.Session(graph=g.graph) as sess:
+        sess.run(g.init)
+        start = time.perf_counter()
+
+        def evaluate(step):
+            # "It is just for display": the test set never trains anything.
+            acc, xent = sess.run([g.accuracy, g.cross_entropy], feed_dict=test_feed)
+            _record(history['test'], step=step, epoch=batches.epoch(step),
+                    accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start)
+            logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
+                         'test loss: %.4f', step, batches.epoch(step), acc, xent)
+            save('running')
+
+        try:
+            for step in range(iterations):
+                batch_X, batch_Y = batches(step)
+
+                if step % log_every == 0:
+                    # the talk's display line: this batch's accuracy and loss, all neurons on
+                    acc, xent, lr = sess.run([g.accuracy, g.cross_entropy, g.lr],
+                                             {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0,
+                                              g.step: step})
+                    elapsed = time.perf_counter() - start
+                    _record(history['train'], step=step, accuracy=float(acc),
+                            loss=float(xent), lr=float(lr), time=elapsed)
+                    eta = _duration(elapsed / step * (iterations - step)) if step else '...'
+                    logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
+                                 step, acc, xent, lr, step, iterations, eta)
+                if step % eval_every == 0:
+                    evaluate(step)
+
+                # the training step: gradients on this batch, one small step down them
+                _, xent = sess.run([g.train_step, g.cross_entropy],
+                                   {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
+                                    g.step: step})
+                if math.isnan(xent):
+                    history['nan_step'] = step
+                    save('nan')
+                    raise TrainingError(nan_message(step, loss, workdir))
+            evaluate(iterations)
+        except KeyboardInterrupt:
+            save('interrupted')
+            raise
+        history['wall_time'] = time.perf_counter() - start
+    save('finished')
+    return summarize(history)
+
+
+def nan_message(step, loss, workdir):
+    kept = f' The metrics up to step {step} are in {workdir}/{HISTORY}.' if workdir else ''
+    if loss == 'literal':
+        return (f'the cross-entropy became NaN at step {step}: with --loss=literal, '
+                '-sum(Y_ * log(Y)) takes log(0) = -inf as soon as a softmax probability '
+                'underflows to 0, and 0 * -inf = NaN, which then spreads into every weight. '
+                'Run with --loss=stable (the default), the same formula computed as '
+                'log_softmax, which never takes log(0).' + kept)
+    return (f'the cross-entropy became NaN at step {step}: training diverged. '
+            'Try another --seed or fewer --iterations.' + kept)
+
+
+def summary_line(history):
+    return (f"{history['model']}: final test accuracy {history['final_test_accuracy']:.4f}, "
+            f"max {history['max_test_accuracy']:.4f} at step {history['max_test_step']}, "
+            f"{history['final_step']} steps in {history['wall_time']:.1f} s "
+            f"(the talk: {history['talk_accuracy']})")
+
+
+# --------------------------------------------------------------------------- entry point
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('model', 'conv_dropout', list(models.NETWORKS),
+                  'Which network of the talk to train, in the talk\'s order.')
+flags.DEFINE_integer('iterations', None, 'Training steps (default: the talk\'s count for '
+                     'the model: 2,000 for softmax, 10,000 for the others).', lower_bound=1)
+flags.DEFINE_integer('batch_size', 100, 'Training images per step.', lower_bound=1,
+                     upper_bound=60000)
+flags.DEFINE_integer('seed', 0, 'Seeds the initial weights, dropout and the data order.')
+flags.DEFINE_string('data_dir', None, 'Directory of the four MNIST IDX files; fetched there '
+                    f'when missing (default {data.default_data_dir()}).')
+flags.DEFINE_string('workdir', None, 'Where this run writes its files (default '
+                    'runs/<model>-<date>-<time>); an earlier run there is never overwritten.')
+flags.DEFINE_integer('eval_every', 100, 'Evaluate on all 10,000 test images every this '
+                     'many steps.', lower_bound=1)
+flags.DEFINE_integer('log_every', 20, 'Log training accuracy and loss every this many '
+                     'steps.', lower_bound=1)
+flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'stable: the talk\'s cross-entropy '
+                  'computed with log_softmax, never NaN. literal: the talk\'s line '
+                  '-sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.')
+
+
+def _plain_log_format():
+    """'I 11:07:42 message' instead of absl's long default prefix."""
+    import logging as std_logging
+
+    class Short(std_logging.Formatter):
+        def format(self, record):
+            return f'{record.levelname[0]} {self.formatTime(record, "%H:%M:%S")} ' \
+                   f'{record.getMessage()}'
+
+    logging.get_absl_handler().setFormatter(Short())
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    _plain_log_format()
+    tf.get_logger().setLevel('ERROR')  # deprecation notices of tf.compat.v1
+    try:
+        mnist = data.load(FLAGS.data_dir, log=logging.info)
+        workdir = prepare_workdir(FLAGS.workdir, FLAGS.model)
+        logging.info('workdir: %s', workdir)
+        history = train(mnist, FLAGS.model, FLAGS.iterations, FLAGS.batch_size, FLAGS.seed,
+                        FLAGS.loss, FLAGS.eval_every, FLAGS.log_every, workdir)
+    except (data.DataError, TrainingError) as e:
+        logging.error('%s', e)
+        return 1
+    except KeyboardInterrupt:
+        logging.error('interrupted; the metrics so far are in %s/%s', workdir, HISTORY)
+        return 130
+    logging.info('%s', summary_line(history))
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,21 @@
+"""graph_mnist: the MNIST networks of "TensorFlow and Deep Learning without a PhD"."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name='graph_mnist',
+    version='0.1.0',
+    description="The talk's seven MNIST networks in TensorFlow 1 graph code, running today",
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['graph_mnist', 'graph_mnist.*']),
+    install_requires=[
+        'tensorflow>=2.16',  # tf.compat.v1 graphs and Sessions, Keras 3 era
+        'numpy',
+        'absl-py',
+    ],
+    extras_require={
+        'test': ['pytest'],
+    },
+)
