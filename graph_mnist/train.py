@@ -69,7 +69,7 @@ def write_history(workdir, history):
     """Atomic: a reader never sees half a file, even if the run is killed mid-write."""
     path = os.path.join(workdir, HISTORY)
     with open(path + '.tmp', 'w') as f:
-        json.dump(summarize(history), f, indent=1)
+        json.dump(summarize(history), f, indent=1, allow_nan=False)
     os.replace(path + '.tmp', path)
 
 
@@ -111,7 +111,8 @@ def _duration(seconds):
 
 def _record(table, **values):
     for key, value in values.items():
-        table[key].append(value)
+        # NaN is not JSON: a loss gone NaN is written as null
+        table[key].append(None if isinstance(value, float) and math.isnan(value) else value)
 
 
 def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
@@ -138,7 +139,13 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
         if workdir:
             write_history(workdir, history)
 
-    with v1.Session(graph=g.graph) as sess:
+    def stop_if_nan(xent, step):
+        if math.isnan(xent):
+            history['nan_step'] = step
+            save('nan')
+            raise TrainingError(nan_message(step, loss, workdir))
+
+    with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)
         start = time.perf_counter()
 
@@ -149,6 +156,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                     accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start)
             logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
                          'test loss: %.4f', step, batches.epoch(step), acc, xent)
+            stop_if_nan(xent, step)
             save('running')
 
         try:
@@ -166,6 +174,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                     eta = _duration(elapsed / step * (iterations - step)) if step else '...'
                     logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
                                  step, acc, xent, lr, step, iterations, eta)
+                    stop_if_nan(xent, step)
                 if step % eval_every == 0:
                     evaluate(step)
 
@@ -173,10 +182,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                 _, xent = sess.run([g.train_step, g.cross_entropy],
                                    {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
                                     g.step: step})
-                if math.isnan(xent):
-                    history['nan_step'] = step
-                    save('nan')
-                    raise TrainingError(nan_message(step, loss, workdir))
+                stop_if_nan(xent, step)
             evaluate(iterations)
         except KeyboardInterrupt:
             save('interrupted')

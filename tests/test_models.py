@@ -1,0 +1,152 @@
+"""The seven networks: shapes, parameter counts, losses, learning rates, one step down."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from graph_mnist import models
+
+v1 = tf.compat.v1
+
+
+def dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def conv(patch, c_in, c_out):
+    return patch * patch * c_in * c_out + c_out
+
+
+# Counted by hand from the talk's slides, layer by layer.
+PARAMETERS = {
+    'softmax': dense(784, 10),  # "almost 8,000"
+    'five_layers_sigmoid': dense(784, 200) + dense(200, 100) + dense(100, 60)
+    + dense(60, 30) + dense(30, 10),
+    'conv': conv(5, 1, 4) + conv(4, 4, 8) + conv(4, 8, 12) + dense(7 * 7 * 12, 200)
+    + dense(200, 10),
+    'conv_dropout': conv(6, 1, 6) + conv(5, 6, 12) + conv(4, 12, 24) + dense(7 * 7 * 24, 200)
+    + dense(200, 10),
+}
+for name in ('five_layers_relu', 'five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'):
+    PARAMETERS[name] = PARAMETERS['five_layers_sigmoid']
+
+
+def test_the_seven_networks_in_the_talks_order():
+    assert list(models.NETWORKS) == [
+        'softmax', 'five_layers_sigmoid', 'five_layers_relu', 'five_layers_relu_lrdecay',
+        'five_layers_relu_lrdecay_dropout', 'conv', 'conv_dropout']
+    assert [s.iterations for s in models.NETWORKS.values()] == [2000] + [10000] * 6
+    assert [s.pkeep for s in models.NETWORKS.values()] == [1, 1, 1, 1, 0.75, 1, 0.75]
+
+
+@pytest.mark.parametrize('name', list(models.NETWORKS))
+def test_shapes_and_parameter_count(name):
+    g = models.build(name)
+    assert g.X.shape.as_list() == [None, 28, 28, 1]
+    assert g.Ylogits.shape.as_list() == [None, 10]
+    assert models.trainable_parameters(g) == PARAMETERS[name]
+    assert PARAMETERS['softmax'] == 7850
+    with v1.Session(graph=g.graph) as sess:
+        sess.run(g.init)
+        Y = sess.run(g.Y, {g.X: np.zeros((3, 28, 28, 1), np.float32), g.pkeep: 1.0})
+    assert Y.shape == (3, 10)
+    np.testing.assert_allclose(Y.sum(axis=1), 1, rtol=1e-5)
+
+
+def synthetic_batch(n=100, seed=0):
+    """Digits d drawn as a bright 4x4 square at a place of their own, plus faint noise."""
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 10, n)
+    X = rng.random((n, 28, 28, 1), dtype=np.float32) * 0.1
+    for i, d in enumerate(digits):
+        row, col = divmod(int(d), 5)
+        X[i, 4 + 12 * row:8 + 12 * row, 2 + 5 * col:6 + 5 * col, 0] = 1.0
+    return X, np.eye(10, dtype=np.float32)[digits]
+
+
+@pytest.mark.parametrize('name', list(models.NETWORKS))
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(name):
+    g = models.build(name)
+    X, Y_ = synthetic_batch()
+    evaluate = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
+    with v1.Session(graph=g.graph) as sess:
+        sess.run(g.init)
+        before = sess.run(g.cross_entropy, evaluate)
+        sess.run(g.train_step, {g.X: X, g.Y_: Y_, g.pkeep: g.spec.pkeep, g.step: 0})
+        after = sess.run(g.cross_entropy, evaluate)
+    assert after < before
+
+
+def test_literal_and_stable_loss_agree_until_a_probability_underflows():
+    graph = tf.Graph()
+    with graph.as_default():
+        logits = v1.placeholder(tf.float32, [None, 10])
+        labels = v1.placeholder(tf.float32, [None, 10])
+        literal = models.cross_entropy(logits, labels, 'literal')
+        stable = models.cross_entropy(logits, labels, 'stable')
+    one_hot = np.eye(10, dtype=np.float32)[[3, 7]]
+    moderate = np.random.default_rng(0).normal(size=(2, 10)).astype(np.float32)
+    extreme = moderate.copy()
+    extreme[:, 0] = 200.0  # exp(-200) underflows to 0 in float32 for the other classes
+    with v1.Session(graph=graph, config=models.session_config('literal')) as sess:
+        a, b = sess.run([literal, stable], {logits: moderate, labels: one_hot})
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+        # by hand: mean over the batch of -log(softmax) at the right class, times 100
+        log_softmax = moderate - np.log(np.exp(moderate).sum(1, keepdims=True))
+        np.testing.assert_allclose(b, -log_softmax[[0, 1], [3, 7]].mean() * 100, rtol=1e-5)
+
+        a, b = sess.run([literal, stable], {logits: extreme, labels: one_hot})
+        assert math.isnan(a)  # 0 * log(0) = 0 * -inf = NaN: the talk's line
+        assert np.isfinite(b) and b > 1000
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match='loss must be one of'):
+        models.build('softmax', loss='hinge')
+
+
+def test_learning_rate_schedules():
+    def rates(name, steps):
+        g = models.build(name)
+        with v1.Session(graph=g.graph) as sess:
+            return [sess.run(g.lr, {g.step: s}) for s in steps]
+
+    np.testing.assert_allclose(rates('softmax', [0, 5000]), [0.005, 0.005])
+    np.testing.assert_allclose(rates('five_layers_relu', [0, 5000]), [0.003, 0.003])
+    np.testing.assert_allclose(rates('conv_dropout', [0, 2000, 10000]),
+                               [0.0031, 0.0001 + 0.003 / math.e,
+                                0.0001 + 0.003 * math.exp(-5)], rtol=1e-5)
+
+
+def test_dropout_only_where_the_talk_put_it():
+    """Dropout networks give different outputs for pkeep < 1 on the same input."""
+    X, _ = synthetic_batch(n=20)
+    for name, spec in models.NETWORKS.items():
+        g = models.build(name)
+        with v1.Session(graph=g.graph) as sess:
+            sess.run(g.init)
+            full = sess.run(g.Ylogits, {g.X: X, g.pkeep: 1.0})
+            dropped = sess.run(g.Ylogits, {g.X: X, g.pkeep: 0.5})
+        assert np.allclose(full, dropped) == (spec.pkeep == 1.0), name
+
+
+def test_same_seed_same_initial_weights():
+    def initial(seed):
+        g = models.build('conv', seed=seed)
+        with v1.Session(graph=g.graph) as sess:
+            sess.run(g.init)
+            return sess.run(g.graph.get_collection('trainable_variables'))
+
+    a, b, c = initial(1), initial(1), initial(2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    # truncated normal, stddev 0.1: nothing beyond two standard deviations
+    assert np.abs(a[0]).max() <= 0.2 and 0.05 < a[0].std() < 0.1
+
+
+def test_building_leaves_eager_mode_alone():
+    models.build('softmax')
+    assert tf.executing_eagerly()
+    assert float(tf.constant(2.0) * 3) == 6.0

@@ -1,0 +1,105 @@
+"""The training loop on small generated data: history, determinism, NaN, workdirs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from graph_mnist import data
+from graph_mnist import train
+
+
+def synthetic_mnist(n_train=600, n_test=200, seed=0, brightness=1.0):
+    """Digit d is a bright square at a place of its own: easy to learn, quick to run."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        digits = rng.integers(0, 10, n)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+        for i, d in enumerate(digits):
+            row, col = divmod(int(d), 5)
+            images[i, 4 + 12 * row:8 + 12 * row, 2 + 5 * col:6 + 5 * col] = 255
+        return images, digits
+
+    mnist = data.Mnist(*split(n_train), *split(n_test))
+    mnist.train_images *= brightness
+    mnist.test_images *= brightness
+    return mnist
+
+
+def test_history_records_the_talks_curves(tmp_path):
+    history = train.train(synthetic_mnist(), 'five_layers_relu_lrdecay', iterations=60,
+                          eval_every=25, log_every=10, workdir=str(tmp_path))
+    assert history['status'] == 'finished'
+    assert history['train']['step'] == [0, 10, 20, 30, 40, 50]
+    assert history['test']['step'] == [0, 25, 50, 60]  # and always at the end
+    assert history['test']['epoch'] == [0, 25 / 6, 50 / 6, 10]
+    assert history['train']['lr'][0] == pytest.approx(0.0031)
+    assert history['train']['lr'][-1] < history['train']['lr'][0]  # decaying
+    assert history['final_test_accuracy'] == history['test']['accuracy'][-1]
+    assert history['max_test_accuracy'] == max(history['test']['accuracy'])
+    assert history['final_test_accuracy'] > 0.9  # the squares are easy
+    assert history['test']['loss'][-1] < history['test']['loss'][0]
+    times = history['test']['time']
+    assert times == sorted(times) and history['wall_time'] >= times[-1]
+    assert json.load(open(tmp_path / train.HISTORY)) == json.loads(json.dumps(history))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    def run(seed):
+        return train.train(synthetic_mnist(), 'conv_dropout', iterations=20, seed=seed,
+                           eval_every=10, log_every=5)
+
+    a, b, c = run(3), run(3), run(4)
+    assert a['train']['loss'] == b['train']['loss']
+    assert a['test']['accuracy'] == b['test']['accuracy']
+    assert a['train']['loss'] != c['train']['loss']
+
+
+def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
+    # Very bright images make huge logits after one SGD step: a probability underflows
+    # to 0 and the talk's -sum(Y_ * log(Y)) turns NaN.
+    mnist = synthetic_mnist(brightness=50.0)
+    with pytest.raises(train.TrainingError) as error:
+        train.train(mnist, 'softmax', iterations=200, loss='literal', eval_every=1,
+                    log_every=1, workdir=str(tmp_path))
+    message = str(error.value)
+    assert 'log(0)' in message and '--loss=stable' in message
+    saved = json.load(open(tmp_path / train.HISTORY))
+    assert saved['status'] == 'nan'
+    step = saved['nan_step']
+    assert 0 < step < 200
+    # everything up to the failing step is kept; the NaN itself is written as null
+    assert saved['train']['step'] == list(range(step + 1))
+    assert saved['train']['loss'][-1] is None
+    assert all(np.isfinite(saved['train']['loss'][:-1]))
+    assert saved['test']['step'] == list(range(step))
+    assert all(np.isfinite(saved['test']['loss']))
+
+
+def test_stable_loss_survives_what_breaks_the_literal_one():
+    history = train.train(synthetic_mnist(brightness=50.0), 'softmax', iterations=200,
+                          loss='stable', eval_every=50, log_every=50)
+    assert history['status'] == 'finished'
+    assert np.isfinite(history['test']['loss']).all()
+
+
+def test_workdir_never_overwrites_an_earlier_run(tmp_path):
+    train.write_history(str(tmp_path), train.new_history('softmax', 'stable', 0, 100, 10))
+    with pytest.raises(train.TrainingError, match='already holds a run'):
+        train.prepare_workdir(str(tmp_path), 'softmax')
+
+
+def test_unwritable_workdir_is_refused_clearly(tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a directory')
+    with pytest.raises(train.TrainingError, match='cannot write into the workdir'):
+        train.prepare_workdir(str(blocker / 'run'), 'softmax')
+
+
+def test_default_workdirs_are_distinct(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = train.prepare_workdir(None, 'conv')
+    second = train.prepare_workdir(None, 'conv')
+    assert first != second and first.startswith(os.path.join('runs', 'conv-'))
