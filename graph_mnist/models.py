@@ -49,17 +49,17 @@ def _five_layers(X, activation, bias_init, pkeep=None):
     r"""Five fully connected layers, 200-100-60-30-10; dropout after each hidden one
     when pkeep is given.
 
-        X [batch, 784]                 (flattened)
-        \x/x\x/x\x/x\x/x\x/        -- fully connected layer      W1 [784, 200]  B1 [200]
-         · · · · · · · · ·             Y1 [batch, 200]
-          \x/x\x/x\x/x\x/          -- fully connected layer      W2 [200, 100]  B2 [100]
-           · · · · · · ·               Y2 [batch, 100]
-            \x/x\x/x\x/             -- fully connected layer      W3 [100, 60]   B3 [60]
-             · · · · ·                 Y3 [batch, 60]
-              \x/x\x/                -- fully connected layer      W4 [60, 30]    B4 [30]
-               · · ·                   Y4 [batch, 30]
-                \x/                   -- fully connected (softmax)  W5 [30, 10]    B5 [10]
-                 ·                     Ylogits [batch, 10]
+        X [batch, 784]               (the 28x28 image, flattened)
+        \x/x\x/x\x/x\x/x\x/x\x/     -- fully connected layer      W1 [784, 200]  B1 [200]
+         · · · · · · · · · · ·       Y1 [batch, 200]
+          \x/x\x/x\x/x\x/x\x/       -- fully connected layer      W2 [200, 100]  B2 [100]
+           · · · · · · · · ·         Y2 [batch, 100]
+            \x/x\x/x\x/x\x/         -- fully connected layer      W3 [100, 60]   B3 [60]
+             · · · · · · ·           Y3 [batch, 60]
+              \x/x\x/x\x/           -- fully connected layer      W4 [60, 30]    B4 [30]
+               · · · · ·             Y4 [batch, 30]
+                \x/x\x/             -- fully connected (softmax)  W5 [30, 10]    B5 [10]
+                 · · ·               Ylogits [batch, 10]
     """
     L, M, N, O = 200, 100, 60, 30
     W1 = _weights([784, L])

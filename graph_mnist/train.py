@@ -109,6 +109,16 @@ def _duration(seconds):
     return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
 
 
+def _eta(train_records, iterations):
+    """Time left at the pace of the last ~25 log lines (start-up excluded, evaluations in)."""
+    steps, times = train_records['step'], train_records['time']
+    if len(steps) < 2:
+        return '...'
+    first = max(1, len(steps) - 25)
+    pace = (times[-1] - times[first - 1]) / (steps[-1] - steps[first - 1])
+    return _duration(pace * (iterations - steps[-1]))
+
+
 def _record(table, **values):
     for key, value in values.items():
         # NaN is not JSON: a loss gone NaN is written as null
@@ -139,11 +149,11 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
         if workdir:
             write_history(workdir, history)
 
-    def stop_if_nan(xent, step):
+    def stop_if_nan(xent, step, where):
         if math.isnan(xent):
-            history['nan_step'] = step
+            history['nan_step'], history['nan_where'] = step, where
             save('nan')
-            raise TrainingError(nan_message(step, loss, workdir))
+            raise TrainingError(nan_message(step, where, loss, workdir))
 
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)
@@ -156,7 +166,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                     accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start)
             logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
                          'test loss: %.4f', step, batches.epoch(step), acc, xent)
-            stop_if_nan(xent, step)
+            stop_if_nan(xent, step, 'on the test set')
             save('running')
 
         try:
@@ -171,10 +181,10 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                     elapsed = time.perf_counter() - start
                     _record(history['train'], step=step, accuracy=float(acc),
                             loss=float(xent), lr=float(lr), time=elapsed)
-                    eta = _duration(elapsed / step * (iterations - step)) if step else '...'
+                    eta = _eta(history['train'], iterations)
                     logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
                                  step, acc, xent, lr, step, iterations, eta)
-                    stop_if_nan(xent, step)
+                    stop_if_nan(xent, step, 'on the training batch')
                 if step % eval_every == 0:
                     evaluate(step)
 
@@ -182,7 +192,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                 _, xent = sess.run([g.train_step, g.cross_entropy],
                                    {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
                                     g.step: step})
-                stop_if_nan(xent, step)
+                stop_if_nan(xent, step, 'in the training step')
             evaluate(iterations)
         except KeyboardInterrupt:
             save('interrupted')
@@ -192,15 +202,15 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
     return summarize(history)
 
 
-def nan_message(step, loss, workdir):
+def nan_message(step, where, loss, workdir):
     kept = f' The metrics up to step {step} are in {workdir}/{HISTORY}.' if workdir else ''
     if loss == 'literal':
-        return (f'the cross-entropy became NaN at step {step}: with --loss=literal, '
+        return (f'the cross-entropy became NaN {where} at step {step}: with --loss=literal, '
                 '-sum(Y_ * log(Y)) takes log(0) = -inf as soon as a softmax probability '
                 'underflows to 0, and 0 * -inf = NaN, which then spreads into every weight. '
                 'Run with --loss=stable (the default), the same formula computed as '
                 'log_softmax, which never takes log(0).' + kept)
-    return (f'the cross-entropy became NaN at step {step}: training diverged. '
+    return (f'the cross-entropy became NaN {where} at step {step}: training diverged. '
             'Try another --seed or fewer --iterations.' + kept)
 
 
