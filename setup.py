@@ -14,6 +14,8 @@ setup(
         'tensorflow>=2.16',  # tf.compat.v1 graphs and Sessions, Keras 3 era
         'numpy',
         'absl-py',
+        'matplotlib',  # the dashboard and the comparison plots
+        'tensorboard',  # event files; no longer a dependency of tensorflow since 2.20
     ],
     extras_require={
         'test': ['pytest'],
