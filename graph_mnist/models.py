@@ -19,13 +19,13 @@ import tensorflow as tf
 v1 = tf.compat.v1  # the TensorFlow 1 API the talk used: placeholder, Session, train.*
 
 
-def _weights(shape):
-    return tf.Variable(v1.truncated_normal(shape, stddev=0.1))
+def _weights(shape, name):
+    return tf.Variable(v1.truncated_normal(shape, stddev=0.1), name=name)
 
 
-def _biases(n, value=0.1):
+def _biases(n, name, value=0.1):
     # 0.1, a small positive value, keeps ReLUs alive at the start (the talk's choice).
-    return tf.Variable(tf.constant(value, tf.float32, [n]))
+    return tf.Variable(tf.constant(value, tf.float32, [n]), name=name)
 
 
 # ------------------------------------------------------------------------ 1. softmax
@@ -37,8 +37,8 @@ def softmax(X, pkeep):
           · · · · · · · ·          W [784, 10]   B [10]
                                    Ylogits [batch, 10]
     """
-    W = tf.Variable(tf.zeros([784, 10]))
-    B = tf.Variable(tf.zeros([10]))
+    W = tf.Variable(tf.zeros([784, 10]), name='W')
+    B = tf.Variable(tf.zeros([10]), name='B')
     XX = tf.reshape(X, [-1, 784])  # flatten the images into one line of 784 pixels
     Ylogits = tf.matmul(XX, W) + B
     return Ylogits
@@ -62,16 +62,16 @@ def _five_layers(X, activation, bias_init, pkeep=None):
                  · · ·               Ylogits [batch, 10]
     """
     L, M, N, O = 200, 100, 60, 30
-    W1 = _weights([784, L])
-    B1 = _biases(L, bias_init)
-    W2 = _weights([L, M])
-    B2 = _biases(M, bias_init)
-    W3 = _weights([M, N])
-    B3 = _biases(N, bias_init)
-    W4 = _weights([N, O])
-    B4 = _biases(O, bias_init)
-    W5 = _weights([O, 10])
-    B5 = _biases(10, bias_init)
+    W1 = _weights([784, L], 'W1')
+    B1 = _biases(L, 'B1', bias_init)
+    W2 = _weights([L, M], 'W2')
+    B2 = _biases(M, 'B2', bias_init)
+    W3 = _weights([M, N], 'W3')
+    B3 = _biases(N, 'B3', bias_init)
+    W4 = _weights([N, O], 'W4')
+    B4 = _biases(O, 'B4', bias_init)
+    W5 = _weights([O, 10], 'W5')
+    B5 = _biases(10, 'B5', bias_init)
 
     def dropout(Y):  # "shoot" a fraction 1 - pkeep of the neurons, in training only
         return Y if pkeep is None else tf.nn.dropout(Y, rate=1 - pkeep)
@@ -120,16 +120,16 @@ def conv(X, pkeep):
     We follow the talk (BUILD_NOTES.md).
     """
     K, L, M, N = 4, 8, 12, 200  # output channels of the three conv layers, dense neurons
-    W1 = _weights([5, 5, 1, K])  # 5x5 patch, 1 input channel, K output channels
-    B1 = _biases(K)
-    W2 = _weights([4, 4, K, L])
-    B2 = _biases(L)
-    W3 = _weights([4, 4, L, M])
-    B3 = _biases(M)
-    W4 = _weights([7 * 7 * M, N])
-    B4 = _biases(N)
-    W5 = _weights([N, 10])
-    B5 = _biases(10)
+    W1 = _weights([5, 5, 1, K], 'W1')  # 5x5 patch, 1 input channel, K output channels
+    B1 = _biases(K, 'B1')
+    W2 = _weights([4, 4, K, L], 'W2')
+    B2 = _biases(L, 'B2')
+    W3 = _weights([4, 4, L, M], 'W3')
+    B3 = _biases(M, 'B3')
+    W4 = _weights([7 * 7 * M, N], 'W4')
+    B4 = _biases(N, 'B4')
+    W5 = _weights([N, 10], 'W5')
+    B5 = _biases(10, 'B5')
 
     Y1 = tf.nn.relu(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME') + B1)
     Y2 = tf.nn.relu(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME') + B2)
@@ -157,16 +157,16 @@ def conv_dropout(X, pkeep):
              · · · · ·                                           Ylogits [batch, 10]
     """
     K, L, M, N = 6, 12, 24, 200
-    W1 = _weights([6, 6, 1, K])
-    B1 = _biases(K)
-    W2 = _weights([5, 5, K, L])
-    B2 = _biases(L)
-    W3 = _weights([4, 4, L, M])
-    B3 = _biases(M)
-    W4 = _weights([7 * 7 * M, N])
-    B4 = _biases(N)
-    W5 = _weights([N, 10])
-    B5 = _biases(10)
+    W1 = _weights([6, 6, 1, K], 'W1')
+    B1 = _biases(K, 'B1')
+    W2 = _weights([5, 5, K, L], 'W2')
+    B2 = _biases(L, 'B2')
+    W3 = _weights([4, 4, L, M], 'W3')
+    B3 = _biases(M, 'B3')
+    W4 = _weights([7 * 7 * M, N], 'W4')
+    B4 = _biases(N, 'B4')
+    W5 = _weights([N, 10], 'W5')
+    B5 = _biases(10, 'B5')
 
     Y1 = tf.nn.relu(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME') + B1)
     Y2 = tf.nn.relu(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME') + B2)
@@ -237,6 +237,7 @@ class Graph(NamedTuple):
     init: tf.Operation
     spec: Spec
     config: object            # the tf.compat.v1.ConfigProto a Session of this graph needs
+    forward_ops: int          # graph.get_operations()[:forward_ops] existed before minimize
 
 
 def cross_entropy(Ylogits, Y_, loss='stable'):
@@ -283,7 +284,7 @@ def build(name, loss='stable', seed=0):
         step = v1.placeholder(tf.int32, name='step')
         pkeep = v1.placeholder(tf.float32, name='pkeep')
 
-        Ylogits = spec.network(X, pkeep)
+        Ylogits = tf.identity(spec.network(X, pkeep), name='Ylogits')
         Y = tf.nn.softmax(Ylogits, name='Y')
         xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
 
@@ -291,11 +292,13 @@ def build(name, loss='stable', seed=0):
         accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
 
         lr = tf.identity(spec.learning_rate(step), name='lr')
+        forward_ops = len(graph.get_operations())
+        # minimize adds the gradients (formal differentiation of xent) and the updates
         train_step = spec.optimizer(lr).minimize(xent, name='train_step')
         init = v1.global_variables_initializer()
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, xent, accuracy, lr, train_step,
-                 init, spec, session_config(loss))
+                 init, spec, session_config(loss), forward_ops)
 
 
 def trainable_parameters(g):

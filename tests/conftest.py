@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from graph_mnist import data
@@ -20,3 +21,15 @@ def run_module(module, *args, env=None, cwd=None):
     environment = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, '-m', module, *args], capture_output=True,
                           text=True, env=environment, cwd=cwd, timeout=600)
+
+
+def synthetic_batch(n=100, seed=0):
+    """Digits d drawn as a bright 4x4 square at a place of their own, plus faint noise:
+    easy to learn, so one training step must lower the loss."""
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 10, n)
+    X = rng.random((n, 28, 28, 1), dtype=np.float32) * 0.1
+    for i, d in enumerate(digits):
+        row, col = divmod(int(d), 5)
+        X[i, 4 + 12 * row:8 + 12 * row, 2 + 5 * col:6 + 5 * col, 0] = 1.0
+    return X, np.eye(10, dtype=np.float32)[digits]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import synthetic_batch
 from graph_mnist import models
 
 v1 = tf.compat.v1
@@ -53,17 +54,6 @@ def test_shapes_and_parameter_count(name):
         Y = sess.run(g.Y, {g.X: np.zeros((3, 28, 28, 1), np.float32), g.pkeep: 1.0})
     assert Y.shape == (3, 10)
     np.testing.assert_allclose(Y.sum(axis=1), 1, rtol=1e-5)
-
-
-def synthetic_batch(n=100, seed=0):
-    """Digits d drawn as a bright 4x4 square at a place of their own, plus faint noise."""
-    rng = np.random.default_rng(seed)
-    digits = rng.integers(0, 10, n)
-    X = rng.random((n, 28, 28, 1), dtype=np.float32) * 0.1
-    for i, d in enumerate(digits):
-        row, col = divmod(int(d), 5)
-        X[i, 4 + 12 * row:8 + 12 * row, 2 + 5 * col:6 + 5 * col, 0] = 1.0
-    return X, np.eye(10, dtype=np.float32)[digits]
 
 
 @pytest.mark.parametrize('name', list(models.NETWORKS))

@@ -1,0 +1,272 @@
+r"""The talk's lesson on deferred execution, observed on a real network.
+
+    python -m graph_mnist.explain --model=softmax
+    python -m graph_mnist.explain --model=conv_dropout --format=json
+
+"TensorFlow has a deferred execution model": every tf.* call adds a node to a graph
+and computes nothing; values exist only when a Session runs a node with every
+placeholder it depends on fed. This walks through one network in the talk's order and
+prints what it observes in the graph, never a number typed in:
+
+  1. building computes nothing        4. running it: one Session.run of the train step
+  2. what each value needs fed        5. the same forward pass in eager mode
+  3. what minimize() added            6. where to look next: TensorBoard, GraphDef text
+"""
+
+if __name__ == '__main__':  # before TensorFlow is imported: process-wide, entry point only
+    from graph_mnist import quiet
+    quiet.quiet_tensorflow()
+
+import collections
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from graph_mnist import data
+from graph_mnist import models
+
+v1 = tf.compat.v1
+
+
+def _describe(tensor):
+    shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
+    return {'name': tensor.name, 'shape': shape, 'dtype': tensor.dtype.name}
+
+
+def placeholders_needed(fetch):
+    """The placeholders `fetch` depends on, found by walking the graph backwards."""
+    op = fetch if isinstance(fetch, tf.Operation) else fetch.op
+    seen, stack, found = set(), [op], set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type in ('Placeholder', 'PlaceholderWithDefault'):
+            found.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return sorted(found)
+
+
+def _kind(op):
+    """What minimize() added an operation for."""
+    if op.name.startswith('gradients'):
+        return 'gradients (formal derivatives of the loss)'
+    if op.type in ('VariableV2', 'VarHandleOp'):
+        return 'optimizer slots and state (variables)'
+    if op.type.startswith(('Apply', 'ResourceApply')) or op.type in ('Assign', 'AssignVariableOp'):
+        return 'updates (apply the gradients, assign)'
+    return 'other (initial values, reads, bookkeeping)'
+
+
+def observe(model, batch, loss='stable', seed=0, workdir=None):
+    """Builds `model`, then observes it step by step; returns a JSON-ready dict.
+
+    batch: (images, labels) to run on, e.g. the first training batch of MNIST.
+    workdir: where the graph is written for TensorBoard and as GraphDef text.
+    """
+    g = models.build(model, loss=loss, seed=seed)
+    graph, ops = g.graph, g.graph.get_operations()
+    out = {'model': model, 'loss': loss}
+
+    # 1. Building computes nothing.
+    symbols = {'X': g.X, 'Y_': g.Y_, 'step': g.step, 'pkeep': g.pkeep,
+               'Ylogits': g.Ylogits, 'Y': g.Y, 'cross_entropy': g.cross_entropy,
+               'accuracy': g.accuracy}
+    try:
+        g.Ylogits.numpy()
+        no_value = None
+    except (AttributeError, NotImplementedError) as e:
+        no_value = f'{type(e).__name__}: {e}'
+    out['built'] = {
+        'tensors': {k: _describe(t) for k, t in symbols.items()},
+        'operations_before_minimize': g.forward_ops,
+        'is_symbolic': all(isinstance(t, tf.Tensor) and not hasattr(t, '_numpy')
+                           for t in symbols.values()),
+        'asking_for_a_value': no_value,
+    }
+
+    # 2. What each value needs.
+    fetches = {'accuracy': g.accuracy, 'cross_entropy': g.cross_entropy,
+               'train_step': g.train_step}
+    needs = {name: placeholders_needed(f) for name, f in fetches.items()}
+    X, Y_ = batch
+    with v1.Session(graph=graph, config=g.config) as sess:
+        sess.run(g.init)
+        try:
+            sess.run(g.accuracy, {g.X: X, g.pkeep: 1.0})  # the labels Y_ left out on purpose
+            missing = None
+        except tf.errors.InvalidArgumentError as e:
+            lines = [line.strip() for line in e.message.splitlines() if line.strip()]
+            said = [line for line in lines if 'must feed' in line] or lines[-1:]
+            missing = {'fetched': 'accuracy', 'fed': ['X', 'pkeep'], 'left_out': 'Y_',
+                       'error': type(e).__name__, 'message': said[0]}
+    out['needs'] = {'placeholders': needs, 'missing_feed': missing}
+
+    # 3. What minimize() added.
+    added = ops[g.forward_ops:]
+    with graph.as_default():
+        variables = v1.trainable_variables()
+    out['minimize'] = {
+        'optimizer': g.spec.optimizer.__name__,
+        'operations_before': g.forward_ops,
+        'operations_after': len(ops),
+        'added_by_kind': dict(collections.Counter(_kind(op) for op in added).most_common()),
+        'parameters': {v.name: {'shape': v.shape.as_list(), 'size': v.shape.num_elements()}
+                       for v in variables},
+        'trainable_parameters': models.trainable_parameters(g),
+    }
+
+    # 4. Running it: one step on a real batch.
+    run_feed = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
+    with v1.Session(graph=graph, config=g.config) as sess:
+        sess.run(g.init)
+        before_values = sess.run(variables)
+        loss_before = sess.run(g.cross_entropy, run_feed)
+        sess.run(g.train_step, {g.X: X, g.Y_: Y_, g.pkeep: g.spec.pkeep, g.step: 0})
+        logits_graph, loss_after = sess.run([g.Ylogits, g.cross_entropy], run_feed)
+        after_values = sess.run(variables)
+    out['run'] = {
+        'batch': list(X.shape),
+        'loss_before': float(loss_before), 'loss_after': float(loss_after),
+        'changed': {v.name: float(np.abs(a - b).max())
+                    for v, a, b in zip(variables, after_values, before_values)},
+    }
+
+    # 5. Eager, side by side: the same network function, run eagerly with the weights the
+    # Session holds after that step (each tf.Variable it creates is given their value).
+    trained = iter(after_values)
+
+    def same_weights(next_creator, **kwargs):
+        kwargs['initial_value'] = next(trained)
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(same_weights):
+        logits_eager = g.spec.network(tf.constant(X), 1.0)
+    out['eager'] = {
+        'executing_eagerly': tf.executing_eagerly(),
+        'type': type(logits_eager).__name__,
+        'has_value_at_once': hasattr(logits_eager, 'numpy'),
+        'first_logits': np.round(logits_eager.numpy()[0], 4).tolist(),
+        'first_logits_graph': np.round(logits_graph[0], 4).tolist(),
+        'max_abs_difference': float(np.abs(logits_eager.numpy() - logits_graph).max()),
+    }
+
+    # 6. Where to look next.
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+        with graph.as_default():  # FileWriter is TF1 API: it wants its graph as default
+            v1.summary.FileWriter(workdir, graph).close()
+        tf.io.write_graph(graph.as_graph_def(), workdir, 'graph.pbtxt', as_text=True)
+        out['written'] = {'tensorboard_logdir': workdir,
+                          'graphdef_text': os.path.join(workdir, 'graph.pbtxt'),
+                          'command': f'tensorboard --logdir {workdir}'}
+    return out
+
+
+# --------------------------------------------------------------------------- the lesson
+
+
+def _shape(shape):
+    return 'unknown' if shape is None else '[' + ', '.join('?' if d is None else str(d)
+                                                          for d in shape) + ']'
+
+
+def lesson(o):
+    """The observations as a short text lesson, in the talk's order."""
+    b, n, m, r, e = o['built'], o['needs'], o['minimize'], o['run'], o['eager']
+    lines = [f"Deferred execution, observed on the talk's `{o['model']}` network", '']
+    lines.append('1. Building the graph computes nothing.')
+    lines.append('   Every tf.* call added a node to a graph. What came back are symbolic '
+                 'tensors:')
+    for key, t in b['tensors'].items():
+        lines.append(f"     {key:14} {t['name']:22} shape {_shape(t['shape']):18} {t['dtype']}")
+    lines.append(f"   The graph holds {b['operations_before_minimize']} operations so far; "
+                 "'?' is the batch size, unknown until a batch is fed.")
+    lines.append(f"   Asking Ylogits for its value: {b['asking_for_a_value']}")
+    lines.append('')
+    lines.append('2. A value exists only when a Session runs a node with its placeholders fed.')
+    for fetch, needed in n['placeholders'].items():
+        lines.append(f"     {fetch:14} needs {', '.join(needed)}")
+    if n['missing_feed']:
+        lines.append(f"   Running accuracy with the labels Y_ left out, TensorFlow refuses "
+                     f"({n['missing_feed']['error']}):")
+        lines.append(f"     {n['missing_feed']['message']}")
+        lines.append('   Accuracy compares predictions with the correct answers: no answers, '
+                     'no value.')
+    lines.append('')
+    lines.append(f"3. {m['optimizer']}.minimize(cross_entropy) differentiated the graph "
+                 'formally and added the training step:')
+    lines.append(f"   operations: {m['operations_before']} before, {m['operations_after']} "
+                 f"after (+{m['operations_after'] - m['operations_before']})")
+    for kind, count in m['added_by_kind'].items():
+        lines.append(f'     {count:5}  {kind}')
+    lines.append('   What the training adjusts, the trainable parameters:')
+    for name, p in m['parameters'].items():
+        lines.append(f"     {name:16} {_shape(p['shape']):18} {p['size']:>9,}")
+    lines.append(f"     {'total':16} {'':18} {m['trainable_parameters']:>9,}")
+    lines.append('')
+    lines.append(f"4. One Session.run(train_step) on a batch of {r['batch'][0]} images:")
+    lines.append(f"   cross-entropy on that batch {r['loss_before']:.4f} before, "
+                 f"{r['loss_after']:.4f} after")
+    changed = [k for k, v in r['changed'].items() if v > 0]
+    lines.append(f"   variables changed: {len(changed)} of {len(r['changed'])} "
+                 f"(largest change {max(r['changed'].values()):.2e})")
+    lines.append('')
+    lines.append('5. The same network function in TensorFlow 2 eager mode, with the weights '
+                 'after that step:')
+    def first(values):
+        return '[' + ', '.join(f'{v:.4f}' for v in values[:4]) + ', ...]'
+
+    lines.append(f"   an {e['type']} with its value at once: logits of the first image "
+                 f"{first(e['first_logits'])}")
+    lines.append(f"   the Session gave                              {first(e['first_logits_graph'])}"
+                 f"; largest difference over the batch {e['max_abs_difference']:.1e}")
+    lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
+                 'TensorFlow sees the whole computation: to differentiate it, optimise it, '
+                 'distribute it.')
+    if 'written' in o:
+        w = o['written']
+        lines.append('')
+        lines.append('6. Where to look next:')
+        lines.append(f"   the graph as GraphDef text: {w['graphdef_text']}")
+        lines.append(f"   the graph in TensorBoard:   {w['command']}   (tab 'Graphs')")
+    return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('model', 'softmax', list(models.NETWORKS), 'Which network to explain.')
+flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'The cross-entropy to build.')
+flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
+flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
+flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    tf.get_logger().setLevel('ERROR')
+    try:
+        mnist = data.load(FLAGS.data_dir, log=lambda message: print(message, file=sys.stderr))
+    except data.DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    batch = data.Batches(mnist.train_images, mnist.train_labels, 100, seed=0)(0)
+    workdir = FLAGS.workdir or os.path.join('runs', f'explain-{FLAGS.model}')
+    try:
+        observations = observe(FLAGS.model, batch, FLAGS.loss, workdir=workdir)
+    except OSError as e:
+        print(f'error: cannot write into {workdir}: {e.strerror}', file=sys.stderr)
+        return 1
+    print(json.dumps(observations, indent=1) if FLAGS.format == 'json' else lesson(observations))
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(main)

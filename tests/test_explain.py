@@ -1,0 +1,101 @@
+"""The deferred-execution lesson: its observations come from the real graphs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+from conftest import synthetic_batch
+from graph_mnist import explain
+
+
+@pytest.fixture(scope='module')
+def observed(tmp_path_factory):
+    return {name: explain.observe(name, batch=synthetic_batch(),
+                                  workdir=str(tmp_path_factory.mktemp(name)))
+            for name in ('softmax', 'five_layers_relu', 'conv_dropout')}
+
+
+def test_building_computes_nothing(observed):
+    built = observed['conv_dropout']['built']
+    assert built['is_symbolic']
+    assert 'numpy' in built['asking_for_a_value']
+    assert built['tensors']['X']['shape'] == [None, 28, 28, 1]  # batch size unknown
+    assert built['tensors']['Ylogits']['shape'] == [None, 10]
+    assert built['tensors']['accuracy']['shape'] == []
+
+
+def test_minimize_adds_operations(observed):
+    for name, o in observed.items():
+        m = o['minimize']
+        assert m['operations_after'] > m['operations_before'] > 0, name
+        assert sum(m['added_by_kind'].values()) == m['operations_after'] - m['operations_before']
+        assert m['added_by_kind']['gradients (formal derivatives of the loss)'] > 0
+    # Adam keeps two slots per variable; plain gradient descent keeps none
+    assert 'optimizer slots and state (variables)' not in \
+        observed['softmax']['minimize']['added_by_kind']
+    assert observed['conv_dropout']['minimize']['added_by_kind'][
+        'optimizer slots and state (variables)'] >= 2 * 10
+
+
+def test_placeholders_per_fetch(observed):
+    dropout = observed['conv_dropout']['needs']['placeholders']
+    assert dropout['train_step'] == ['X', 'Y_', 'pkeep', 'step']  # decay needs the step
+    assert 'step' not in dropout['accuracy']
+    assert dropout['accuracy'] == ['X', 'Y_', 'pkeep']
+    plain = observed['five_layers_relu']['needs']['placeholders']
+    assert plain['train_step'] == ['X', 'Y_']  # fixed rate, no dropout: nothing else
+    assert observed['softmax']['needs']['placeholders']['accuracy'] == ['X', 'Y_']
+
+
+def test_missing_feed_is_caught_with_tensorflows_own_words(observed):
+    missing = observed['softmax']['needs']['missing_feed']
+    assert missing['error'] == 'InvalidArgumentError'
+    assert "You must feed a value for placeholder tensor 'Y_'" in missing['message']
+
+
+def test_parameter_counts_are_the_sum_of_the_variables(observed):
+    for o in observed.values():
+        m = o['minimize']
+        assert m['trainable_parameters'] == sum(p['size'] for p in m['parameters'].values())
+        for p in m['parameters'].values():
+            assert p['size'] == int(np.prod(p['shape']))
+    softmax = observed['softmax']['minimize']
+    assert softmax['parameters']['W:0']['shape'] == [784, 10]
+    assert 7800 < softmax['trainable_parameters'] < 8000  # the talk's "almost 8,000"
+
+
+def test_one_run_changes_every_variable_and_lowers_the_loss(observed):
+    for o in observed.values():
+        run = o['run']
+        assert run['loss_after'] < run['loss_before']
+        assert all(change > 0 for change in run['changed'].values())
+
+
+def test_eager_and_graph_agree(observed):
+    for o in observed.values():
+        eager = o['eager']
+        assert eager['executing_eagerly'] and eager['has_value_at_once']
+        assert eager['max_abs_difference'] < 1e-4
+        assert np.abs(np.array(eager['first_logits'])).max() > 0  # a real comparison
+
+
+def test_graph_written_for_tensorboard_and_as_text(observed, tmp_path):
+    written = observed['softmax']['written']
+    text = open(written['graphdef_text']).read()
+    assert 'name: "cross_entropy"' in text and 'name: "X"' in text
+    assert written['command'].startswith('tensorboard --logdir ')
+
+
+def test_cli_json(tmp_path, mnist_dir):
+    result = run_module('graph_mnist.explain', '--model=softmax', '--format=json',
+                        f'--data_dir={mnist_dir}', f'--workdir={tmp_path}')
+    assert result.returncode == 0, result.stderr
+    o = json.loads(result.stdout)
+    assert o['minimize']['trainable_parameters'] == 7850
+    assert o['run']['batch'] == [100, 28, 28, 1]
+    text = run_module('graph_mnist.explain', '--model=softmax', f'--data_dir={mnist_dir}',
+                      f'--workdir={tmp_path}')
+    assert '1. Building the graph computes nothing.' in text.stdout
+    assert 'tensorboard --logdir' in text.stdout
