@@ -230,6 +230,7 @@ class Graph(NamedTuple):
                               # fed 1.0 to evaluate, used by the dropout networks only
     Ylogits: tf.Tensor
     Y: tf.Tensor              # the ten probabilities
+    prediction: tf.Tensor     # the recognised digit, argmax of Y
     cross_entropy: tf.Tensor  # summed over a batch of 100, as the talk's code scaled it
     accuracy: tf.Tensor
     lr: tf.Tensor
@@ -238,6 +239,8 @@ class Graph(NamedTuple):
     spec: Spec
     config: object            # the tf.compat.v1.ConfigProto a Session of this graph needs
     forward_ops: int          # graph.get_operations()[:forward_ops] existed before minimize
+    weights: list             # the W variables, for the dashboard's spread and TensorBoard
+    biases: list              # the B variables
 
 
 def cross_entropy(Ylogits, Y_, loss='stable'):
@@ -288,7 +291,8 @@ def build(name, loss='stable', seed=0):
         Y = tf.nn.softmax(Ylogits, name='Y')
         xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
 
-        correct_prediction = tf.equal(tf.argmax(Y, 1), tf.argmax(Y_, 1))
+        prediction = tf.argmax(Y, 1, name='prediction')
+        correct_prediction = tf.equal(prediction, tf.argmax(Y_, 1))
         accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
 
         lr = tf.identity(spec.learning_rate(step), name='lr')
@@ -296,9 +300,12 @@ def build(name, loss='stable', seed=0):
         # minimize adds the gradients (formal differentiation of xent) and the updates
         train_step = spec.optimizer(lr).minimize(xent, name='train_step')
         init = v1.global_variables_initializer()
+        variables = v1.trainable_variables()
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
-    return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, xent, accuracy, lr, train_step,
-                 init, spec, session_config(loss), forward_ops)
+    return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, prediction, xent, accuracy, lr,
+                 train_step, init, spec, session_config(loss), forward_ops,
+                 weights=[v for v in variables if v.op.name.startswith('W')],
+                 biases=[v for v in variables if v.op.name.startswith('B')])
 
 
 def trainable_parameters(g):

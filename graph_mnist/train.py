@@ -26,7 +26,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from graph_mnist import dashboard
 from graph_mnist import data
+from graph_mnist import events as graph_events
 from graph_mnist import models
 
 v1 = tf.compat.v1
@@ -49,7 +51,9 @@ def new_history(model, loss, seed, batch_size, iterations):
         'tensorflow': tf.__version__, 'status': 'running',
         # one list per quantity, aligned by index, ready to plot
         'train': {'step': [], 'accuracy': [], 'loss': [], 'lr': [], 'time': []},
-        'test': {'step': [], 'epoch': [], 'accuracy': [], 'loss': [], 'time': []},
+        # weights / biases: edges of their percentile buckets (dashboard.PERCENTILES)
+        'test': {'step': [], 'epoch': [], 'accuracy': [], 'loss': [], 'time': [],
+                 'weights': [], 'biases': []},
     }
 
 
@@ -126,12 +130,13 @@ def _record(table, **values):
 
 
 def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
-          loss='stable', eval_every=100, log_every=20, workdir=None):
+          loss='stable', eval_every=100, log_every=20, workdir=None, vis='none'):
     """Trains `model` on `mnist` (a data.Mnist); returns the metrics history (a dict).
 
-    With a workdir, the history is written there at every test evaluation and at the end.
-    A loss gone NaN raises TrainingError, Ctrl-C KeyboardInterrupt, both after the
-    history so far is written.
+    With a workdir: the history is written there at every test evaluation and at the
+    end, and TensorBoard event files beside it. vis: 'live' or 'save' for the dashboard
+    (see graph_mnist.dashboard), 'none' for none. A loss gone NaN raises TrainingError,
+    Ctrl-C KeyboardInterrupt, both after the history so far is written.
     """
     g = models.build(model, loss=loss, seed=seed)  # the whole graph, before any value
     spec = g.spec
@@ -139,6 +144,12 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
     batches = data.Batches(mnist.train_images, mnist.train_labels, batch_size, seed)
     history = new_history(model, loss, seed, batch_size, iterations)
     test_feed = {g.X: mnist.test_images, g.Y_: mnist.test_labels, g.pkeep: 1.0}
+    variables = g.weights + g.biases
+    board = None
+    if vis in ('live', 'save'):
+        board = dashboard.Dashboard(vis, workdir, f'{model}, seed {seed}',
+                                    evaluations=iterations // eval_every + 2)
+    events = graph_events.EventLog(workdir, g.graph) if workdir else None
 
     logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
                  'loss %s', model, f'{models.trainable_parameters(g):,}',
@@ -155,49 +166,74 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
             save('nan')
             raise TrainingError(nan_message(step, where, loss, workdir))
 
-    with v1.Session(graph=g.graph, config=g.config) as sess:
-        sess.run(g.init)
-        start = time.perf_counter()
+    # As in the talk: sess = tf.Session(); sess.run(init). Not `with sess:`, which would
+    # make the training graph the default and keep eager TensorBoard writes out.
+    sess = v1.Session(graph=g.graph, config=g.config)
+    sess.run(g.init)
+    start = time.perf_counter()
 
-        def evaluate(step):
-            # "It is just for display": the test set never trains anything.
-            acc, xent = sess.run([g.accuracy, g.cross_entropy], feed_dict=test_feed)
-            _record(history['test'], step=step, epoch=batches.epoch(step),
-                    accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start)
-            logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
-                         'test loss: %.4f', step, batches.epoch(step), acc, xent)
-            stop_if_nan(xent, step, 'on the test set')
-            save('running')
+    def evaluate(step, final=False):
+        # "It is just for display": the test set never trains anything.
+        acc, xent, predicted, values = sess.run(
+            [g.accuracy, g.cross_entropy, g.prediction, variables], feed_dict=test_feed)
+        weights, biases = values[:len(g.weights)], values[len(g.weights):]
+        _record(history['test'], step=step, epoch=batches.epoch(step),
+                accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start,
+                weights=dashboard.percentile_bands(weights),
+                biases=dashboard.percentile_bands(biases))
+        logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
+                     'test loss: %.4f', step, batches.epoch(step), acc, xent)
+        if events:
+            wrong = np.flatnonzero(predicted != mnist.test_digits)[:100]
+            grid, _ = dashboard.image_grid(mnist.test_images[wrong], mnist.test_digits[wrong],
+                                           predicted[wrong])
+            events.test(step, acc, xent, {v.op.name: value for v, value in
+                                          zip(variables, values)}, grid)
+        if board:
+            board.evaluation(history, mnist.test_images, mnist.test_digits, predicted,
+                             final=final)
+        stop_if_nan(xent, step, 'on the test set')
+        save('running')
 
-        try:
-            for step in range(iterations):
-                batch_X, batch_Y = batches(step)
+    try:
+        for step in range(iterations):
+            batch_X, batch_Y = batches(step)
 
-                if step % log_every == 0:
-                    # the talk's display line: this batch's accuracy and loss, all neurons on
-                    acc, xent, lr = sess.run([g.accuracy, g.cross_entropy, g.lr],
-                                             {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0,
-                                              g.step: step})
-                    elapsed = time.perf_counter() - start
-                    _record(history['train'], step=step, accuracy=float(acc),
-                            loss=float(xent), lr=float(lr), time=elapsed)
-                    eta = _eta(history['train'], iterations)
-                    logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
-                                 step, acc, xent, lr, step, iterations, eta)
-                    stop_if_nan(xent, step, 'on the training batch')
-                if step % eval_every == 0:
-                    evaluate(step)
+            if step % log_every == 0:
+                # the talk's display line: this batch's accuracy and loss, all neurons on
+                acc, xent, lr, predicted = sess.run(
+                    [g.accuracy, g.cross_entropy, g.lr, g.prediction],
+                    {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
+                elapsed = time.perf_counter() - start
+                _record(history['train'], step=step, accuracy=float(acc),
+                        loss=float(xent), lr=float(lr), time=elapsed)
+                eta = _eta(history['train'], iterations)
+                logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
+                             step, acc, xent, lr, step, iterations, eta)
+                if events:
+                    events.training(step, acc, xent, lr)
+                if board:
+                    board.training_batch(batch_X, batch_Y.argmax(1), predicted)
+                stop_if_nan(xent, step, 'on the training batch')
+            if step % eval_every == 0:
+                evaluate(step)
 
-                # the training step: gradients on this batch, one small step down them
-                _, xent = sess.run([g.train_step, g.cross_entropy],
-                                   {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
-                                    g.step: step})
-                stop_if_nan(xent, step, 'in the training step')
-            evaluate(iterations)
-        except KeyboardInterrupt:
-            save('interrupted')
-            raise
-        history['wall_time'] = time.perf_counter() - start
+            # the training step: gradients on this batch, one small step down them
+            _, xent = sess.run([g.train_step, g.cross_entropy],
+                               {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
+                                g.step: step})
+            stop_if_nan(xent, step, 'in the training step')
+        evaluate(iterations, final=True)
+    except KeyboardInterrupt:
+        save('interrupted')
+        raise
+    finally:
+        sess.close()
+        if events:
+            events.close()
+    history['wall_time'] = time.perf_counter() - start
+    if board:
+        history['dashboard'] = board.close()
     save('finished')
     return summarize(history)
 
@@ -240,6 +276,10 @@ flags.DEFINE_integer('eval_every', 100, 'Evaluate on all 10,000 test images ever
                      'many steps.', lower_bound=1)
 flags.DEFINE_integer('log_every', 20, 'Log training accuracy and loss every this many '
                      'steps.', lower_bound=1)
+flags.DEFINE_enum('vis', 'auto', ['auto', 'live', 'save', 'none'], 'The talk\'s dashboard. '
+                  'live: an animated window; save: dashboard.png and dashboard.gif in the '
+                  'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
+                  'display is, else save.')
 flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'stable: the talk\'s cross-entropy '
                   'computed with log_softmax, never NaN. literal: the talk\'s line '
                   '-sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.')
@@ -266,14 +306,20 @@ def main(argv):
         mnist = data.load(FLAGS.data_dir, log=logging.info)
         workdir = prepare_workdir(FLAGS.workdir, FLAGS.model)
         logging.info('workdir: %s', workdir)
+        vis = FLAGS.vis
+        if vis == 'auto':
+            vis = 'live' if dashboard.display_available() else 'save'
         history = train(mnist, FLAGS.model, FLAGS.iterations, FLAGS.batch_size, FLAGS.seed,
-                        FLAGS.loss, FLAGS.eval_every, FLAGS.log_every, workdir)
-    except (data.DataError, TrainingError) as e:
+                        FLAGS.loss, FLAGS.eval_every, FLAGS.log_every, workdir, vis)
+    except (data.DataError, TrainingError, dashboard.DashboardError) as e:
         logging.error('%s', e)
         return 1
     except KeyboardInterrupt:
         logging.error('interrupted; the metrics so far are in %s/%s', workdir, HISTORY)
         return 130
+    for path in history.get('dashboard', []):
+        logging.info('dashboard: %s', path)
+    logging.info('TensorBoard: tensorboard --logdir %s', workdir)
     logging.info('%s', summary_line(history))
     return 0
 

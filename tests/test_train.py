@@ -6,26 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from graph_mnist import data
+from conftest import synthetic_mnist
 from graph_mnist import train
-
-
-def synthetic_mnist(n_train=600, n_test=200, seed=0, brightness=1.0):
-    """Digit d is a bright square at a place of its own: easy to learn, quick to run."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        digits = rng.integers(0, 10, n)
-        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
-        for i, d in enumerate(digits):
-            row, col = divmod(int(d), 5)
-            images[i, 4 + 12 * row:8 + 12 * row, 2 + 5 * col:6 + 5 * col] = 255
-        return images, digits
-
-    mnist = data.Mnist(*split(n_train), *split(n_test))
-    mnist.train_images *= brightness
-    mnist.test_images *= brightness
-    return mnist
 
 
 def test_history_records_the_talks_curves(tmp_path):

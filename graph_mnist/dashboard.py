@@ -1,0 +1,311 @@
+"""The talk's animated dashboard: six panels, on screen, in files, or from a past run.
+
+    +-------------------+-------------------+-------------------+
+    | training digits   | accuracy          | cross-entropy     |
+    | (the batch of 100)| train and test    | train and test    |
+    +-------------------+-------------------+-------------------+
+    | weights: spread   | biases: spread    | test digits       |
+    | (percentile bands)| (percentile bands)| (1,000)           |
+    +-------------------+-------------------+-------------------+
+
+Misrecognised digits come first, on a red background, with the correct digit (blue,
+top left) and the recognised one (black, top right) stamped on them. The dashboard is
+fed values (numpy arrays, the metrics history); it drives nothing and knows no
+TensorFlow.
+
+    python -m graph_mnist.dashboard <workdir>     # redraw a finished run's curves as PNG
+"""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+# 7 buckets between these percentiles, as the talk's weight and bias panels.
+PERCENTILES = (0, 5, 15, 30, 70, 85, 95, 100)
+
+# 3x5 bitmap digits, one string of 15 pixels a digit, row by row.
+_GLYPHS = [
+    '111101101101111', '010110010010111', '111001111100111', '111001111001111',
+    '101101111001001', '111100111001111', '111100111101111', '111001010010010',
+    '111101111101111', '111101111001111',
+]
+FONT = np.array([[c == '1' for c in g] for g in _GLYPHS]).reshape(10, 5, 3)
+
+WHITE, RED = np.array([1.0, 1.0, 1.0]), np.array([1.0, 0.55, 0.55])
+INK, CORRECT_INK = np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.1, 0.9])
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def image_grid(images, correct, predicted, columns=10, limit=None):
+    """One RGB picture of digits, misrecognised first, as the talk showed them.
+
+    images [N, 28, 28(, 1)] in [0, 1] (white digit on black, as MNIST); correct and
+    predicted [N] digits. Returns (grid [rows*28, columns*28, 3] in [0, 1], order): dark
+    digits on white paper, misrecognised ones on red with the correct digit stamped top
+    left and the predicted one top right; `order` is the index of each tile's image.
+    """
+    images = np.asarray(images, np.float32).reshape(-1, 28, 28)
+    correct, predicted = np.asarray(correct), np.asarray(predicted)
+    wrong = correct != predicted
+    order = np.argsort(~wrong, kind='stable')[:limit]  # misrecognised first, else in order
+    ink = images[order][..., None]  # [n, 28, 28, 1]
+    paper = np.where(wrong[order][:, None, None, None], RED, WHITE)
+    tiles = paper * (1 - ink) + INK * ink
+    for i in np.flatnonzero(wrong[order]):
+        _stamp(tiles[i], correct[order[i]], CORRECT_INK, left=True)
+        _stamp(tiles[i], predicted[order[i]], INK, left=False)
+    rows = math.ceil(len(order) / columns)
+    grid = np.ones((rows * columns, 28, 28, 3), np.float32)
+    grid[:len(order)] = tiles
+    grid = grid.reshape(rows, columns, 28, 28, 3).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(rows * 28, columns * 28, 3), order
+
+
+def _stamp(tile, digit, colour, left):
+    """Draws `digit` at twice the 3x5 font size in a top corner of a 28x28 tile."""
+    mask = np.kron(FONT[int(digit)], np.ones((2, 2), bool))  # 10 x 6
+    col = 1 if left else 28 - 1 - 6
+    tile[1:11, col:col + 6][mask] = colour
+
+
+def percentile_bands(values, percentiles=PERCENTILES):
+    """The edges of the percentile buckets of all `values` (any shapes, flattened)."""
+    flat = np.concatenate([np.ravel(v) for v in values])
+    return np.percentile(flat, percentiles).tolist()
+
+
+# --------------------------------------------------------------------------- the figure
+
+
+class Figure:
+    """The six panels in one matplotlib figure, redrawn from the history and two grids."""
+
+    def __init__(self, title='', pyplot=None):
+        self.plt = pyplot  # None: an off-screen figure, no global matplotlib state touched
+        if pyplot is None:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure as MatplotlibFigure
+            self.figure = MatplotlibFigure(figsize=(12, 7.2), dpi=70)
+            FigureCanvasAgg(self.figure)
+        else:
+            self.figure = pyplot.figure(figsize=(12, 7.2), dpi=70)
+        axes = self.figure.subplots(2, 3)
+        self.figure.suptitle(title)
+        (self.train_ax, self.acc_ax, self.loss_ax), (self.w_ax, self.b_ax, self.test_ax) = axes
+        for ax, name in ((self.train_ax, 'training digits'), (self.test_ax, 'test digits')):
+            ax.set_title(name, fontsize=10)
+            ax.set_axis_off()
+        self.train_image = self.train_ax.imshow(np.ones((280, 280, 3)), interpolation='nearest')
+        self.test_image = self.test_ax.imshow(np.ones((700, 1120, 3)), interpolation='nearest')
+        self.lines = {}
+        for ax, key, name in ((self.acc_ax, 'accuracy', 'accuracy'),
+                              (self.loss_ax, 'loss', 'cross-entropy')):
+            ax.set_title(name, fontsize=10)
+            ax.grid(alpha=0.3)
+            self.lines['train', key], = ax.plot([], [], lw=0.8, color='tab:blue',
+                                                label='training batch')
+            self.lines['test', key], = ax.plot([], [], lw=1.5, color='tab:red',
+                                               label='test set')
+            ax.legend(loc='lower right' if key == 'accuracy' else 'upper right', fontsize=8)
+        self.acc_ax.set_ylim(0.8, 1.0)
+        self.band_axes = {'weights': self.w_ax, 'biases': self.b_ax}
+        for name, ax in self.band_axes.items():
+            ax.set_title(f'{name}: spread (percentiles)', fontsize=10)
+            ax.grid(alpha=0.3)
+        self.figure.tight_layout()
+
+    def draw(self, history, train_grid=None, test_grid=None):
+        train, test = history['train'], history['test']
+        for split, table in (('train', train), ('test', test)):
+            for key in ('accuracy', 'loss'):
+                values = np.array(table[key], dtype=float)  # null (NaN) -> nan: a gap
+                self.lines[split, key].set_data(table['step'], values)
+        last = max(train['step'][-1:] + test['step'][-1:] + [1])
+        for ax in (self.acc_ax, self.loss_ax):
+            ax.set_xlim(0, last)
+        test_losses = [v for v in test['loss'] if v is not None]
+        if test_losses:
+            self.loss_ax.set_ylim(0, max(test_losses[min(1, len(test_losses) - 1):]) * 1.3)
+        accuracies = [v for v in test['accuracy'] if v is not None]
+        if accuracies:
+            self.acc_ax.set_ylim(min(0.9, min(accuracies[len(accuracies) // 10:])) - 0.005, 1.0)
+        for name, ax in self.band_axes.items():
+            self._bands(ax, test['step'], test.get(name, []))
+        if train_grid is not None:
+            self.train_image.set_data(train_grid)
+        if test_grid is not None:
+            self.test_image.set_data(test_grid)
+        return self.figure
+
+    @staticmethod
+    def _bands(ax, steps, bands):
+        for artist in list(ax.collections):
+            artist.remove()
+        if not bands:
+            return
+        edges = np.array(bands).T  # [edge, time]
+        steps = steps[:edges.shape[1]]
+        shades = [0.25, 0.45, 0.7, 1.0, 0.7, 0.45, 0.25]
+        for i, alpha in enumerate(shades):
+            ax.fill_between(steps, edges[i], edges[i + 1], color='tab:blue', alpha=alpha,
+                            lw=0)
+        ax.set_xlim(0, max(steps[-1], 1))
+        ax.set_ylim(edges.min() - 0.01, edges.max() + 0.01)
+
+    def rgb(self):
+        """The figure as an RGB uint8 array (one animation frame)."""
+        self.figure.canvas.draw()
+        return np.asarray(self.figure.canvas.buffer_rgba())[..., :3].copy()
+
+    def save_png(self, path):
+        self.figure.savefig(path, dpi=70)
+
+    def close(self):
+        if self.plt:
+            self.plt.close(self.figure)
+
+
+# --------------------------------------------------------------------------- where it shows
+
+
+def display_available():
+    """True where a window can open: a desktop OS, or X11/Wayland on Linux."""
+    if sys.platform in ('darwin', 'win32'):
+        return True
+    return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
+
+
+class DashboardError(Exception):
+    """The dashboard cannot show where it was asked to."""
+
+
+class Dashboard:
+    """The live or saved dashboard of one training run.
+
+    mode 'live': a window, redrawn at every test evaluation; 'save': frames kept in
+    memory (at most `max_frames`, evenly spread), then final PNG, GIF and MP4 (with
+    ffmpeg) written into `workdir` by `close()`.
+    """
+
+    def __init__(self, mode, workdir, title, evaluations, max_frames=60):
+        if mode == 'live' and not display_available():
+            raise DashboardError('--vis=live needs a display and none is available '
+                                 '(DISPLAY is not set); use --vis=save to write the '
+                                 'dashboard as PNG and GIF into the workdir')
+        self.mode, self.workdir = mode, workdir
+        pyplot = None
+        if mode == 'live':
+            import matplotlib
+            from matplotlib import pyplot
+            if matplotlib.get_backend().lower() == 'agg':
+                raise DashboardError('--vis=live: matplotlib found no window backend '
+                                     '(install tkinter or PyQt); use --vis=save')
+            pyplot.ion()
+        self.figure = Figure(title, pyplot)
+        self.every = max(1, math.ceil(evaluations / max_frames))
+        self.evaluations = 0
+        self.frames = []
+        self.train_grid = None
+
+    def training_batch(self, images, correct, predicted):
+        self.train_grid, _ = image_grid(images, correct, predicted, columns=10)
+
+    def evaluation(self, history, test_images, correct, predicted, final=False):
+        """Called at every test evaluation; draws when this one makes a frame."""
+        self.evaluations += 1
+        if not final and (self.evaluations - 1) % self.every:
+            return
+        test_grid, _ = image_grid(test_images, correct, predicted, columns=40, limit=1000)
+        self.figure.draw(history, self.train_grid, test_grid)
+        if self.mode == 'live':
+            self.figure.plt.pause(0.001)
+        else:
+            self.frames.append(self.figure.rgb())
+
+    def close(self):
+        """Writes the files (save mode); returns their paths."""
+        written = []
+        if self.mode == 'save' and self.frames:
+            png = os.path.join(self.workdir, 'dashboard.png')
+            self.figure.save_png(png)
+            written.append(png)
+            written.append(write_gif(self.frames, os.path.join(self.workdir, 'dashboard.gif')))
+            mp4 = write_mp4(self.frames, os.path.join(self.workdir, 'dashboard.mp4'))
+            if mp4:
+                written.append(mp4)
+        if self.mode == 'live':
+            self.figure.plt.ioff()
+            self.figure.plt.show()  # the final state stays on screen until closed
+        self.figure.close()
+        return written
+
+
+def write_gif(frames, path, seconds=12):
+    """An animated GIF of the frames, the whole run in about `seconds`, last frame held."""
+    from PIL import Image
+    images = [Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+              for f in frames]
+    duration = max(80, int(1000 * seconds / len(images)))
+    durations = [duration] * (len(images) - 1) + [3000]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations,
+                   loop=0, optimize=True)
+    return path
+
+
+def write_mp4(frames, path, fps=8):
+    """An MP4 of the frames when ffmpeg is installed; None otherwise."""
+    ffmpeg = shutil.which('ffmpeg')
+    if not ffmpeg:
+        return None
+    height, width = frames[0].shape[:2]
+    command = [ffmpeg, '-y', '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24',
+               '-s', f'{width}x{height}', '-r', str(fps), '-i', '-', '-pix_fmt', 'yuv420p',
+               '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2', path]
+    process = subprocess.run(command, input=b''.join(f.tobytes() for f in frames),
+                             capture_output=True)
+    return path if process.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------- a past run
+
+
+def draw_history(history, path=None):
+    """The curve and spread panels of a finished run, from its history; returns the figure."""
+    figure = Figure(f"{history['model']} (seed {history['seed']}): "
+                    f"final test accuracy {history.get('final_test_accuracy', float('nan')):.4f}")
+    for ax in (figure.train_ax, figure.test_ax):
+        ax.set_title(ax.get_title() + ' (not kept in the history)', fontsize=9)
+    figure.draw(history)
+    if path:
+        figure.save_png(path)
+    return figure.figure
+
+
+def main(argv=None):
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description='Redraw the dashboard of a finished run.')
+    parser.add_argument('workdir', help='a run directory holding history.json')
+    parser.add_argument('--output', help='PNG to write (default <workdir>/history.png)')
+    args = parser.parse_args(argv)
+    path = os.path.join(args.workdir, 'history.json')
+    try:
+        with open(path) as f:
+            history = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f'error: cannot read {path}: {e}', file=sys.stderr)
+        return 1
+    output = args.output or os.path.join(args.workdir, 'history.png')
+    draw_history(history, output)
+    print(output)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

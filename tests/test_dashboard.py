@@ -1,0 +1,124 @@
+"""The dashboard and the TensorBoard events: grids, bands, files, from a past run."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import run_module
+from conftest import synthetic_mnist
+from graph_mnist import dashboard
+from graph_mnist import train
+
+
+def test_image_grid_puts_misrecognised_digits_first_on_red_with_both_labels():
+    images = np.zeros((5, 28, 28), np.float32)
+    images[:, 14:20, 10:18] = 1.0  # a white stroke, as MNIST digits are
+    correct = np.array([0, 1, 2, 3, 4])
+    predicted = np.array([0, 7, 2, 8, 4])  # images 1 and 3 misrecognised
+    grid, order = dashboard.image_grid(images, correct, predicted, columns=5)
+    assert grid.shape == (28, 5 * 28, 3)
+    assert order.tolist() == [1, 3, 0, 2, 4]
+    tiles = [grid[:, 28 * i:28 * (i + 1)] for i in range(5)]
+    for i, tile in enumerate(tiles):
+        paper = tile[27, 27]  # a corner far from stamps and strokes
+        np.testing.assert_allclose(paper, dashboard.RED if i < 2 else dashboard.WHITE)
+        np.testing.assert_allclose(tile[16, 12], dashboard.INK)  # the stroke, in dark ink
+    # the correct digit stamped top left (blue), the recognised one top right (black)
+    for tile, right_answer, answer in ((tiles[0], 1, 7), (tiles[1], 3, 8)):
+        left = np.kron(dashboard.FONT[right_answer], np.ones((2, 2), bool))
+        right = np.kron(dashboard.FONT[answer], np.ones((2, 2), bool))
+        np.testing.assert_allclose(tile[1:11, 1:7][left], [dashboard.CORRECT_INK] * left.sum())
+        np.testing.assert_allclose(tile[1:11, 21:27][right], [dashboard.INK] * right.sum())
+        assert (tile[1:11, 1:7][~left] != dashboard.CORRECT_INK).any(axis=-1).all()
+    # a recognised digit carries no stamp
+    assert not np.all(tiles[2] == dashboard.CORRECT_INK, axis=-1).any()
+
+
+def test_image_grid_limit_and_padding():
+    images = np.zeros((23, 28, 28, 1), np.float32)
+    digits = np.arange(23) % 10
+    grid, order = dashboard.image_grid(images, digits, digits, columns=10, limit=15)
+    assert grid.shape == (2 * 28, 10 * 28, 3) and len(order) == 15
+    np.testing.assert_allclose(grid[28:, 5 * 28:], 1.0)  # empty places stay white
+
+
+def test_percentile_bands_on_known_data():
+    values = [np.arange(0, 50, dtype=float), np.arange(50, 101, dtype=float).reshape(3, 17)]
+    assert dashboard.percentile_bands(values) == [float(p) for p in dashboard.PERCENTILES]
+    assert len(dashboard.PERCENTILES) - 1 == 7  # seven buckets, as in the talk
+
+
+@pytest.fixture(scope='module')
+def saved_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('run'))
+    history = train.train(synthetic_mnist(n_test=300), 'conv_dropout', iterations=60,
+                          eval_every=10, log_every=10, workdir=workdir, vis='save')
+    return workdir, history
+
+
+def test_vis_save_writes_a_readable_png_and_gif(saved_run):
+    workdir, history = saved_run
+    png = Image.open(os.path.join(workdir, 'dashboard.png'))
+    assert png.size[0] > 600 and png.size[1] > 400
+    gif = Image.open(os.path.join(workdir, 'dashboard.gif'))
+    assert gif.n_frames == 7  # evaluations at 0, 10, ..., 60
+    assert os.path.join(workdir, 'dashboard.gif') in history['dashboard']
+    # the bands of every evaluation are in the history, for a later redraw
+    assert len(history['test']['weights']) == 7
+    assert all(len(edges) == 8 and edges == sorted(edges) for edges in history['test']['biases'])
+
+
+def read_events(workdir):
+    tags, graphs = {}, 0
+    for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            graphs += bool(event.graph_def)
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(value.metadata.plugin_data.plugin_name)
+    return tags, graphs
+
+
+def test_event_files_hold_scalars_histograms_images_and_the_graph(saved_run):
+    tags, graphs = read_events(saved_run[0])
+    for scalar in ('accuracy/train', 'accuracy/test', 'cross_entropy/train',
+                   'cross_entropy/test', 'learning_rate'):
+        assert tags[scalar] == {'scalars'}, scalar
+    for variable in ('weights/W1', 'weights/W5', 'biases/B4'):
+        assert tags[variable] == {'histograms'}
+    assert tags['misrecognised_test_digits'] == {'images'}
+    assert graphs == 1
+
+
+def test_vis_none_draws_nothing_but_keeps_tensorboard(tmp_path):
+    train.train(synthetic_mnist(), 'softmax', iterations=20, eval_every=10,
+                workdir=str(tmp_path), vis='none')
+    assert not glob.glob(str(tmp_path / 'dashboard.*'))
+    assert 'accuracy/test' in read_events(str(tmp_path))[0]
+
+
+def test_redraw_from_a_finished_run(saved_run, tmp_path):
+    workdir, history = saved_run
+    figure = dashboard.draw_history(history)
+    assert len(figure.axes) == 6
+    result = run_module('graph_mnist.dashboard', workdir, f'--output={tmp_path / "h.png"}')
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / 'h.png').size[0] > 600
+    missing = run_module('graph_mnist.dashboard', str(tmp_path / 'nothing'))
+    assert missing.returncode == 1 and 'cannot read' in missing.stderr
+    assert 'Traceback' not in missing.stderr
+
+
+def test_vis_live_without_display_is_a_clear_message(tmp_path, mnist_dir):
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ('DISPLAY', 'WAYLAND_DISPLAY')}
+    result = run_module('graph_mnist.train', '--model=softmax', '--vis=live',
+                        '--iterations=10', f'--data_dir={mnist_dir}',
+                        f'--workdir={tmp_path / "run"}', base_env=environment)
+    assert result.returncode == 1
+    assert '--vis=live needs a display' in result.stderr
+    assert 'Traceback' not in result.stderr
