@@ -241,6 +241,7 @@ class Graph(NamedTuple):
     forward_ops: int          # graph.get_operations()[:forward_ops] existed before minimize
     weights: list             # the W variables, for the dashboard's spread and TensorBoard
     biases: list              # the B variables
+    saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's too)
 
 
 def cross_entropy(Ylogits, Y_, loss='stable'):
@@ -301,11 +302,12 @@ def build(name, loss='stable', seed=0):
         train_step = spec.optimizer(lr).minimize(xent, name='train_step')
         init = v1.global_variables_initializer()
         variables = v1.trainable_variables()
+        saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, prediction, xent, accuracy, lr,
                  train_step, init, spec, session_config(loss), forward_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
-                 biases=[v for v in variables if v.op.name.startswith('B')])
+                 biases=[v for v in variables if v.op.name.startswith('B')], saver=saver)
 
 
 def trainable_parameters(g):

@@ -17,7 +17,9 @@ import datetime
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 from absl import app
@@ -26,9 +28,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from graph_mnist import checkpoints
 from graph_mnist import dashboard
 from graph_mnist import data
 from graph_mnist import events as graph_events
+from graph_mnist import files
 from graph_mnist import models
 
 v1 = tf.compat.v1
@@ -71,10 +75,7 @@ def summarize(history):
 
 def write_history(workdir, history):
     """Atomic: a reader never sees half a file, even if the run is killed mid-write."""
-    path = os.path.join(workdir, HISTORY)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(summarize(history), f, indent=1, allow_nan=False)
-    os.replace(path + '.tmp', path)
+    files.write_json(os.path.join(workdir, HISTORY), summarize(history))
 
 
 def read_history(workdir):
@@ -129,36 +130,84 @@ def _record(table, **values):
         table[key].append(None if isinstance(value, float) and math.isnan(value) else value)
 
 
+def history_before(history, step):
+    """The history as it was before `step`: what a checkpoint at `step` holds."""
+    kept = dict(history)
+    for split in ('train', 'test'):
+        count = sum(1 for s in history[split]['step'] if s < step)
+        kept[split] = {key: values[:count] for key, values in history[split].items()}
+    return kept
+
+
+class Interrupted(Exception):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, step, path):
+        super().__init__(f'stopped at step {step}; checkpoint saved: {path}')
+        self.step, self.path = step, path
+
+
 def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
-          loss='stable', eval_every=100, log_every=20, workdir=None, vis='none'):
+          loss='stable', eval_every=100, log_every=20, workdir=None, vis='none',
+          checkpoint_every=1000, resume=False, stop_requested=None):
     """Trains `model` on `mnist` (a data.Mnist); returns the metrics history (a dict).
 
-    With a workdir: the history is written there at every test evaluation and at the
-    end, and TensorBoard event files beside it. vis: 'live' or 'save' for the dashboard
-    (see graph_mnist.dashboard), 'none' for none. A loss gone NaN raises TrainingError,
-    Ctrl-C KeyboardInterrupt, both after the history so far is written.
+    With a workdir: the history is written there at every test evaluation, TensorBoard
+    event files beside it, and a checkpoint every `checkpoint_every` steps and at the
+    end. resume: continue the workdir's run from its latest checkpoint. vis: 'live' or
+    'save' for the dashboard (graph_mnist.dashboard), 'none' for none. stop_requested:
+    a callable polled before every step; when it answers True, a checkpoint is saved and
+    Interrupted raised. A loss gone NaN raises TrainingError after writing the history.
     """
     g = models.build(model, loss=loss, seed=seed)  # the whole graph, before any value
     spec = g.spec
     iterations = iterations or spec.iterations
     batches = data.Batches(mnist.train_images, mnist.train_labels, batch_size, seed)
-    history = new_history(model, loss, seed, batch_size, iterations)
     test_feed = {g.X: mnist.test_images, g.Y_: mnist.test_labels, g.pkeep: 1.0}
     variables = g.weights + g.biases
+
+    # As in the talk: sess = tf.Session(); sess.run(init). Not `with sess:`, which would
+    # make the training graph the default and keep eager TensorBoard writes out.
+    sess = v1.Session(graph=g.graph, config=g.config)
+    first_step, elapsed_before = 0, 0.0
+    found = checkpoints.latest(workdir) if resume else None
+    if found:
+        path, first_step, history = found
+        checkpoints.restore(sess, g.saver, path)
+        history['iterations'] = iterations
+        elapsed_before = history.get('elapsed', 0.0)
+        logging.info('resuming from %s at step %d', path, first_step)
+    else:
+        if resume:
+            raise TrainingError(f'no checkpoint in {workdir}: nothing to resume')
+        sess.run(g.init)
+        history = new_history(model, loss, seed, batch_size, iterations)
+    if first_step >= iterations:
+        raise TrainingError(f'the run in {workdir} has already trained {first_step} steps; '
+                            'pass a larger --iterations to train on')
+
     board = None
     if vis in ('live', 'save'):
         board = dashboard.Dashboard(vis, workdir, f'{model}, seed {seed}',
-                                    evaluations=iterations // eval_every + 2)
+                                    evaluations=(iterations - first_step) // eval_every + 2)
     events = graph_events.EventLog(workdir, g.graph) if workdir else None
 
     logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
                  'loss %s', model, f'{models.trainable_parameters(g):,}',
                  spec.optimizer.__name__, iterations, batch_size, spec.pkeep, loss)
+    start = time.perf_counter()
+
+    def clock():
+        return elapsed_before + time.perf_counter() - start
 
     def save(status):
         history['status'] = status
         if workdir:
             write_history(workdir, history)
+
+    def checkpoint(step):
+        history['elapsed'] = clock()
+        return checkpoints.save(sess, g.saver, workdir, step, history_before(history, step))
 
     def stop_if_nan(xent, step, where):
         if math.isnan(xent):
@@ -166,19 +215,13 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
             save('nan')
             raise TrainingError(nan_message(step, where, loss, workdir))
 
-    # As in the talk: sess = tf.Session(); sess.run(init). Not `with sess:`, which would
-    # make the training graph the default and keep eager TensorBoard writes out.
-    sess = v1.Session(graph=g.graph, config=g.config)
-    sess.run(g.init)
-    start = time.perf_counter()
-
     def evaluate(step, final=False):
         # "It is just for display": the test set never trains anything.
         acc, xent, predicted, values = sess.run(
             [g.accuracy, g.cross_entropy, g.prediction, variables], feed_dict=test_feed)
         weights, biases = values[:len(g.weights)], values[len(g.weights):]
         _record(history['test'], step=step, epoch=batches.epoch(step),
-                accuracy=float(acc), loss=float(xent), time=time.perf_counter() - start,
+                accuracy=float(acc), loss=float(xent), time=clock(),
                 weights=dashboard.percentile_bands(weights),
                 biases=dashboard.percentile_bands(biases))
         logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
@@ -196,7 +239,13 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
         save('running')
 
     try:
-        for step in range(iterations):
+        for step in range(first_step, iterations):
+            if stop_requested and stop_requested():
+                path = checkpoint(step) if workdir else None
+                save('interrupted')
+                raise Interrupted(step, path)
+            if workdir and step > first_step and step % checkpoint_every == 0:
+                checkpoint(step)
             batch_X, batch_Y = batches(step)
 
             if step % log_every == 0:
@@ -204,12 +253,11 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                 acc, xent, lr, predicted = sess.run(
                     [g.accuracy, g.cross_entropy, g.lr, g.prediction],
                     {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
-                elapsed = time.perf_counter() - start
                 _record(history['train'], step=step, accuracy=float(acc),
-                        loss=float(xent), lr=float(lr), time=elapsed)
-                eta = _eta(history['train'], iterations)
+                        loss=float(xent), lr=float(lr), time=clock())
                 logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s',
-                             step, acc, xent, lr, step, iterations, eta)
+                             step, acc, xent, lr, step, iterations,
+                             _eta(history['train'], iterations))
                 if events:
                     events.training(step, acc, xent, lr)
                 if board:
@@ -224,14 +272,16 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
                                 g.step: step})
             stop_if_nan(xent, step, 'in the training step')
         evaluate(iterations, final=True)
-    except KeyboardInterrupt:
+        history['wall_time'] = clock()
+        if workdir:
+            checkpoint(iterations)
+    except KeyboardInterrupt:  # no stop_requested handler (e.g. a notebook): no checkpoint
         save('interrupted')
         raise
     finally:
         sess.close()
         if events:
             events.close()
-    history['wall_time'] = time.perf_counter() - start
     if board:
         history['dashboard'] = board.close()
     save('finished')
@@ -276,6 +326,10 @@ flags.DEFINE_integer('eval_every', 100, 'Evaluate on all 10,000 test images ever
                      'many steps.', lower_bound=1)
 flags.DEFINE_integer('log_every', 20, 'Log training accuracy and loss every this many '
                      'steps.', lower_bound=1)
+flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this many steps '
+                     '(and at the end, and when stopped by Ctrl-C or SIGTERM).', lower_bound=1)
+flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
+                  'checkpoint, with its settings (--iterations may raise its step count).')
 flags.DEFINE_enum('vis', 'auto', ['auto', 'live', 'save', 'none'], 'The talk\'s dashboard. '
                   'live: an animated window; save: dashboard.png and dashboard.gif in the '
                   'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
@@ -297,23 +351,71 @@ def _plain_log_format():
     logging.get_absl_handler().setFormatter(Short())
 
 
+def _settings_to_resume(workdir):
+    """The settings of the run in `workdir`; explicit flags that contradict them are refused."""
+    if not workdir:
+        raise app.UsageError('--resume needs --workdir, the run to continue')
+    try:
+        run = read_history(workdir)
+    except (OSError, ValueError) as e:
+        raise TrainingError(f'cannot resume: no readable run in {workdir} ({e})') from None
+    for flag, key in (('model', 'model'), ('seed', 'seed'), ('batch_size', 'batch_size'),
+                      ('loss', 'loss')):
+        if FLAGS[flag].present and FLAGS[flag].value != run[key]:
+            raise TrainingError(f'cannot resume {workdir} with --{flag}={FLAGS[flag].value}: '
+                                f'it was trained with --{flag}={run[key]}')
+    return run
+
+
+def _stop_on_signals():
+    """Ctrl-C and SIGTERM ask the loop to stop at the next step (after a checkpoint);
+    a second Ctrl-C stops at once."""
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+        logging.warning('%s: saving a checkpoint and stopping (Ctrl-C again to stop now)',
+                        signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return requested.is_set
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     _plain_log_format()
     tf.get_logger().setLevel('ERROR')  # deprecation notices of tf.compat.v1
+    workdir = FLAGS.workdir
     try:
+        settings = {'model': FLAGS.model, 'seed': FLAGS.seed, 'batch_size': FLAGS.batch_size,
+                    'loss': FLAGS.loss}
+        if FLAGS.resume:
+            run = _settings_to_resume(workdir)
+            settings = {key: run[key] for key in settings}
+            iterations = FLAGS.iterations or run['iterations']
+        else:
+            iterations = FLAGS.iterations
+            workdir = prepare_workdir(workdir, FLAGS.model)
         mnist = data.load(FLAGS.data_dir, log=logging.info)
-        workdir = prepare_workdir(FLAGS.workdir, FLAGS.model)
         logging.info('workdir: %s', workdir)
         vis = FLAGS.vis
         if vis == 'auto':
             vis = 'live' if dashboard.display_available() else 'save'
-        history = train(mnist, FLAGS.model, FLAGS.iterations, FLAGS.batch_size, FLAGS.seed,
-                        FLAGS.loss, FLAGS.eval_every, FLAGS.log_every, workdir, vis)
-    except (data.DataError, TrainingError, dashboard.DashboardError) as e:
+        history = train(mnist, settings['model'], iterations, settings['batch_size'],
+                        settings['seed'], settings['loss'], FLAGS.eval_every, FLAGS.log_every,
+                        workdir, vis, FLAGS.checkpoint_every, FLAGS.resume, _stop_on_signals())
+    except (data.DataError, TrainingError, dashboard.DashboardError,
+            checkpoints.CheckpointError) as e:
         logging.error('%s', e)
         return 1
+    except Interrupted as e:
+        logging.warning('%s. Continue with:\n  python -m graph_mnist.train --resume '
+                        '--workdir=%s', e, workdir)
+        return 130
     except KeyboardInterrupt:
         logging.error('interrupted; the metrics so far are in %s/%s', workdir, HISTORY)
         return 130

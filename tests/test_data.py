@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from graph_mnist import data
+from graph_mnist import files
 
 
 def write(path, payload, compress=True):
@@ -212,7 +213,7 @@ def test_atomic_write_leaves_no_half_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, 'replace', killed)
     with pytest.raises(KeyboardInterrupt):
-        data._write_atomically(str(target), b'x' * 1000)
+        files.write_atomically(str(target), b'x' * 1000)
     assert os.listdir(tmp_path) == []
 
 
