@@ -16,6 +16,7 @@ setup(
         'absl-py',
         'matplotlib',  # the dashboard and the comparison plots
         'tensorboard',  # event files; no longer a dependency of tensorflow since 2.20
+        'pillow',  # predict reads PNG and JPEG; the dashboard writes GIFs
     ],
     extras_require={
         'test': ['pytest'],

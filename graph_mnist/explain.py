@@ -241,11 +241,16 @@ def lesson(o):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('model', 'softmax', list(models.NETWORKS), 'Which network to explain.')
-flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'The cross-entropy to build.')
-flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
-flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
-flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+
+
+def define_flags():
+    """The command line; defined by the entry point only, so that the modules import
+    side by side (train, export, explain all take --workdir)."""
+    flags.DEFINE_enum('model', 'softmax', list(models.NETWORKS), 'Which network to explain.')
+    flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'The cross-entropy to build.')
+    flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
+    flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
+    flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
 
 
 def main(argv):
@@ -269,4 +274,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

@@ -311,32 +311,37 @@ def summary_line(history):
 # --------------------------------------------------------------------------- entry point
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('model', 'conv_dropout', list(models.NETWORKS),
-                  'Which network of the talk to train, in the talk\'s order.')
-flags.DEFINE_integer('iterations', None, 'Training steps (default: the talk\'s count for '
-                     'the model: 2,000 for softmax, 10,000 for the others).', lower_bound=1)
-flags.DEFINE_integer('batch_size', 100, 'Training images per step.', lower_bound=1,
-                     upper_bound=60000)
-flags.DEFINE_integer('seed', 0, 'Seeds the initial weights, dropout and the data order.')
-flags.DEFINE_string('data_dir', None, 'Directory of the four MNIST IDX files; fetched there '
-                    f'when missing (default {data.default_data_dir()}).')
-flags.DEFINE_string('workdir', None, 'Where this run writes its files (default '
-                    'runs/<model>-<date>-<time>); an earlier run there is never overwritten.')
-flags.DEFINE_integer('eval_every', 100, 'Evaluate on all 10,000 test images every this '
-                     'many steps.', lower_bound=1)
-flags.DEFINE_integer('log_every', 20, 'Log training accuracy and loss every this many '
-                     'steps.', lower_bound=1)
-flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this many steps '
-                     '(and at the end, and when stopped by Ctrl-C or SIGTERM).', lower_bound=1)
-flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
-                  'checkpoint, with its settings (--iterations may raise its step count).')
-flags.DEFINE_enum('vis', 'auto', ['auto', 'live', 'save', 'none'], 'The talk\'s dashboard. '
-                  'live: an animated window; save: dashboard.png and dashboard.gif in the '
-                  'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
-                  'display is, else save.')
-flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'stable: the talk\'s cross-entropy '
-                  'computed with log_softmax, never NaN. literal: the talk\'s line '
-                  '-sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.')
+
+
+def define_flags():
+    """The command line; defined by the entry point only, so that the modules import
+    side by side (train, export, explain all take --workdir)."""
+    flags.DEFINE_enum('model', 'conv_dropout', list(models.NETWORKS),
+                      'Which network of the talk to train, in the talk\'s order.')
+    flags.DEFINE_integer('iterations', None, 'Training steps (default: the talk\'s count for '
+                         'the model: 2,000 for softmax, 10,000 for the others).', lower_bound=1)
+    flags.DEFINE_integer('batch_size', 100, 'Training images per step.', lower_bound=1,
+                         upper_bound=60000)
+    flags.DEFINE_integer('seed', 0, 'Seeds the initial weights, dropout and the data order.')
+    flags.DEFINE_string('data_dir', None, 'Directory of the four MNIST IDX files; fetched there '
+                        f'when missing (default {data.default_data_dir()}).')
+    flags.DEFINE_string('workdir', None, 'Where this run writes its files (default '
+                        'runs/<model>-<date>-<time>); an earlier run there is never overwritten.')
+    flags.DEFINE_integer('eval_every', 100, 'Evaluate on all 10,000 test images every this '
+                         'many steps.', lower_bound=1)
+    flags.DEFINE_integer('log_every', 20, 'Log training accuracy and loss every this many '
+                         'steps.', lower_bound=1)
+    flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this many steps '
+                         '(and at the end, and when stopped by Ctrl-C or SIGTERM).', lower_bound=1)
+    flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
+                      'checkpoint, with its settings (--iterations may raise its step count).')
+    flags.DEFINE_enum('vis', 'auto', ['auto', 'live', 'save', 'none'], 'The talk\'s dashboard. '
+                      'live: an animated window; save: dashboard.png and dashboard.gif in the '
+                      'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
+                      'display is, else save.')
+    flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'stable: the talk\'s cross-entropy '
+                      'computed with log_softmax, never NaN. literal: the talk\'s line '
+                      '-sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.')
 
 
 def _plain_log_format():
@@ -427,4 +432,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

@@ -68,7 +68,7 @@ def start_run(directory, model, iterations, seed, data_dir):
     os.makedirs(directory)
     command = [sys.executable, '-m', 'graph_mnist.train', f'--model={model}',
                f'--iterations={iterations}', f'--seed={seed}', '--eval_every=100',
-               f'--workdir={directory}']
+               '--vis=none', f'--workdir={directory}']
     if data_dir:
         command.append(f'--data_dir={data_dir}')
     log = open(os.path.join(directory, 'train.log'), 'w')
