@@ -139,6 +139,19 @@ def history_before(history, step):
     return kept
 
 
+def open_session(g):
+    """The Session a network's training runs in (also what scripts/benchmark.py times)."""
+    return v1.Session(graph=g.graph, config=g.config)
+
+
+def training_step(sess, g, batch_X, batch_Y, step):
+    """The talk's training step: gradients on this batch, one small step down them.
+    Returns the batch's cross-entropy (computed on the way, fetched to catch a NaN)."""
+    _, xent = sess.run([g.train_step, g.cross_entropy],
+                       {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep, g.step: step})
+    return xent
+
+
 class Interrupted(Exception):
     """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
 
@@ -168,7 +181,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
 
     # As in the talk: sess = tf.Session(); sess.run(init). Not `with sess:`, which would
     # make the training graph the default and keep eager TensorBoard writes out.
-    sess = v1.Session(graph=g.graph, config=g.config)
+    sess = open_session(g)
     first_step, elapsed_before = 0, 0.0
     found = checkpoints.latest(workdir) if resume else None
     if found:
@@ -238,6 +251,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
         stop_if_nan(xent, step, 'on the test set')
         save('running')
 
+    history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up
     try:
         for step in range(first_step, iterations):
             if stop_requested and stop_requested():
@@ -266,10 +280,7 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
             if step % eval_every == 0:
                 evaluate(step)
 
-            # the training step: gradients on this batch, one small step down them
-            _, xent = sess.run([g.train_step, g.cross_entropy],
-                               {g.X: batch_X, g.Y_: batch_Y, g.pkeep: spec.pkeep,
-                                g.step: step})
+            xent = training_step(sess, g, batch_X, batch_Y, step)
             stop_if_nan(xent, step, 'in the training step')
         evaluate(iterations, final=True)
         history['wall_time'] = clock()

@@ -1,0 +1,456 @@
+r"""Training throughput of the talk's networks: graph_mnist's loop, Keras, PyTorch.
+
+    python scripts/benchmark.py                                   # all seven
+    python scripts/benchmark.py --models=conv_dropout --steps=500 --repeats=3 --json=out.json
+    python scripts/benchmark.py --models=conv_dropout --time_to_99
+
+For each network, in one process and interleaved (ours, Keras, PyTorch, ours, Keras,
+...: machine noise hits all alike), the steady-state training throughput in images per
+second, median over --repeats timings of --steps steps after a warm-up:
+
+- ours: graph_mnist.train's own training step (train.training_step: batch from
+  data.Batches, Session.run(train_step, feed_dict)), test evaluation excluded;
+- Keras: the same layers, initialisation, optimizer and learning-rate schedule, batch
+  100, `model.fit` on the training set;
+- PyTorch: the same, in a plain training loop (skipped when torch is not installed).
+
+Also: milliseconds for one evaluation of the 10,000 test images (ours), seconds from
+process start to the training loop (`python -m graph_mnist.train`), and the achieved
+GFLOP/s against the float32 matrix-multiply peak measured by numpy in the same run.
+
+Operation count: multiply-adds of the forward pass of one image (dense: inputs x
+outputs; convolution: output pixels x patch size x input channels x output channels),
+x 2 for FLOPs, x 3 for a training step (forward, then backward: gradients with respect
+to the activations and to the weights, each as costly as the forward). Biases,
+activations, softmax and the optimizer's updates are left out (a few % at most).
+"""
+
+if __name__ == '__main__':
+    from graph_mnist import quiet
+    quiet.quiet_tensorflow()
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from graph_mnist import data
+from graph_mnist import models
+from graph_mnist import train
+
+TALK_ORDER = list(models.NETWORKS)
+
+
+# --------------------------------------------------------------------------- op counts
+
+
+def layers(model):
+    """The talk's network as a list of ('dense', n_in, n_out) and
+    ('conv', size_in, patch, c_in, c_out, stride) layers, with ('dropout',) marks."""
+    dense5 = [('dense', 784, 200), ('dense', 200, 100), ('dense', 100, 60),
+              ('dense', 60, 30), ('dense', 30, 10)]
+    if model == 'softmax':
+        return [('dense', 784, 10)]
+    if model.startswith('five_layers'):
+        if model.endswith('dropout'):
+            return [l for d in dense5[:-1] for l in (d, ('dropout',))] + dense5[-1:]
+        return dense5
+    if model == 'conv':
+        return [('conv', 28, 5, 1, 4, 1), ('conv', 28, 4, 4, 8, 2), ('conv', 14, 4, 8, 12, 2),
+                ('dense', 7 * 7 * 12, 200), ('dense', 200, 10)]
+    if model == 'conv_dropout':
+        return [('conv', 28, 6, 1, 6, 1), ('conv', 28, 5, 6, 12, 2), ('conv', 14, 4, 12, 24, 2),
+                ('dense', 7 * 7 * 24, 200), ('dropout',), ('dense', 200, 10)]
+    raise ValueError(model)
+
+
+def forward_macs(model):
+    """Multiply-adds of the forward pass for one image."""
+    total = 0
+    for layer in layers(model):
+        if layer[0] == 'dense':
+            total += layer[1] * layer[2]
+        elif layer[0] == 'conv':
+            _, size, patch, c_in, c_out, stride = layer
+            out = math.ceil(size / stride)  # padding SAME
+            total += out * out * patch * patch * c_in * c_out
+    return total
+
+
+def training_flops_per_image(model):
+    return 3 * 2 * forward_macs(model)
+
+
+def matmul_peak_gflops(n=2048, repeats=5):
+    """float32 matrix multiply through numpy: the machine's practical peak."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- ours
+
+
+class Ours:
+    name = 'graph_mnist'
+
+    def __init__(self, model, mnist, seed=0):
+        self.g = models.build(model, seed=seed)
+        self.sess = train.open_session(self.g)
+        self.sess.run(self.g.init)
+        self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
+        self.mnist, self.step = mnist, 0
+
+    def train_steps(self, count):
+        for _ in range(count):
+            batch_X, batch_Y = self.batches(self.step)
+            train.training_step(self.sess, self.g, batch_X, batch_Y, self.step)
+            self.step += 1
+
+    def evaluate(self):
+        g = self.g
+        return self.sess.run(g.accuracy, {g.X: self.mnist.test_images,
+                                          g.Y_: self.mnist.test_labels, g.pkeep: 1.0})
+
+    def parameters(self):
+        return models.trainable_parameters(self.g)
+
+    def close(self):
+        self.sess.close()
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+class DecayingRate:
+    """0.0001 + 0.003 * exp(-step / 2000), the talk's schedule, for Keras."""
+
+    def __new__(cls):
+        import keras
+
+        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, step):
+                step = keras.ops.cast(step, 'float32')
+                return 0.0001 + 0.003 * keras.ops.exp(-step / 2000.0)
+
+            def get_config(self):
+                return {}
+
+        return Schedule()
+
+
+def keras_model(model, seed=0):
+    import keras
+    keras.utils.set_random_seed(seed)
+    spec = models.NETWORKS[model]
+    init = keras.initializers.TruncatedNormal(stddev=0.1, seed=seed)
+    bias = keras.initializers.Constant(0.0 if model in ('softmax', 'five_layers_sigmoid')
+                                       else 0.1)
+    if model == 'softmax':
+        init = keras.initializers.Zeros()
+    activation = 'sigmoid' if model == 'five_layers_sigmoid' else 'relu'
+    stack = [keras.Input((28, 28, 1))]
+    for layer in layers(model):
+        if layer[0] == 'conv':
+            _, _, patch, _, c_out, stride = layer
+            stack.append(keras.layers.Conv2D(c_out, patch, strides=stride, padding='same',
+                                             activation='relu', kernel_initializer=init,
+                                             bias_initializer=bias))
+        elif layer[0] == 'dense':
+            if not any(isinstance(l, keras.layers.Flatten) for l in stack[1:]):
+                stack.append(keras.layers.Flatten())
+            last = layer[2] == 10
+            stack.append(keras.layers.Dense(layer[2], activation=None if last else activation,
+                                            kernel_initializer=init, bias_initializer=bias))
+        else:
+            stack.append(keras.layers.Dropout(1 - spec.pkeep))
+    net = keras.Sequential(stack)
+    if model == 'softmax':
+        # our loss is the batch mean x 100: plain SGD at 0.005 on it is 0.5 on the mean
+        optimizer = keras.optimizers.SGD(0.005 * 100)
+    elif spec.learning_rate is models.decaying_rate:
+        optimizer = keras.optimizers.Adam(DecayingRate())
+    else:
+        optimizer = keras.optimizers.Adam(0.003)
+    net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                metrics=['accuracy'])
+    return net
+
+
+class Keras:
+    name = 'Keras fit'
+
+    def __init__(self, model, mnist, seed=0):
+        self.net = keras_model(model, seed)
+        self.mnist = mnist
+
+    def train_steps(self, count):
+        # one fit call over `count` batches: Keras' own loop, its own data pipeline
+        n = count * 100
+        start = (np.random.default_rng(count).integers(0, 600 - count) if count < 600 else 0) * 100
+        x = self.mnist.train_images[start:start + n]
+        y = self.mnist.train_labels[start:start + n]
+        self.net.fit(x, y, batch_size=100, epochs=1, shuffle=True, verbose=0)
+
+    def evaluate(self):
+        return self.net.evaluate(self.mnist.test_images, self.mnist.test_labels,
+                                 batch_size=10000, verbose=0)[1]
+
+    def parameters(self):
+        return self.net.count_params()
+
+    def close(self):
+        pass
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def torch_model(model, seed=0):
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    spec = models.NETWORKS[model]
+    activation = nn.Sigmoid if model == 'five_layers_sigmoid' else nn.ReLU
+    bias_value = 0.0 if model in ('softmax', 'five_layers_sigmoid') else 0.1
+    modules, flat = [], False
+    for layer in layers(model):
+        if layer[0] == 'conv':
+            _, size, patch, c_in, c_out, stride = layer
+            out = math.ceil(size / stride)
+            pad = max((out - 1) * stride + patch - size, 0)  # TensorFlow's SAME padding
+            modules.append(nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
+            modules += [nn.Conv2d(c_in, c_out, patch, stride), nn.ReLU()]
+        elif layer[0] == 'dense':
+            if not flat:
+                modules.append(nn.Flatten())
+                flat = True
+            modules.append(nn.Linear(layer[1], layer[2]))
+            if layer[2] != 10:
+                modules.append(activation())
+        else:
+            modules.append(nn.Dropout(1 - spec.pkeep))
+    net = nn.Sequential(*modules)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                if model == 'softmax':
+                    m.weight.zero_()
+                else:
+                    nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
+                m.bias.fill_(bias_value)
+    return net
+
+
+class Torch:
+    name = 'PyTorch'
+
+    def __init__(self, model, mnist, seed=0):
+        import torch
+        torch.set_num_threads(os.cpu_count())
+        self.torch = torch
+        self.net = torch_model(model, seed)
+        spec = models.NETWORKS[model]
+        if model == 'softmax':
+            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.005)
+        else:
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1.0)
+        decay = spec.learning_rate is models.decaying_rate
+        rate = (lambda s: 0.0001 + 0.003 * math.exp(-s / 2000)) if decay else \
+            (lambda s: 1.0 if model == 'softmax' else 0.003)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, rate)
+        # NCHW for PyTorch; the conversion is done once, outside the timed loop
+        self.images = torch.from_numpy(mnist.train_images.transpose(0, 3, 1, 2).copy())
+        self.labels = torch.from_numpy(mnist.train_digits)
+        self.test_images = torch.from_numpy(mnist.test_images.transpose(0, 3, 1, 2).copy())
+        self.test_labels = torch.from_numpy(mnist.test_digits)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.position = None, 600
+
+    def train_steps(self, count):
+        torch = self.torch
+        self.net.train()
+        for _ in range(count):
+            if self.position == 600:
+                self.order, self.position = torch.randperm(60000, generator=self.generator), 0
+            chosen = self.order[self.position * 100:(self.position + 1) * 100]
+            self.position += 1
+            loss = torch.nn.functional.cross_entropy(self.net(self.images[chosen]),
+                                                     self.labels[chosen]) * 100
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+
+    def evaluate(self):
+        self.net.eval()
+        with self.torch.no_grad():
+            predicted = self.net(self.test_images).argmax(1)
+        return float((predicted == self.test_labels).float().mean())
+
+    def parameters(self):
+        return sum(p.numel() for p in self.net.parameters())
+
+    def close(self):
+        pass
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def throughput(contenders, steps, repeats, warmup):
+    """{name: images per second}, median of `repeats` interleaved timings."""
+    for c in contenders:
+        c.train_steps(warmup)
+    times = {c.name: [] for c in contenders}
+    for _ in range(repeats):
+        for c in contenders:
+            times[c.name].append(_timed(lambda: c.train_steps(steps)))
+    return {name: 100 * steps / statistics.median(t) for name, t in times.items()}, times
+
+
+def startup_seconds(model, data_dir):
+    """Process start to training loop start, for `python -m graph_mnist.train`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = os.path.join(tmp, 'run')
+        command = [sys.executable, '-m', 'graph_mnist.train', f'--model={model}',
+                   '--iterations=1', '--vis=none', f'--workdir={workdir}']
+        if data_dir:
+            command.append(f'--data_dir={data_dir}')
+        launched = time.time()
+        subprocess.run(command, check=True, capture_output=True)
+        with open(os.path.join(workdir, 'history.json')) as f:
+            return json.load(f)['loop_started_at'] - launched
+
+
+def time_to_99(contender, limit=10000, every=100):
+    """Seconds of training (evaluations excluded) until the test accuracy first reaches
+    0.99, evaluating every `every` steps; (seconds, step) or (None, None)."""
+    seconds = 0.0
+    for step in range(every, limit + 1, every):
+        seconds += _timed(lambda: contender.train_steps(every))
+        if contender.evaluate() >= 0.99:
+            return seconds, step
+    return None, None
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_list('models', TALK_ORDER, 'Networks to measure.')
+    flags.DEFINE_integer('steps', 300, 'Training steps per timing.', lower_bound=1)
+    flags.DEFINE_integer('repeats', 3, 'Timings per contender (median kept).', lower_bound=1)
+    flags.DEFINE_integer('warmup', 50, 'Steps before timing.', lower_bound=0)
+    flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
+    flags.DEFINE_bool('time_to_99', False, 'Also measure conv_dropout\'s time to 99% test '
+                      'accuracy, ours against Keras.')
+    flags.DEFINE_list('seeds', ['0'], 'Seeds for --time_to_99.')
+    flags.DEFINE_string('data_dir', None, 'MNIST directory.')
+
+
+def main(argv):
+    del argv
+    tf.get_logger().setLevel('ERROR')
+    mnist = data.load(FLAGS.data_dir, log=lambda m: print(m, file=sys.stderr))
+    peak = matmul_peak_gflops()
+    print(f'float32 matrix multiply peak (numpy, 2048x2048): {peak:.0f} GFLOP/s', flush=True)
+    have_torch = torch_available()
+    if not have_torch:
+        print('PyTorch: skipped: torch not installed')
+    results = {'peak_gflops': peak, 'command': ' '.join(sys.argv), 'date': time.strftime(
+        '%Y-%m-%d'), 'tensorflow': tf.__version__, 'models': {}}
+    for model in FLAGS.models:
+        kinds = [Ours, Keras] + ([Torch] if have_torch else [])
+        contenders = [kind(model, mnist) for kind in kinds]
+        rates, times = throughput(contenders, FLAGS.steps, FLAGS.repeats, FLAGS.warmup)
+        ours = contenders[0]
+        eval_ms = 1000 * statistics.median(_timed(ours.evaluate) for _ in range(3))
+        flops = training_flops_per_image(model)
+        row = {
+            'images_per_second': rates,
+            'ratio_to_keras': rates['graph_mnist'] / rates['Keras fit'],
+            'ratio_to_torch': rates['graph_mnist'] / rates['PyTorch'] if have_torch else None,
+            'ms_per_step': {k: 100_000 / v for k, v in rates.items()},
+            'eval_ms': eval_ms,
+            'startup_s': startup_seconds(model, FLAGS.data_dir),
+            'training_mflop_per_image': flops / 1e6,
+            'achieved_gflops': {k: v * flops / 1e9 for k, v in rates.items()},
+            'fraction_of_peak': {k: v * flops / 1e9 / peak for k, v in rates.items()},
+            'parameters': {c.name: c.parameters() for c in contenders},
+            'timings_s': times,
+        }
+        for c in contenders:
+            c.close()
+        results['models'][model] = row
+        print(f"{model:34} ours {rates['graph_mnist']:8.0f} img/s  Keras {rates['Keras fit']:8.0f}"
+              + (f"  PyTorch {rates['PyTorch']:8.0f}" if have_torch else '')
+              + f"  ours/Keras {row['ratio_to_keras']:.2f}"
+              + (f"  ours/PyTorch {row['ratio_to_torch']:.2f}" if have_torch else '')
+              + f"  eval {eval_ms:.0f} ms  start-up {row['startup_s']:.1f} s  "
+              f"{row['achieved_gflops']['graph_mnist']:.1f} GFLOP/s "
+              f"({row['fraction_of_peak']['graph_mnist']:.1%} of peak)", flush=True)
+    if FLAGS.time_to_99:
+        results['time_to_99'] = {}
+        for seed in map(int, FLAGS.seeds):
+            for kind in (Ours, Keras):
+                contender = kind('conv_dropout', mnist, seed)
+                seconds, step = time_to_99(contender)
+                contender.close()
+                results['time_to_99'].setdefault(kind.name, []).append(
+                    {'seed': seed, 'seconds': seconds, 'step': step})
+                print(f'time to 99%, conv_dropout, {kind.name}, seed {seed}: '
+                      + (f'{seconds:.1f} s (step {step})' if seconds else 'not within 10,000 steps'),
+                      flush=True)
+    print(markdown(results))
+    if FLAGS.json:
+        with open(FLAGS.json, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+def markdown(results):
+    lines = ['| network | ours img/s | Keras img/s | PyTorch img/s | ours/Keras | ours/PyTorch '
+             '| eval 10k (ms) | start-up (s) | MFLOP/img (train) | ours GFLOP/s | of peak |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for model, r in results['models'].items():
+        rates = r['images_per_second']
+        torch_rate = f"{rates['PyTorch']:.0f}" if 'PyTorch' in rates else 'skipped'
+        torch_ratio = f"{r['ratio_to_torch']:.2f}" if r['ratio_to_torch'] else '-'
+        lines.append(
+            f"| `{model}` | {rates['graph_mnist']:.0f} | {rates['Keras fit']:.0f} | {torch_rate} "
+            f"| {r['ratio_to_keras']:.2f} | {torch_ratio} | {r['eval_ms']:.0f} "
+            f"| {r['startup_s']:.1f} | {r['training_mflop_per_image']:.2f} "
+            f"| {r['achieved_gflops']['graph_mnist']:.1f} "
+            f"| {r['fraction_of_peak']['graph_mnist']:.1%} |")
+    lines.append(f"\nPeak: {results['peak_gflops']:.0f} GFLOP/s (numpy float32 matmul).")
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    define_flags()
+    app.run(main)
