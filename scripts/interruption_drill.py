@@ -65,24 +65,17 @@ def main(argv):
     events = []
     start_time = time.perf_counter()
 
-    process = start(resume=False)
-    seen = wait_for_step(process, FLAGS.sigint_at)
-    process.send_signal(signal.SIGINT)
-    code = process.wait()
-    events.append({'signal': 'SIGINT', 'history_at': seen, 'exit': code,
-                   'checkpoint': latest_checkpoint_step()})
-    print(f'SIGINT after step {seen}: exit {code}, checkpoint at step '
-          f'{events[-1]["checkpoint"]}', flush=True)
-
-    process = start(resume=True)
-    seen = wait_for_step(process, FLAGS.kill_at)
-    process.send_signal(signal.SIGKILL)
-    code = process.wait()
-    events.append({'signal': 'SIGKILL', 'history_at': seen, 'exit': code,
-                   'checkpoint': latest_checkpoint_step()})
-    print(f'SIGKILL after step {seen}: exit {code}, latest checkpoint at step '
-          f'{events[-1]["checkpoint"]} (steps lost: {seen - events[-1]["checkpoint"]})',
-          flush=True)
+    for resume, at, sent in ((False, FLAGS.sigint_at, signal.SIGINT),
+                             (True, FLAGS.kill_at, signal.SIGKILL)):
+        process = start(resume)
+        seen = wait_for_step(process, at)
+        process.send_signal(sent)
+        code = process.wait()
+        saved = latest_checkpoint_step()
+        events.append({'signal': sent.name, 'history_at': seen, 'exit': code,
+                       'checkpoint': saved})
+        print(f'{sent.name} after the evaluation of step {seen}: exit {code}, latest '
+              f'checkpoint at step {saved}', flush=True)
 
     code = start(resume=True).wait()
     final = history()
