@@ -18,7 +18,6 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 

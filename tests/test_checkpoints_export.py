@@ -1,7 +1,6 @@
 """Stop, resume, damaged checkpoints; export to a SavedModel and load it back."""
 
 import glob
-import json
 import os
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 """The dashboard and the TensorBoard events: grids, bands, files, from a past run."""
 
 import glob
-import json
 import os
 
 import numpy as np
