@@ -1,0 +1,60 @@
+r"""Checks an exported run: its test accuracy through plain TensorFlow, and digits of ours.
+
+    python scripts/check_export.py --workdir=runs/conv_dropout --export_dir=exported/conv_dropout
+
+Exports the run (unless --export_dir already holds a SavedModel), loads it with
+tf.saved_model.load only, measures the accuracy on the 10,000 test images beside the
+run's final test accuracy, and reads the digit pictures of tests/fixtures/digits (none
+of them from MNIST; the true digit is the first character of each name).
+"""
+
+if __name__ == '__main__':
+    from graph_mnist import quiet
+    quiet.quiet_tensorflow()
+
+import glob
+import json
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from graph_mnist import data
+from graph_mnist import export
+from graph_mnist import predict
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if not os.path.exists(os.path.join(FLAGS.export_dir, 'saved_model.pb')):
+        export.export(FLAGS.workdir, FLAGS.export_dir)
+    with open(os.path.join(FLAGS.workdir, 'history.json')) as f:
+        history = json.load(f)
+    predictor = predict.Predictor(FLAGS.export_dir)
+    mnist = data.load(log=lambda m: None)
+    _, digits = predictor(mnist.test_images)
+    accuracy = float((digits == mnist.test_digits).mean())
+    print(f"test accuracy through tf.saved_model.load: {accuracy:.4f}; the run's final "
+          f"test accuracy: {history['final_test_accuracy']:.4f}")
+
+    paths = sorted(glob.glob(os.path.join(FLAGS.fixtures, '*.png')))
+    images = np.stack([predict.mnist_like(predict.load_image(p)) for p in paths])
+    probabilities, digits = predictor(images)
+    right = 0
+    for path, p, digit in zip(paths, probabilities, digits):
+        truth = int(os.path.basename(path)[0])
+        right += digit == truth
+        print(f'  {os.path.basename(path):12} {digit} ({p[digit]:.3f})'
+              + ('' if digit == truth else f'   wrong: it is a {truth}'))
+    print(f'our own digits: {right} of {len(paths)} right')
+
+
+if __name__ == '__main__':
+    flags.DEFINE_string('workdir', None, 'The training run.')
+    flags.DEFINE_string('export_dir', None, 'Its SavedModel (written if missing).')
+    flags.DEFINE_string('fixtures', 'tests/fixtures/digits', 'Digit pictures to read.')
+    flags.mark_flags_as_required(['workdir', 'export_dir'])
+    app.run(main)
