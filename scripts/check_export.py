@@ -29,6 +29,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    import tensorflow as tf
+    tf.get_logger().setLevel('ERROR')
     if not os.path.exists(os.path.join(FLAGS.export_dir, 'saved_model.pb')):
         export.export(FLAGS.workdir, FLAGS.export_dir)
     with open(os.path.join(FLAGS.workdir, 'history.json')) as f:

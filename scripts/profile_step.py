@@ -20,6 +20,7 @@ if __name__ == '__main__':
     from graph_mnist import quiet
     quiet.quiet_tensorflow()
 
+import collections
 import statistics
 import time
 
@@ -42,7 +43,8 @@ def per_step(fn, steps):
     return (time.perf_counter() - start) / steps
 
 
-def traced_compute_seconds(sess, g, feed, steps=30):
+def traced_compute_seconds(sess, g, feed, steps=30, by_kind=None):
+    """Median executor span of traced steps; adds each op kind's time to by_kind."""
     options = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
     spans = []
     for _ in range(steps):
@@ -53,6 +55,11 @@ def traced_compute_seconds(sess, g, feed, steps=30):
             for node in device.node_stats:
                 starts.append(node.all_start_micros)
                 ends.append(node.all_start_micros + node.all_end_rel_micros)
+                if by_kind is not None:  # "name = OpType(inputs)"
+                    label = node.timeline_label
+                    kind = label.split('=')[1].split('(')[0].strip() if '=' in label \
+                        else node.node_name
+                    by_kind[kind] += node.all_end_rel_micros / 1e6 / steps
         spans.append((max(ends) - min(starts)) / 1e6)
     return statistics.median(spans)
 
@@ -70,13 +77,14 @@ def main(argv):
     X, Y = batches(50)
     feed = {g.X: X, g.Y_: Y, g.pkeep: g.spec.pkeep, g.step: 50}
     loop, run_only, overhead, compute = [], [], [], []
+    by_kind = collections.Counter()
     for _ in range(FLAGS.repeats):  # interleaved, median kept
         loop.append(per_step(lambda s: train.training_step(sess, g, *batches(s), s),
                              FLAGS.steps))
         run_only.append(per_step(lambda s: sess.run([g.train_step, g.cross_entropy], feed),
                                  FLAGS.steps))
         overhead.append(per_step(lambda s: sess.run(g.pkeep, feed), FLAGS.steps))
-        compute.append(traced_compute_seconds(sess, g, feed))
+        compute.append(traced_compute_seconds(sess, g, feed, by_kind=by_kind))
     loop, run_only, overhead, compute = (statistics.median(x) for x in
                                          (loop, run_only, overhead, compute))
     outside = loop - run_only + overhead
@@ -86,6 +94,10 @@ def main(argv):
     print(f'outside TensorFlow compute: {outside / loop:.1%} of a loop step '
           f'(slicing the batch {(loop - run_only) / loop:.1%}, '
           f'Session.run call and feeds {overhead / loop:.1%})')
+    total = sum(by_kind.values())
+    print('where the compute goes (traced op time by kind, summed over both cores):')
+    for kind, seconds in by_kind.most_common(8):
+        print(f'  {kind:34} {seconds / FLAGS.repeats * 1e3:6.3f} ms  {seconds / total:5.1%}')
     sess.close()
 
 
