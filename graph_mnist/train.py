@@ -114,12 +114,13 @@ def _duration(seconds):
 
 
 def _eta(train_records, iterations):
-    """Time left at the pace of the last ~25 log lines (start-up excluded, evaluations in)."""
+    """Time left at the pace of the last ~25 log lines, evaluations in; the first
+    interval (TensorFlow warming up, the first evaluation) is left out."""
     steps, times = train_records['step'], train_records['time']
-    if len(steps) < 2:
+    if len(steps) < 3:
         return '...'
-    first = max(1, len(steps) - 25)
-    pace = (times[-1] - times[first - 1]) / (steps[-1] - steps[first - 1])
+    first = max(1, len(steps) - 26)
+    pace = (times[-1] - times[first]) / (steps[-1] - steps[first])
     return _duration(pace * (iterations - steps[-1]))
 
 
