@@ -229,7 +229,8 @@ class Dashboard:
             self.frames.append(self.figure.rgb())
 
     def close(self):
-        """Writes the files (save mode); returns their paths."""
+        """Save mode: writes the files and returns their paths. Live mode: the window
+        stays open (see wait_for_windows)."""
         written = []
         if self.mode == 'save' and self.frames:
             png = os.path.join(self.workdir, 'dashboard.png')
@@ -241,9 +242,20 @@ class Dashboard:
                 written.append(mp4)
         if self.mode == 'live':
             self.figure.plt.ioff()
-            self.figure.plt.show()  # the final state stays on screen until closed
-        self.figure.close()
+        else:
+            self.figure.close()
         return written
+
+
+def wait_for_windows():
+    """Live mode, at the very end: keeps the dashboard on screen until its window is
+    closed (or Ctrl-C). Returns at once when no window is open."""
+    from matplotlib import pyplot
+    if pyplot.get_fignums():
+        try:
+            pyplot.show()
+        except KeyboardInterrupt:
+            pass
 
 
 def write_gif(frames, path, seconds=12):

@@ -439,6 +439,10 @@ def main(argv):
         logging.info('dashboard: %s', path)
     logging.info('TensorBoard: tensorboard --logdir %s', workdir)
     logging.info('%s', summary_line(history))
+    if vis == 'live':
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # nothing left to save
+        logging.info('the dashboard stays on screen: close its window (or Ctrl-C) to exit')
+        dashboard.wait_for_windows()
     return 0
 
 

@@ -3,6 +3,11 @@
 import glob
 import io
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -134,3 +139,38 @@ def test_vis_live_without_display_is_a_clear_message(tmp_path, mnist_dir):
     assert result.returncode == 1
     assert '--vis=live needs a display' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which('Xvfb'), reason='needs Xvfb for a virtual display')
+def test_vis_live_draws_in_a_window_and_waits_for_it(tmp_path, mnist_dir):
+    """On a virtual X display: the run finishes, says so, keeps its window open, and
+    Ctrl-C then ends the process cleanly."""
+    display = f':{50 + os.getpid() % 40}'
+    xvfb = subprocess.Popen(['Xvfb', display, '-screen', '0', '1280x800x24'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        workdir = tmp_path / 'run'
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'graph_mnist.train', '--model=softmax', '--vis=live',
+             '--iterations=200', f'--data_dir={mnist_dir}', f'--workdir={workdir}'],
+            env=dict(os.environ, DISPLAY=display, MPLBACKEND='TkAgg'),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if train.read_history(str(workdir))['status'] == 'finished':
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        time.sleep(1)
+        assert process.poll() is None  # still showing the window
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert 'close its window (or Ctrl-C) to exit' in stderr
+        assert 'Traceback' not in stderr
+    finally:
+        xvfb.terminate()
+        xvfb.wait()
