@@ -110,13 +110,13 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
     out['needs'] = {'placeholders': needs, 'missing_feed': missing}
 
     # 3. What minimize() added.
-    added = ops[g.forward_ops:]
+    added = ops[g.forward_ops:g.minimize_ops]
     with graph.as_default():
         variables = v1.trainable_variables()
     out['minimize'] = {
         'optimizer': g.spec.optimizer.__name__,
         'operations_before': g.forward_ops,
-        'operations_after': len(ops),
+        'operations_after': g.minimize_ops,
         'added_by_kind': dict(collections.Counter(_kind(op) for op in added).most_common()),
         'parameters': {v.name: {'shape': v.shape.as_list(), 'size': v.shape.num_elements()}
                        for v in variables},

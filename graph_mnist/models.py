@@ -238,7 +238,8 @@ class Graph(NamedTuple):
     init: tf.Operation
     spec: Spec
     config: object            # the tf.compat.v1.ConfigProto a Session of this graph needs
-    forward_ops: int          # graph.get_operations()[:forward_ops] existed before minimize
+    forward_ops: int          # graph.get_operations()[:forward_ops] existed before minimize,
+    minimize_ops: int         # [forward_ops:minimize_ops] are the ops minimize added
     weights: list             # the W variables, for the dashboard's spread and TensorBoard
     biases: list              # the B variables
     saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's too)
@@ -300,12 +301,13 @@ def build(name, loss='stable', seed=0):
         forward_ops = len(graph.get_operations())
         # minimize adds the gradients (formal differentiation of xent) and the updates
         train_step = spec.optimizer(lr).minimize(xent, name='train_step')
+        minimize_ops = len(graph.get_operations())
         init = v1.global_variables_initializer()
         variables = v1.trainable_variables()
         saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, prediction, xent, accuracy, lr,
-                 train_step, init, spec, session_config(loss), forward_ops,
+                 train_step, init, spec, session_config(loss), forward_ops, minimize_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
                  biases=[v for v in variables if v.op.name.startswith('B')], saver=saver)
 

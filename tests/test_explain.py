@@ -99,3 +99,12 @@ def test_cli_json(tmp_path, mnist_dir):
                       f'--workdir={tmp_path}')
     assert '1. Building the graph computes nothing.' in text.stdout
     assert 'tensorboard --logdir' in text.stdout
+
+
+def test_what_minimize_added_is_only_what_minimize_added():
+    from graph_mnist import models
+    g = models.build('conv_dropout')
+    added = g.graph.get_operations()[g.forward_ops:g.minimize_ops]
+    assert added and not any(op.name.startswith(('save', 'init')) for op in added)
+    later = g.graph.get_operations()[g.minimize_ops:]
+    assert any(op.name.startswith('save') for op in later)  # the Saver comes after
