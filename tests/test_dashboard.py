@@ -97,6 +97,13 @@ def test_event_files_hold_scalars_histograms_images_and_the_graph(saved_run):
         assert tags[variable] == {'histo'}
     assert tags['misrecognised_test_digits'] == {'image'}
     assert graphs == 1
+    # and TensorBoard's own loader sees them so
+    from tensorboard.backend.event_processing import event_accumulator
+    loaded = event_accumulator.EventAccumulator(saved_run[0])
+    loaded.Reload()
+    seen = loaded.Tags()
+    assert len(seen['scalars']) == 5 and len(seen['histograms']) == 10
+    assert seen['images'] == ['misrecognised_test_digits'] and seen['graph']
 
 
 def test_histogram_and_image_summaries_hold_the_data():
