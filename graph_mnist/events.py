@@ -42,10 +42,10 @@ class EventLog:
         with graph.as_default():  # FileWriter is TF1 API: it wants its graph as default
             self.writer = v1.summary.FileWriter(logdir, graph)
 
-    def _write(self, step, **values):
+    def _write(self, step, values):
+        """values: {tag: number, HistogramProto or Summary.Image}, one event at `step`."""
         summary = v1.Summary()
         for tag, value in values.items():
-            tag = tag.replace('__', '/')
             if isinstance(value, v1.HistogramProto):
                 summary.value.add(tag=tag, histo=value)
             elif isinstance(value, v1.Summary.Image):
@@ -55,18 +55,18 @@ class EventLog:
         self.writer.add_summary(summary, step)
 
     def training(self, step, accuracy, loss, lr):
-        self._write(step, accuracy__train=accuracy, cross_entropy__train=loss,
-                    learning_rate=lr)
+        self._write(step, {'accuracy/train': accuracy, 'cross_entropy/train': loss,
+                           'learning_rate': lr})
 
     def test(self, step, accuracy, loss, variables, misrecognised=None):
         """variables: {name: array} of the weights and biases; misrecognised: an RGB grid."""
-        values = {'accuracy__test': accuracy, 'cross_entropy__test': loss}
+        values = {'accuracy/test': accuracy, 'cross_entropy/test': loss}
         for name, value in variables.items():
             kind = 'weights' if name.startswith('W') else 'biases'
-            values[f'{kind}__{name}'] = histogram(value)
+            values[f'{kind}/{name}'] = histogram(value)
         if misrecognised is not None and np.size(misrecognised):
             values['misrecognised_test_digits'] = png(misrecognised)
-        self._write(step, **values)
+        self._write(step, values)
 
     def close(self):
         self.writer.close()

@@ -182,28 +182,32 @@ def train(mnist, model='conv_dropout', iterations=None, batch_size=100, seed=0,
     # As in the talk: sess = tf.Session(); sess.run(init). Not `with sess:`, which would
     # make the training graph the default and keep eager TensorBoard writes out.
     sess = open_session(g)
-    first_step, elapsed_before = 0, 0.0
-    found = checkpoints.latest(workdir) if resume else None
-    if found:
-        path, first_step, history = found
-        checkpoints.restore(sess, g.saver, path)
-        history['iterations'] = iterations
-        elapsed_before = history.get('elapsed', 0.0)
-        logging.info('resuming from %s at step %d', path, first_step)
-    else:
-        if resume:
-            raise TrainingError(f'no checkpoint in {workdir}: nothing to resume')
-        sess.run(g.init)
-        history = new_history(model, loss, seed, batch_size, iterations)
-    if first_step >= iterations:
-        raise TrainingError(f'the run in {workdir} has already trained {first_step} steps; '
-                            'pass a larger --iterations to train on')
+    try:  # until the loop's own try: a failed start closes the Session too
+        first_step, elapsed_before = 0, 0.0
+        found = checkpoints.latest(workdir) if resume else None
+        if found:
+            path, first_step, history = found
+            checkpoints.restore(sess, g.saver, path)
+            history['iterations'] = iterations
+            elapsed_before = history.get('elapsed', 0.0)
+            logging.info('resuming from %s at step %d', path, first_step)
+        else:
+            if resume:
+                raise TrainingError(f'no checkpoint in {workdir}: nothing to resume')
+            sess.run(g.init)
+            history = new_history(model, loss, seed, batch_size, iterations)
+        if first_step >= iterations:
+            raise TrainingError(f'the run in {workdir} has already trained {first_step} steps; '
+                                'pass a larger --iterations to train on')
 
-    board = None
-    if vis in ('live', 'save'):
-        board = dashboard.Dashboard(vis, workdir, f'{model}, seed {seed}',
-                                    evaluations=(iterations - first_step) // eval_every + 2)
-    events = graph_events.EventLog(workdir, g.graph) if workdir else None
+        board = None
+        if vis in ('live', 'save'):
+            board = dashboard.Dashboard(vis, workdir, f'{model}, seed {seed}',
+                                        evaluations=(iterations - first_step) // eval_every + 2)
+        events = graph_events.EventLog(workdir, g.graph) if workdir else None
+    except BaseException:
+        sess.close()
+        raise
 
     logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
                  'loss %s', model, f'{models.trainable_parameters(g):,}',

@@ -144,21 +144,19 @@ class Ours:
 # --------------------------------------------------------------------------- Keras
 
 
-class DecayingRate:
-    """0.0001 + 0.003 * exp(-step / 2000), the talk's schedule, for Keras."""
+def decaying_rate_for_keras():
+    """0.0001 + 0.003 * exp(-step / 2000), the talk's schedule, as a Keras schedule."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class DecayingRate(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = keras.ops.cast(step, 'float32')
+            return 0.0001 + 0.003 * keras.ops.exp(-step / 2000.0)
 
-        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-            def __call__(self, step):
-                step = keras.ops.cast(step, 'float32')
-                return 0.0001 + 0.003 * keras.ops.exp(-step / 2000.0)
+        def get_config(self):
+            return {}
 
-            def get_config(self):
-                return {}
-
-        return Schedule()
+    return DecayingRate()
 
 
 def keras_model(model, seed=0):
@@ -191,7 +189,7 @@ def keras_model(model, seed=0):
         # our loss is the batch mean x 100: plain SGD at 0.005 on it is 0.5 on the mean
         optimizer = keras.optimizers.SGD(0.005 * 100)
     elif spec.learning_rate is models.decaying_rate:
-        optimizer = keras.optimizers.Adam(DecayingRate())
+        optimizer = keras.optimizers.Adam(decaying_rate_for_keras())
     else:
         optimizer = keras.optimizers.Adam(0.003)
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
