@@ -17,13 +17,14 @@ import re
 import tensorflow as tf
 
 from graph_mnist import files
+from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
 
 DIRECTORY = 'checkpoints'
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing or cannot be loaded; the message says which and why."""
 
 

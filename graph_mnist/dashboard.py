@@ -13,7 +13,7 @@ top left) and the recognised one (black, top right) stamped on them. The dashboa
 fed values (numpy arrays, the metrics history); it drives nothing and knows no
 TensorFlow.
 
-    python -m graph_mnist.dashboard <workdir>     # redraw a finished run's curves as PNG
+    python -m graph_mnist.dashboard --workdir=<workdir>    # redraw a finished run's curves as PNG
 """
 
 import math
@@ -23,6 +23,9 @@ import subprocess
 import sys
 
 import numpy as np
+
+from graph_mnist import runs
+from graph_mnist.errors import UserError
 
 # 7 buckets between these percentiles, as the talk's weight and bias panels.
 PERCENTILES = (0, 5, 15, 30, 70, 85, 95, 100)
@@ -181,7 +184,7 @@ def display_available():
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
-class DashboardError(Exception):
+class DashboardError(UserError):
     """The dashboard cannot show where it was asked to."""
 
 
@@ -299,25 +302,24 @@ def draw_history(history, path=None):
     return figure.figure
 
 
-def main(argv=None):
-    import argparse
-    import json
-    parser = argparse.ArgumentParser(description='Redraw the dashboard of a finished run.')
-    parser.add_argument('workdir', help='a run directory holding history.json')
-    parser.add_argument('--output', help='PNG to write (default <workdir>/history.png)')
-    args = parser.parse_args(argv)
-    path = os.path.join(args.workdir, 'history.json')
-    try:
-        with open(path) as f:
-            history = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f'error: cannot read {path}: {e}', file=sys.stderr)
-        return 1
-    output = args.output or os.path.join(args.workdir, 'history.png')
+def main(argv):
+    del argv
+    history = runs.read_history(FLAGS.workdir)
+    output = FLAGS.output or os.path.join(FLAGS.workdir, 'history.png')
     draw_history(history, output)
     print(output)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from absl import flags
+    from graph_mnist import cli
+
+    FLAGS = flags.FLAGS
+
+    def define_flags():
+        flags.DEFINE_string('workdir', None, 'A run directory holding history.json.')
+        flags.DEFINE_string('output', None, 'PNG to write (default <workdir>/history.png).')
+        flags.mark_flag_as_required('workdir')
+
+    cli.run(main, define_flags)

@@ -20,7 +20,7 @@ dimensions, counts, length, and the sha256 of its decompressed content.
 
 This module knows nothing of TensorFlow: it hands numpy arrays to whoever asks.
 
-`python -m graph_mnist.data [--data_dir DIR]` fetches, verifies and prints a summary.
+`python -m graph_mnist.data [--data_dir=DIR]` fetches, verifies and prints a summary.
 """
 
 import gzip
@@ -38,6 +38,7 @@ import zlib
 import numpy as np
 
 from graph_mnist import files
+from graph_mnist.errors import UserError
 
 IMAGE_MAGIC = 2051  # IDX: unsigned byte, 3 dimensions
 LABEL_MAGIC = 2049  # IDX: unsigned byte, 1 dimension
@@ -82,7 +83,7 @@ DEFAULT_MIRRORS = (
 )
 
 
-class DataError(Exception):
+class DataError(UserError):
     """MNIST is missing, unreachable or wrong; the message says what and where."""
 
 
@@ -376,22 +377,19 @@ def summary(mnist):
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(description='Fetch, verify and summarise MNIST.')
-    parser.add_argument('--data_dir', default=None,
-                        help=f'where the four IDX files live (default {default_data_dir()})')
-    args = parser.parse_args(argv)
-    data_dir = args.data_dir or default_data_dir()
-    try:
-        mnist = load(data_dir)
-    except DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+def main(argv):
+    del argv
+    data_dir = FLAGS.data_dir or default_data_dir()
+    mnist = load(data_dir)
     print(f'MNIST in {data_dir}: all four files present and verified')
     print(summary(mnist))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from absl import flags
+    from graph_mnist import cli
+
+    FLAGS = flags.FLAGS
+    cli.run(main, lambda: flags.DEFINE_string(
+        'data_dir', None, f'Where the four IDX files live (default {default_data_dir()}).'))

@@ -13,22 +13,22 @@ prints what it observes in the graph, never a number typed in:
   3. what minimize() added            6. where to look next: TensorBoard, GraphDef text
 """
 
-if __name__ == '__main__':  # before TensorFlow is imported: process-wide, entry point only
-    from graph_mnist import quiet
-    quiet.quiet_tensorflow()
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
 import collections
 import json
 import os
-import sys
 
-from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import models
+from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
 
@@ -244,8 +244,6 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line; defined by the entry point only, so that the modules import
-    side by side (train, export, explain all take --workdir)."""
     flags.DEFINE_enum('model', 'softmax', list(models.NETWORKS), 'Which network to explain.')
     flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'The cross-entropy to build.')
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
@@ -254,25 +252,17 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    tf.get_logger().setLevel('ERROR')
-    try:
-        mnist = data.load(FLAGS.data_dir, log=lambda message: print(message, file=sys.stderr))
-    except data.DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    del argv
+    mnist = data.load(FLAGS.data_dir, log=logging.info)
     batch = data.Batches(mnist.train_images, mnist.train_labels, 100, seed=0)(0)
     workdir = FLAGS.workdir or os.path.join('runs', f'explain-{FLAGS.model}')
     try:
         observations = observe(FLAGS.model, batch, FLAGS.loss, workdir=workdir)
     except OSError as e:
-        print(f'error: cannot write into {workdir}: {e.strerror}', file=sys.stderr)
-        return 1
+        raise UserError(f'cannot write into {workdir}: {e.strerror}') from None
     print(json.dumps(observations, indent=1) if FLAGS.format == 'json' else lesson(observations))
     return 0
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

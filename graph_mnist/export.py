@@ -14,25 +14,24 @@ its weights and biases are restored from the run's latest checkpoint. Plain Tens
 2 loads it, with no graph_mnist code: tf.saved_model.load(dir).signatures['serving_default'].
 """
 
-if __name__ == '__main__':  # before TensorFlow is imported: process-wide, entry point only
-    from graph_mnist import quiet
-    quiet.quiet_tensorflow()
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
-import json
 import os
-import sys
 
-from absl import app
 from absl import flags
 import tensorflow as tf
 
 from graph_mnist import checkpoints
 from graph_mnist import models
+from graph_mnist import runs
+from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The run cannot be exported; the message says why."""
 
 
@@ -50,11 +49,7 @@ def inference_graph(model):
 
 def export(workdir, export_dir):
     """Writes the SavedModel of the latest checkpoint of `workdir`; returns its step."""
-    try:
-        with open(os.path.join(workdir, 'history.json')) as f:
-            model = json.load(f)['model']
-    except (OSError, ValueError, KeyError) as e:
-        raise ExportError(f'{workdir} holds no readable training run ({e})') from None
+    model = runs.read_history(workdir)['model']
     found = checkpoints.latest(workdir)
     if found is None:
         raise ExportError(f'{workdir} holds no checkpoint to export')
@@ -78,27 +73,21 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line; defined by the entry point only, so that the modules import
-    side by side (train, export, explain all take --workdir)."""
     flags.DEFINE_string('workdir', None, 'The training run to export (its latest checkpoint).')
     flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel (must not exist).')
     flags.mark_flags_as_required(['workdir', 'export_dir'])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    tf.get_logger().setLevel('ERROR')
+    del argv
     try:
         model, step = export(FLAGS.workdir, FLAGS.export_dir)
-    except (ExportError, checkpoints.CheckpointError, OSError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    except OSError as e:
+        raise ExportError(f'cannot write {FLAGS.export_dir}: {e.strerror or e}') from None
     print(f'{model} after {step} steps exported to {FLAGS.export_dir}\n'
           f'  python -m graph_mnist.predict --export_dir={FLAGS.export_dir} IMAGE...')
     return 0
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -19,8 +19,11 @@ import tensorflow as tf
 v1 = tf.compat.v1  # the TensorFlow 1 API the talk used: placeholder, Session, train.*
 
 
+WEIGHT_STDDEV = 0.1  # the talk's initial weights: truncated_normal(stddev=0.1)
+
+
 def _weights(shape, name):
-    return tf.Variable(v1.truncated_normal(shape, stddev=0.1), name=name)
+    return tf.Variable(v1.truncated_normal(shape, stddev=WEIGHT_STDDEV), name=name)
 
 
 def _biases(n, name, value=0.1):
@@ -181,43 +184,82 @@ def conv_dropout(X, pkeep):
 # ------------------------------------------------------------ the talk's settings
 
 
-def constant_rate(rate):
-    return lambda step: tf.constant(rate, tf.float32)
+class ConstantRate(NamedTuple):
+    """A fixed learning rate."""
+    rate: float
+
+    def __call__(self, step):
+        return tf.constant(self.rate, tf.float32)
+
+    def at(self, step):
+        return self.rate
+
+    def __str__(self):
+        return f'{self.rate:g}'
 
 
-def decaying_rate(step):
-    """0.0001 + 0.003 * exp(-step/2000): start fast, slow down (the talk's decay)."""
-    return 0.0001 + v1.train.exponential_decay(0.003, step, 2000, 1 / math.e)
+class DecayingRate(NamedTuple):
+    """floor + start * exp(-step/period): start fast, slow down (the talk's decay)."""
+    start: float = 0.003
+    period: float = 2000
+    floor: float = 0.0001
+
+    def __call__(self, step):
+        return self.floor + v1.train.exponential_decay(self.start, step, self.period, 1 / math.e)
+
+    def at(self, step):
+        """The same rate as a plain number, for the benchmark's Keras and PyTorch twins."""
+        return self.floor + self.start * math.exp(-step / self.period)
+
+    def __str__(self):
+        return f'{self.floor:g} + {self.start:g}·e^(−step/{self.period:g})'
+
+
+class Talk(NamedTuple):
+    """What the talk (or the code published with it) says a network reaches."""
+    accuracy: float   # the figure to check, e.g. 0.993 for "99.3%"
+    says: str         # the words, quoted
 
 
 class Spec(NamedTuple):
-    """How the talk trained one network."""
+    """How the talk trained one network: the one place its settings and figure live."""
     network: Callable          # X, pkeep -> Ylogits
     optimizer: Callable        # learning rate -> a tf.compat.v1.train optimizer
-    learning_rate: Callable    # step tensor -> learning-rate tensor
+    learning_rate: Callable    # step tensor -> learning-rate tensor (ConstantRate, DecayingRate)
     pkeep: float               # keep probability fed while training (1.0: no dropout)
     iterations: int            # the talk's number of training steps
-    talk_accuracy: str         # what the talk (or its published code) reports
+    talk: Talk                 # what the talk reports
+
+    @property
+    def talk_accuracy(self):
+        """The talk's figure as written in history.json and the summary line."""
+        return self.talk.says
 
 
 SGD, ADAM = v1.train.GradientDescentOptimizer, v1.train.AdamOptimizer
+DECAY = DecayingRate()  # 0.0001 + 0.003·e^(−step/2000)
 
 # The talk's order. Names are the --model values.
 NETWORKS = {
-    'softmax': Spec(softmax, SGD, constant_rate(0.005), 1.0, 2000, '92%'),
-    'five_layers_sigmoid': Spec(five_layers_sigmoid, ADAM, constant_rate(0.003), 1.0, 10000,
-                                '97.9%'),
-    'five_layers_relu': Spec(five_layers_relu, ADAM, constant_rate(0.003), 1.0, 10000,
-                             '~98.2% (code notes: 0.9825)'),
-    'five_layers_relu_lrdecay': Spec(five_layers_relu, ADAM, decaying_rate, 1.0, 10000,
-                                     'stable above 98% (code notes: 0.9824)'),
-    'five_layers_relu_lrdecay_dropout': Spec(five_layers_relu_dropout, ADAM, decaying_rate, 0.75, 10000,
-                                             '~98.2% (code notes: 0.9817)'),
-    'conv': Spec(conv, ADAM, decaying_rate, 1.0, 10000, '98.9%'),
-    'conv_dropout': Spec(conv_dropout, ADAM, decaying_rate, 0.75, 10000, '99.3%'),
+    'softmax': Spec(softmax, SGD, ConstantRate(0.005), 1.0, 2000,
+                    Talk(0.92, '"92%" after 2,000 rounds')),
+    'five_layers_sigmoid': Spec(five_layers_sigmoid, ADAM, ConstantRate(0.003), 1.0, 10000,
+                                Talk(0.979, '"97.9% using five layers"')),
+    'five_layers_relu': Spec(five_layers_relu, ADAM, ConstantRate(0.003), 1.0, 10000,
+                             Talk(0.9825, '"a couple of fractions of a percent" better '
+                                          '(code notes: 0.9825)')),
+    'five_layers_relu_lrdecay': Spec(five_layers_relu, ADAM, DECAY, 1.0, 10000,
+                                     Talk(0.98, '"stable above 98%"')),
+    'five_layers_relu_lrdecay_dropout': Spec(five_layers_relu_dropout, ADAM, DECAY, 0.75,
+                                             10000, Talk(0.9817, 'accuracy "no improvement" '
+                                                                 '(code notes: 0.9817)')),
+    'conv': Spec(conv, ADAM, DECAY, 1.0, 10000, Talk(0.989, '"98.9%"')),
+    'conv_dropout': Spec(conv_dropout, ADAM, DECAY, 0.75, 10000,
+                         Talk(0.993, '"99.3%", "quite comfortably above 99"')),
 }
 
 LOSSES = ('stable', 'literal')
+LOSS_SCALE = 100  # the cross-entropy is the batch mean times this: the sum over 100 images
 
 
 class Graph(NamedTuple):
@@ -261,7 +303,7 @@ def cross_entropy(Ylogits, Y_, loss='stable'):
         per_image = -tf.reduce_sum(Y_ * tf.nn.log_softmax(Ylogits), axis=1)
     else:
         raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}')
-    return tf.reduce_mean(per_image) * 100
+    return tf.reduce_mean(per_image) * LOSS_SCALE
 
 
 def session_config(loss):
@@ -316,3 +358,107 @@ def trainable_parameters(g):
     """Number of values the optimizer adjusts, e.g. 7,850 for softmax."""
     with g.graph.as_default():
         return sum(v.shape.num_elements() for v in v1.trainable_variables())
+
+
+# ------------------------------------------------------- the layers, read off the graph
+
+
+class Layer(NamedTuple):
+    """One layer as the graph holds it (see `layers`).
+
+    kind: 'conv', 'dense' or 'dropout'. For conv, size is the input's height (= width),
+    patch the filter's side, and the output is ceil(size / stride) square (padding SAME);
+    for dense, size and patch are 1. init: 'zeros' or 'truncated_normal' (the weights);
+    bias: the biases' initial value; activation: 'relu', 'sigmoid' or None (the logits);
+    rate: the fraction a dropout layer drops in training.
+    """
+    kind: str
+    n_in: int = 0
+    n_out: int = 0
+    size: int = 1
+    patch: int = 1
+    stride: int = 1
+    activation: str = None
+    init: str = None
+    bias: float = None
+    rate: float = None
+
+    @property
+    def out_size(self):
+        return -(-self.size // self.stride)
+
+    @property
+    def out_shape(self):
+        """The shape of one image's output: (height, width, channels) or (neurons,)."""
+        if self.kind == 'dropout':
+            return None
+        return (self.out_size, self.out_size, self.n_out) if self.kind == 'conv' else \
+            (self.n_out,)
+
+    @property
+    def parameters(self):
+        return self.patch * self.patch * self.n_in * self.n_out + self.n_out if self.n_out else 0
+
+    @property
+    def macs(self):
+        """Multiply-adds of its forward pass for one image (biases, activations left out)."""
+        return self.out_size ** 2 * self.patch ** 2 * self.n_in * self.n_out
+
+
+def _variable(tensor):
+    """The variable a tensor reads (through ReadVariableOp / Identity)."""
+    op = tensor.op
+    while op.type in ('ReadVariableOp', 'Identity'):
+        op = op.inputs[0].op
+    return op.name
+
+
+def layers(name):
+    """Network `name` as a list of Layers, read off its own graph: the functions above
+    are the only description of a network; the benchmark's Keras and PyTorch twins, its
+    operation count and the README's table all come from here."""
+    spec = NETWORKS[name]
+    graph = tf.Graph()
+    with graph.as_default():
+        X = v1.placeholder(tf.float32, [None, 28, 28, 1])
+        spec.network(X, v1.placeholder(tf.float32))
+        initial = {v.op.name: tf.get_static_value(v.initial_value)
+                   for v in v1.global_variables()}
+    found = []
+    for op in graph.get_operations():  # in the order the network function wrote them
+        if op.type == 'RandomUniform':  # the mask of tf.nn.dropout
+            found.append(Layer('dropout', rate=1 - spec.pkeep))
+        if op.type not in ('Conv2D', 'MatMul'):
+            continue
+        W = _variable(op.inputs[1])
+        shape = op.inputs[1].shape.as_list()
+        add, = op.outputs[0].consumers()  # + B
+        B = _variable(add.inputs[1])
+        after = add.outputs[0].consumers()
+        activation = after[0].type.lower() if after and after[0].type in ('Relu', 'Sigmoid') \
+            else None
+        init = 'zeros' if initial[W] is not None and not initial[W].any() else 'truncated_normal'
+        bias = round(float(initial[B].flat[0]), 6)  # float32 0.1 -> 0.1
+        if op.type == 'Conv2D':
+            assert op.get_attr('padding') == b'SAME' and op.get_attr('data_format') == b'NHWC'
+            layer = Layer('conv', shape[2], shape[3], op.inputs[0].shape[1], shape[0],
+                          op.get_attr('strides')[1], activation, init, bias)
+        else:
+            layer = Layer('dense', shape[0], shape[1], activation=activation, init=init,
+                          bias=bias)
+        assert tuple(op.outputs[0].shape[1:]) == layer.out_shape, (op.name, layer)
+        found.append(layer)
+    return found
+
+
+def forward_macs(name):
+    """Multiply-adds of one image's forward pass through network `name`."""
+    return sum(layer.macs for layer in layers(name))
+
+
+def training_flops_per_image(name):
+    """FLOPs of one image's training step: 2 per multiply-add, x 3 for forward then
+    backward (gradients with respect to the activations and to the weights, each as
+    costly as the forward pass). Biases, activations, softmax and the optimizer's
+    updates are left out (a few % at most)."""
+    return 3 * 2 * forward_macs(name)

@@ -11,22 +11,23 @@ the digit and its probability. A file that cannot be read gets its own message a
 the others are still read. This loads the SavedModel; it never builds a network.
 """
 
-if __name__ == '__main__':  # before TensorFlow is imported: process-wide, entry point only
-    from graph_mnist import quiet
-    quiet.quiet_tensorflow()
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
 import os
-import sys
 
-from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
+
+from graph_mnist.errors import UserError
 
 MAX_BYTES = 50 * 1024 * 1024  # a digit needs far less; more is a mistake, not a digit
 MAX_PIXELS = 40_000_000
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """This file cannot be read as a digit; the message says why."""
 
 
@@ -109,8 +110,6 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line; defined by the entry point only, so that the modules import
-    side by side (train, export, explain all take --workdir)."""
     flags.DEFINE_string('export_dir', None, 'A SavedModel written by graph_mnist.export.')
     flags.DEFINE_integer('top', 1, 'How many digits to list per file, most likely first.',
                          lower_bound=1, upper_bound=10)
@@ -119,21 +118,18 @@ def define_flags():
 
 def main(argv):
     paths = argv[1:]
-    if not paths:
-        raise app.UsageError('name at least one image file')
     try:
         predictor = Predictor(FLAGS.export_dir)
     except (OSError, ValueError, KeyError) as e:
-        print(f'error: cannot load the model in {FLAGS.export_dir}: '
-              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}', file=sys.stderr)
-        return 1
+        raise UserError(f'cannot load the model in {FLAGS.export_dir}: '
+                        f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
     images, readable, failed = [], [], 0
     for path in paths:
         try:
             images.append(mnist_like(load_image(path)))
             readable.append(path)
         except ImageError as e:
-            print(f'{path}: error: {e}', file=sys.stderr)
+            logging.error('%s: %s', path, e)
             failed += 1
     if images:
         probabilities, digits = predictor(np.stack(images))
@@ -145,5 +141,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags, positional='image file')

@@ -18,19 +18,16 @@ Also: milliseconds for one evaluation of the 10,000 test images (ours), seconds 
 process start to the training loop (`python -m graph_mnist.train`), and the achieved
 GFLOP/s against the float32 matrix-multiply peak measured by numpy in the same run.
 
-Operation count: multiply-adds of the forward pass of one image (dense: inputs x
-outputs; convolution: output pixels x patch size x input channels x output channels),
-x 2 for FLOPs, x 3 for a training step (forward, then backward: gradients with respect
-to the activations and to the weights, each as costly as the forward). Biases,
-activations, softmax and the optimizer's updates are left out (a few % at most).
+The operation count is the network's own (models.training_flops_per_image, from the
+layers read off its graph), and so are the Keras and PyTorch twins: built layer by
+layer from models.layers, checked against the graph by tests/test_benchmark.py.
 """
 
 if __name__ == '__main__':
-    from graph_mnist import quiet
-    quiet.quiet_tensorflow()
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -40,59 +37,18 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import models
+from graph_mnist import runs
 from graph_mnist import train
 
-TALK_ORDER = list(models.NETWORKS)
 
 
-# --------------------------------------------------------------------------- op counts
-
-
-def layers(model):
-    """The talk's network as a list of ('dense', n_in, n_out) and
-    ('conv', size_in, patch, c_in, c_out, stride) layers, with ('dropout',) marks."""
-    dense5 = [('dense', 784, 200), ('dense', 200, 100), ('dense', 100, 60),
-              ('dense', 60, 30), ('dense', 30, 10)]
-    if model == 'softmax':
-        return [('dense', 784, 10)]
-    if model.startswith('five_layers'):
-        if model.endswith('dropout'):
-            return [l for d in dense5[:-1] for l in (d, ('dropout',))] + dense5[-1:]
-        return dense5
-    if model == 'conv':
-        return [('conv', 28, 5, 1, 4, 1), ('conv', 28, 4, 4, 8, 2), ('conv', 14, 4, 8, 12, 2),
-                ('dense', 7 * 7 * 12, 200), ('dense', 200, 10)]
-    if model == 'conv_dropout':
-        return [('conv', 28, 6, 1, 6, 1), ('conv', 28, 5, 6, 12, 2), ('conv', 14, 4, 12, 24, 2),
-                ('dense', 7 * 7 * 24, 200), ('dropout',), ('dense', 200, 10)]
-    raise ValueError(model)
-
-
-def forward_macs(model):
-    """Multiply-adds of the forward pass of `model` for one image."""
-    return macs(layers(model))
-
-
-def macs(layer_list):
-    """Multiply-adds of the forward pass of these layers for one image."""
-    total = 0
-    for layer in layer_list:
-        if layer[0] == 'dense':
-            total += layer[1] * layer[2]
-        elif layer[0] == 'conv':
-            _, size, patch, c_in, c_out, stride = layer
-            out = math.ceil(size / stride)  # padding SAME
-            total += out * out * patch * patch * c_in * c_out
-    return total
-
-
-def training_flops_per_image(model):
-    return 3 * 2 * forward_macs(model)
+# --------------------------------------------------------------------------- the machine
 
 
 def matmul_peak_gflops(n=2048, repeats=5):
@@ -144,54 +100,53 @@ class Ours:
 # --------------------------------------------------------------------------- Keras
 
 
-def decaying_rate_for_keras():
-    """0.0001 + 0.003 * exp(-step / 2000), the talk's schedule, as a Keras schedule."""
+def keras_learning_rate(rate):
+    """The network's learning rate (models.ConstantRate or DecayingRate) for Keras."""
     import keras
 
-    class DecayingRate(keras.optimizers.schedules.LearningRateSchedule):
+    if isinstance(rate, models.ConstantRate):
+        return rate.rate
+
+    class Decaying(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
             step = keras.ops.cast(step, 'float32')
-            return 0.0001 + 0.003 * keras.ops.exp(-step / 2000.0)
+            return rate.floor + rate.start * keras.ops.exp(-step / rate.period)
 
         def get_config(self):
-            return {}
+            return rate._asdict()
 
-    return DecayingRate()
+    return Decaying()
 
 
 def keras_model(model, seed=0):
+    """The Keras twin of network `model`, layer by layer from models.layers."""
     import keras
     keras.utils.set_random_seed(seed)
     spec = models.NETWORKS[model]
-    init = keras.initializers.TruncatedNormal(stddev=0.1, seed=seed)
-    bias = keras.initializers.Constant(0.0 if model in ('softmax', 'five_layers_sigmoid')
-                                       else 0.1)
-    if model == 'softmax':
-        init = keras.initializers.Zeros()
-    activation = 'sigmoid' if model == 'five_layers_sigmoid' else 'relu'
     stack = [keras.Input((28, 28, 1))]
-    for layer in layers(model):
-        if layer[0] == 'conv':
-            _, _, patch, _, c_out, stride = layer
-            stack.append(keras.layers.Conv2D(c_out, patch, strides=stride, padding='same',
-                                             activation='relu', kernel_initializer=init,
-                                             bias_initializer=bias))
-        elif layer[0] == 'dense':
+    for layer in models.layers(model):
+        if layer.kind == 'dropout':
+            stack.append(keras.layers.Dropout(layer.rate))
+            continue
+        settings = dict(
+            activation=layer.activation, bias_initializer=keras.initializers.Constant(layer.bias),
+            kernel_initializer=keras.initializers.Zeros() if layer.init == 'zeros' else
+            keras.initializers.TruncatedNormal(stddev=models.WEIGHT_STDDEV, seed=seed))
+        if layer.kind == 'conv':
+            stack.append(keras.layers.Conv2D(layer.n_out, layer.patch, strides=layer.stride,
+                                             padding='same', **settings))
+        else:
             if not any(isinstance(l, keras.layers.Flatten) for l in stack[1:]):
                 stack.append(keras.layers.Flatten())
-            last = layer[2] == 10
-            stack.append(keras.layers.Dense(layer[2], activation=None if last else activation,
-                                            kernel_initializer=init, bias_initializer=bias))
-        else:
-            stack.append(keras.layers.Dropout(1 - spec.pkeep))
+            stack.append(keras.layers.Dense(layer.n_out, **settings))
     net = keras.Sequential(stack)
-    if model == 'softmax':
-        # our loss is the batch mean x 100: plain SGD at 0.005 on it is 0.5 on the mean
-        optimizer = keras.optimizers.SGD(0.005 * 100)
-    elif spec.learning_rate is models.decaying_rate:
-        optimizer = keras.optimizers.Adam(decaying_rate_for_keras())
+    rate = keras_learning_rate(spec.learning_rate)
+    if spec.optimizer is models.SGD:
+        # our loss is the batch mean x LOSS_SCALE; Keras' is the mean: the same steps need
+        # a rate LOSS_SCALE times larger (Adam does not care about the scale)
+        optimizer = keras.optimizers.SGD(rate * models.LOSS_SCALE)
     else:
-        optimizer = keras.optimizers.Adam(0.003)
+        optimizer = keras.optimizers.Adam(rate)
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                 metrics=['accuracy'])
     return net
@@ -230,39 +185,37 @@ class Keras:
 
 
 def torch_model(model, seed=0):
+    """The PyTorch twin of network `model`, layer by layer from models.layers."""
     import torch
     from torch import nn
     torch.manual_seed(seed)
-    spec = models.NETWORKS[model]
-    activation = nn.Sigmoid if model == 'five_layers_sigmoid' else nn.ReLU
-    bias_value = 0.0 if model in ('softmax', 'five_layers_sigmoid') else 0.1
+    activations = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}
     modules, flat = [], False
-    for layer in layers(model):
-        if layer[0] == 'conv':
-            _, size, patch, c_in, c_out, stride = layer
-            out = math.ceil(size / stride)
-            pad = max((out - 1) * stride + patch - size, 0)  # TensorFlow's SAME padding
+    for layer in models.layers(model):
+        if layer.kind == 'dropout':
+            modules.append(nn.Dropout(layer.rate))
+            continue
+        if layer.kind == 'conv':
+            # TensorFlow's SAME padding: as much as the stride needs, the odd pixel after
+            pad = max((layer.out_size - 1) * layer.stride + layer.patch - layer.size, 0)
             modules.append(nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
-            modules += [nn.Conv2d(c_in, c_out, patch, stride), nn.ReLU()]
-        elif layer[0] == 'dense':
+            weighted = nn.Conv2d(layer.n_in, layer.n_out, layer.patch, layer.stride)
+        else:
             if not flat:
                 modules.append(nn.Flatten())
                 flat = True
-            modules.append(nn.Linear(layer[1], layer[2]))
-            if layer[2] != 10:
-                modules.append(activation())
-        else:
-            modules.append(nn.Dropout(1 - spec.pkeep))
-    net = nn.Sequential(*modules)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                if model == 'softmax':
-                    m.weight.zero_()
-                else:
-                    nn.init.trunc_normal_(m.weight, std=0.1, a=-0.2, b=0.2)
-                m.bias.fill_(bias_value)
-    return net
+            weighted = nn.Linear(layer.n_in, layer.n_out)
+        with torch.no_grad():
+            if layer.init == 'zeros':
+                weighted.weight.zero_()
+            else:
+                std = models.WEIGHT_STDDEV
+                nn.init.trunc_normal_(weighted.weight, std=std, a=-2 * std, b=2 * std)
+            weighted.bias.fill_(layer.bias)
+        modules.append(weighted)
+        if layer.activation:
+            modules.append(activations[layer.activation]())
+    return nn.Sequential(*modules)
 
 
 class Torch:
@@ -274,14 +227,9 @@ class Torch:
         self.torch = torch
         self.net = torch_model(model, seed)
         spec = models.NETWORKS[model]
-        if model == 'softmax':
-            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.005)
-        else:
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1.0)
-        decay = spec.learning_rate is models.decaying_rate
-        rate = (lambda s: 0.0001 + 0.003 * math.exp(-s / 2000)) if decay else \
-            (lambda s: 1.0 if model == 'softmax' else 0.003)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, rate)
+        optimizer = torch.optim.SGD if spec.optimizer is models.SGD else torch.optim.Adam
+        self.optimizer = optimizer(self.net.parameters(), lr=1.0)  # x the schedule below
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, spec.learning_rate.at)
         # NCHW for PyTorch; the conversion is done once, outside the timed loop
         self.images = torch.from_numpy(mnist.train_images.transpose(0, 3, 1, 2).copy())
         self.labels = torch.from_numpy(mnist.train_digits)
@@ -299,7 +247,7 @@ class Torch:
             chosen = self.order[self.position * 100:(self.position + 1) * 100]
             self.position += 1
             loss = torch.nn.functional.cross_entropy(self.net(self.images[chosen]),
-                                                     self.labels[chosen]) * 100
+                                                     self.labels[chosen]) * models.LOSS_SCALE
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -350,8 +298,7 @@ def startup_seconds(model, data_dir):
             command.append(f'--data_dir={data_dir}')
         launched = time.time()
         subprocess.run(command, check=True, capture_output=True)
-        with open(os.path.join(workdir, 'history.json')) as f:
-            return json.load(f)['loop_started_at'] - launched
+        return runs.read_history(workdir)['loop_started_at'] - launched
 
 
 def time_to_99(contender, limit=10000, every=100):
@@ -370,7 +317,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_list('models', TALK_ORDER, 'Networks to measure.')
+    flags.DEFINE_list('models', list(models.NETWORKS), 'Networks to measure.')
     flags.DEFINE_integer('steps', 300, 'Training steps per timing.', lower_bound=1)
     flags.DEFINE_integer('repeats', 3, 'Timings per contender (median kept).', lower_bound=1)
     flags.DEFINE_integer('warmup', 50, 'Steps before timing.', lower_bound=0)
@@ -383,8 +330,10 @@ def define_flags():
 
 def main(argv):
     del argv
-    tf.get_logger().setLevel('ERROR')
-    mnist = data.load(FLAGS.data_dir, log=lambda m: print(m, file=sys.stderr))
+    unknown = sorted(set(FLAGS.models) - set(models.NETWORKS))
+    if unknown:
+        raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
+    mnist = data.load(FLAGS.data_dir, log=logging.info)
     peak = matmul_peak_gflops()
     print(f'float32 matrix multiply peak (numpy, 2048x2048): {peak:.0f} GFLOP/s', flush=True)
     have_torch = torch_available()
@@ -398,7 +347,7 @@ def main(argv):
         rates, times = throughput(contenders, FLAGS.steps, FLAGS.repeats, FLAGS.warmup)
         ours = contenders[0]
         eval_ms = 1000 * statistics.median(_timed(ours.evaluate) for _ in range(3))
-        flops = training_flops_per_image(model)
+        flops = models.training_flops_per_image(model)
         row = {
             'images_per_second': rates,
             'ratio_to_keras': rates['graph_mnist'] / rates['Keras fit'],
@@ -459,5 +408,4 @@ def markdown(results):
 
 
 if __name__ == '__main__':
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -1,6 +1,6 @@
 r"""Checks an exported run: its test accuracy through plain TensorFlow, and digits of ours.
 
-    python scripts/check_export.py --workdir=runs/conv_dropout --export_dir=exported/conv_dropout
+    python scripts/check_export.py --workdir=runs/latest --export_dir=exported/latest
 
 Exports the run (unless --export_dir already holds a SavedModel), loads it with
 tf.saved_model.load only, measures the accuracy on the 10,000 test images beside the
@@ -9,34 +9,39 @@ of them from MNIST; the true digit is the first character of each name).
 """
 
 if __name__ == '__main__':
-    from graph_mnist import quiet
-    quiet.quiet_tensorflow()
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
 import glob
-import json
 import os
 
-from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from graph_mnist import data
 from graph_mnist import export
 from graph_mnist import predict
+from graph_mnist import runs
 
 FLAGS = flags.FLAGS
 
 
+def define_flags():
+    flags.DEFINE_string('workdir', None, 'The training run.')
+    flags.DEFINE_string('export_dir', None, 'Its SavedModel (written if missing).')
+    flags.DEFINE_string('fixtures', 'tests/fixtures/digits', 'Digit pictures to read.')
+    flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+    flags.mark_flags_as_required(['workdir', 'export_dir'])
+
+
 def main(argv):
     del argv
-    import tensorflow as tf
-    tf.get_logger().setLevel('ERROR')
     if not os.path.exists(os.path.join(FLAGS.export_dir, 'saved_model.pb')):
         export.export(FLAGS.workdir, FLAGS.export_dir)
-    with open(os.path.join(FLAGS.workdir, 'history.json')) as f:
-        history = json.load(f)
+    history = runs.read_history(FLAGS.workdir)
     predictor = predict.Predictor(FLAGS.export_dir)
-    mnist = data.load(log=lambda m: None)
+    mnist = data.load(FLAGS.data_dir, log=logging.info)
     _, digits = predictor(mnist.test_images)
     accuracy = float((digits == mnist.test_digits).mean())
     print(f"test accuracy through tf.saved_model.load: {accuracy:.4f}; the run's final "
@@ -55,8 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('workdir', None, 'The training run.')
-    flags.DEFINE_string('export_dir', None, 'Its SavedModel (written if missing).')
-    flags.DEFINE_string('fixtures', 'tests/fixtures/digits', 'Digit pictures to read.')
-    flags.mark_flags_as_required(['workdir', 'export_dir'])
-    app.run(main)
+    cli.run(main, define_flags)

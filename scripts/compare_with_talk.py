@@ -3,12 +3,18 @@ r"""Trains the talk's networks over several seeds and sets our numbers beside th
     python scripts/compare_with_talk.py                      # 7 networks x 3 seeds
     python scripts/compare_with_talk.py --models=softmax,conv --seeds=1 --iterations=300
 
-Writes into --workdir: comparison.md (the table and the measured claims, also printed),
+Writes into --workdir (default runs/talk_comparison-<date>-<time>; the committed
+comparison in results/talk_comparison was made with --workdir=results/talk_comparison,
+and a call that would write fewer networks, seeds or steps there is refused): comparison.md (the table and the measured claims, also printed),
 comparison.json (the same numbers), recap.png (the talk's recap slide: all test curves
 on one plot) and runs/<model>-it<steps>-seed<seed>/ (one training run each, with its
 history.json and log). A run whose history.json says "finished" is reused, so an
 interrupted comparison continues where it stopped and a second call only redraws.
 """
+
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
 
 import json
 import os
@@ -22,17 +28,12 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-# The talk's order and claims, from shared/REFERENCE.md: (number to check, words quoted).
-TALK = {
-    'softmax': (0.92, '"92%" after 2,000 rounds'),
-    'five_layers_sigmoid': (0.979, '"97.9% using five layers"'),
-    'five_layers_relu': (0.9825, '"a couple of fractions of a percent" better (code: 0.9825)'),
-    'five_layers_relu_lrdecay': (0.98, '"stable above 98%"'),
-    'five_layers_relu_lrdecay_dropout': (0.9817, 'accuracy "no improvement" (code: 0.9817)'),
-    'conv': (0.989, '"98.9%"'),
-    'conv_dropout': (0.993, '"99.3%", "quite comfortably above 99"'),
-}
-TALK_STEPS = {'softmax': 2000}  # the others: 10,000
+from graph_mnist import files
+from graph_mnist import models
+from graph_mnist import runs
+from graph_mnist.errors import UserError
+
+TALK = list(models.NETWORKS)  # the talk's seven, in its order; figures in models.NETWORKS
 
 # The talk quotes one decimal of a percent: 99.3% covers [0.9925, 0.9935).
 ROUNDING = 0.0005
@@ -52,15 +53,6 @@ def run_dir(workdir, model, iterations, seed):
     return os.path.join(workdir, 'runs', f'{model}-it{iterations}-seed{seed}')
 
 
-def load_finished(directory):
-    path = os.path.join(directory, 'history.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        history = json.load(f)
-    return history if history.get('status') == 'finished' else None
-
-
 def start_run(directory, model, iterations, seed, data_dir):
     """Starts `python -m graph_mnist.train` for one run; an unfinished run starts over."""
     if os.path.exists(directory):
@@ -71,17 +63,17 @@ def start_run(directory, model, iterations, seed, data_dir):
                '--vis=none', f'--workdir={directory}']
     if data_dir:
         command.append(f'--data_dir={data_dir}')
-    log = open(os.path.join(directory, 'train.log'), 'w')
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(directory, 'train.log'), 'w') as log:  # the child keeps its copy
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def train_all(workdir, models, seeds, iterations, jobs, data_dir=None):
+def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None):
     """{(model, seed): history}, training only the runs not already finished."""
-    wanted = [(m, s) for m in models for s in range(seeds)]
-    steps = {m: iterations or TALK_STEPS.get(m, 10000) for m in models}
+    wanted = [(m, s) for m in networks for s in range(seeds)]
+    steps = {m: iterations or models.NETWORKS[m].iterations for m in networks}
     histories, todo = {}, []
     for model, seed in wanted:
-        history = load_finished(run_dir(workdir, model, steps[model], seed))
+        history = runs.finished(run_dir(workdir, model, steps[model], seed))
         if history:
             histories[model, seed] = history
         else:
@@ -101,9 +93,9 @@ def train_all(workdir, models, seeds, iterations, jobs, data_dir=None):
                 continue
             del running[key]
             directory = run_dir(workdir, key[0], steps[key[0]], key[1])
-            history = load_finished(directory)
+            history = runs.finished(directory)
             if history is None:
-                raise RuntimeError(f'{key[0]} seed {key[1]} failed: see {directory}/train.log')
+                raise UserError(f'{key[0]} seed {key[1]} failed: see {directory}/train.log')
             logging.info('%s seed %d: final %.4f, max %.4f', *key,
                          history['final_test_accuracy'], history['max_test_accuracy'])
             histories[key] = history
@@ -130,17 +122,18 @@ def table_rows(histories):
     """One dict per network: the talk's claim and our numbers over seeds."""
     rows = []
     for model in TALK:
-        runs = [h for (m, _), h in histories.items() if m == model]
-        if not runs:
+        done = [h for (m, _), h in histories.items() if m == model]
+        if not done:
             continue
-        finals = [h['final_test_accuracy'] for h in runs]
-        maxima = [h['max_test_accuracy'] for h in runs]
+        talk = models.NETWORKS[model].talk
+        finals = [h['final_test_accuracy'] for h in done]
+        maxima = [h['max_test_accuracy'] for h in done]
         rows.append({
-            'model': model, 'talk': TALK[model][0], 'talk_words': TALK[model][1],
-            'seeds': len(runs), 'final': finals, 'max': maxima,
-            'steps': runs[0]['final_step'],
-            'wall_time': float(np.mean([h['wall_time'] for h in runs])),
-            'verdict': verdict(TALK[model][0], maxima),
+            'model': model, 'talk': talk.accuracy, 'talk_words': talk.says,
+            'seeds': len(done), 'final': finals, 'max': maxima,
+            'steps': done[0]['final_step'],
+            'wall_time': float(np.mean([h['wall_time'] for h in done])),
+            'verdict': verdict(talk.accuracy, maxima),
         })
     return rows
 
@@ -266,12 +259,12 @@ def recap_plot(histories, path):
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9), sharex=True)
     colours = plt.get_cmap('tab10')
     for i, model in enumerate(TALK):
-        runs = [h for (m, _), h in histories.items() if m == model]
-        if not runs:
+        done = [h for (m, _), h in histories.items() if m == model]
+        if not done:
             continue
-        steps = runs[0]['test']['step']
-        accuracy = np.mean([h['test']['accuracy'] for h in runs], axis=0)
-        loss = np.mean([h['test']['loss'] for h in runs], axis=0)
+        steps = done[0]['test']['step']
+        accuracy = np.mean([h['test']['accuracy'] for h in done], axis=0)
+        loss = np.mean([h['test']['loss'] for h in done], axis=0)
         top.plot(steps, accuracy, color=colours(i), lw=1.2, label=model)
         bottom.plot(steps, loss, color=colours(i), lw=1.2, label=model)
     top.set_ylim(0.90, 1.0)
@@ -292,44 +285,63 @@ def recap_plot(histories, path):
 # --------------------------------------------------------------------------- main
 
 
-def compare(workdir, models, seeds, iterations=None, jobs=1, data_dir=None):
+def refuse_to_shrink(workdir, networks, seeds, iterations):
+    """A comparison written over one that covered more networks, seeds or steps would
+    lose it: refused, with what to do."""
+    path = os.path.join(workdir, 'comparison.json')
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = json.load(f)['rows']
+    steps = {m: iterations or models.NETWORKS[m].iterations for m in networks}
+    lost = [r['model'] for r in rows if r['model'] not in steps or r['seeds'] > seeds
+            or r['steps'] != steps[r['model']]]
+    if lost:
+        raise UserError(f'{workdir} holds a comparison of more networks, seeds or steps '
+                        f'({", ".join(lost)}) than this call would write; choose another '
+                        '--workdir')
+
+
+def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None):
+    refuse_to_shrink(workdir, networks, seeds, iterations)
     os.makedirs(workdir, exist_ok=True)
-    histories = train_all(workdir, models, seeds, iterations, jobs, data_dir)
+    histories = train_all(workdir, networks, seeds, iterations, jobs, data_dir)
     rows = table_rows(histories)
     checks = claims(histories)
     report = '\n\n'.join([markdown_table(rows), VERDICT_RULE, markdown_claims(checks)])
-    with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
-        f.write(report + '\n')
-    with open(os.path.join(workdir, 'comparison.json'), 'w') as f:
-        json.dump({'rows': rows, 'claims': [{'claim': c, 'measured': m, 'holds': ok}
-                                            for c, m, ok in checks]}, f, indent=1)
+    files.write_atomically(os.path.join(workdir, 'comparison.md'), (report + '\n').encode())
+    files.write_json(os.path.join(workdir, 'comparison.json'), {
+        'rows': rows, 'claims': [{'claim': c, 'measured': m, 'holds': ok}
+                                 for c, m, ok in checks]})
     recap_plot(histories, os.path.join(workdir, 'recap.png'))
     return report
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('models', list(TALK), 'Networks to train, comma-separated.')
-flags.DEFINE_integer('seeds', 3, 'Seeds per network (0, 1, ...).', lower_bound=1)
-flags.DEFINE_integer('iterations', None, 'Shorten every run to this many steps '
-                     '(default: the talk\'s count).', lower_bound=1)
-flags.DEFINE_string('workdir', 'results/talk_comparison', 'Where runs and results go.')
-flags.DEFINE_integer('jobs', 1, 'Runs at once (each already uses every core).', lower_bound=1)
-flags.DEFINE_string('data_dir', None, 'MNIST directory, passed to every run.')
+
+
+def define_flags():
+    flags.DEFINE_list('models', TALK, 'Networks to train, comma-separated.')
+    flags.DEFINE_integer('seeds', 3, 'Seeds per network (0, 1, ...).', lower_bound=1)
+    flags.DEFINE_integer('iterations', None, 'Shorten every run to this many steps '
+                         '(default: the talk\'s count).', lower_bound=1)
+    flags.DEFINE_string('workdir', None, 'Where runs and results go (default '
+                        'runs/talk_comparison-<date>-<time>); finished runs there are reused.')
+    flags.DEFINE_integer('jobs', 1, 'Runs at once (each already uses every core).',
+                         lower_bound=1)
+    flags.DEFINE_string('data_dir', None, 'MNIST directory, passed to every run.')
 
 
 def main(argv):
     del argv
     unknown = [m for m in FLAGS.models if m not in TALK]
     if unknown:
-        raise app.UsageError(f'unknown --models {unknown}; choose from {list(TALK)}')
-    try:
-        print(compare(FLAGS.workdir, FLAGS.models, FLAGS.seeds, FLAGS.iterations,
-                      FLAGS.jobs, FLAGS.data_dir))
-    except RuntimeError as e:
-        logging.error('%s', e)
-        return 1
+        raise app.UsageError(f'unknown --models {unknown}; choose from {TALK}')
+    workdir = FLAGS.workdir or runs.new_dir('talk_comparison')
+    print(compare(workdir, FLAGS.models, FLAGS.seeds, FLAGS.iterations, FLAGS.jobs,
+                  FLAGS.data_dir))
     return 0
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, define_flags)

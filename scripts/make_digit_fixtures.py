@@ -1,6 +1,6 @@
 """Writes digit pictures that never came from MNIST, for predict's tests and report.
 
-    python scripts/make_digit_fixtures.py tests/fixtures/digits
+    python scripts/make_digit_fixtures.py --folder=tests/fixtures/digits
 
 Two sets, dark ink on white paper, of various sizes and placements, named
 <digit>_<how>.png: ten digits rendered from the DejaVu Sans font (off centre on wide
@@ -9,8 +9,8 @@ pixels. Deterministic: the same files every time.
 """
 
 import os
-import sys
 
+from absl import flags
 from PIL import Image, ImageDraw, ImageFont
 
 FONT = '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf'
@@ -57,13 +57,18 @@ def drawn(digit, index):
     return image
 
 
-def main(folder):
+def main(argv):
+    del argv
+    folder = flags.FLAGS.folder
     os.makedirs(folder, exist_ok=True)
     for digit in range(10):
         rendered(digit, digit).save(os.path.join(folder, f'{digit}_font.png'))
         drawn(digit, digit).save(os.path.join(folder, f'{digit}_pen.png'))
     print(f'20 digits written to {folder}')
+    return 0
 
 
 if __name__ == '__main__':
-    main(sys.argv[1] if len(sys.argv) > 1 else 'tests/fixtures/digits')
+    from graph_mnist import cli
+    cli.run(main, lambda: flags.DEFINE_string('folder', 'tests/fixtures/digits',
+                                              'Where to write the 20 PNG files.'))

@@ -1,13 +1,11 @@
 """Prints a Markdown table of finished runs beside the talk's numbers.
 
-    python scripts/results_table.py runs/softmax runs/conv_dropout ...
+    python scripts/results_table.py runs/latest results/talk_comparison/runs/*-seed0
 
 Every figure comes from the runs' history.json files; nothing is typed in.
 """
 
-import json
-import os
-import sys
+from graph_mnist import runs
 
 
 def row(history):
@@ -26,15 +24,11 @@ def table(histories):
     return '\n'.join(lines + [row(h) for h in histories])
 
 
-def main(workdirs):
-    if not workdirs:
-        sys.exit(__doc__)
-    histories = []
-    for workdir in workdirs:
-        with open(os.path.join(workdir, 'history.json')) as f:
-            histories.append(json.load(f))
-    print(table(histories))
+def main(argv):
+    print(table([runs.read_history(workdir) for workdir in argv[1:]]))
+    return 0
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    from graph_mnist import cli
+    cli.run(main, positional='run directory')

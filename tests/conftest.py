@@ -25,6 +25,15 @@ def run_module(module, *args, env=None, cwd=None, base_env=None):
                           text=True, env=environment, cwd=cwd, timeout=600)
 
 
+SCRIPTS = os.path.join(os.path.dirname(__file__), '..', 'scripts')
+
+
+def run_script(name, *args, cwd=None):
+    """Runs `python scripts/<name> args` as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
 def synthetic_batch(n=100, seed=0):
     """Digits d drawn as a bright 4x4 square at a place of their own, plus faint noise:
     easy to learn, so one training step must lower the loss."""

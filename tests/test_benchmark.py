@@ -1,8 +1,10 @@
-"""scripts/benchmark.py's arithmetic and its twins: no timing is asserted here."""
+"""The networks' operation counts, and scripts/benchmark.py's twins checked against the
+graph layer by layer: no timing is asserted here."""
 
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from graph_mnist import models
@@ -12,42 +14,108 @@ import benchmark  # noqa: E402
 
 
 def test_softmax_operation_count_by_hand():
-    assert benchmark.forward_macs('softmax') == 784 * 10
-    assert benchmark.training_flops_per_image('softmax') == 3 * 2 * 7840
+    assert models.forward_macs('softmax') == 784 * 10
+    assert models.training_flops_per_image('softmax') == 3 * 2 * 7840
 
 
-def test_one_conv_layer_by_hand():
-    # conv_dropout's first layer: a 6x6x1 patch for each of 6 channels at each of
-    # 28x28 output pixels (stride 1, padding SAME)
-    first = ('conv', 28, 6, 1, 6, 1)
-    assert benchmark.layers('conv_dropout')[0] == first
-    assert benchmark.macs([first]) == 28 * 28 * 6 * 6 * 1 * 6
-    assert benchmark.macs([('conv', 28, 5, 6, 12, 2)]) == 14 * 14 * 5 * 5 * 6 * 12
+def test_conv_dropout_layers_and_operation_count_by_hand():
+    first = models.layers('conv_dropout')[0]
+    assert (first.kind, first.size, first.patch, first.n_in, first.n_out, first.stride) == \
+        ('conv', 28, 6, 1, 6, 1)
+    assert first.macs == 28 * 28 * 6 * 6 * 1 * 6
     by_hand = (28 * 28 * 6 * 6 * 1 * 6        # conv 6x6x1 -> 6, stride 1: 28x28 out
                + 14 * 14 * 5 * 5 * 6 * 12     # conv 5x5x6 -> 12, stride 2: 14x14 out
                + 7 * 7 * 4 * 4 * 12 * 24      # conv 4x4x12 -> 24, stride 2: 7x7 out
                + 7 * 7 * 24 * 200 + 200 * 10)  # the two dense layers
-    assert benchmark.forward_macs('conv_dropout') == by_hand == 985136  # "about 0.99 million"
+    assert models.forward_macs('conv_dropout') == by_hand == 985136  # "about 0.99 million"
 
 
-def test_layer_lists_match_our_networks():
+def test_layers_read_off_the_graph_hold_every_parameter():
     for model in models.NETWORKS:
-        g = models.build(model)
-        ours = models.trainable_parameters(g)
-        counted = sum(l[1] * l[2] + l[2] if l[0] == 'dense' else
-                      l[2] * l[2] * l[3] * l[4] + l[4] if l[0] == 'conv' else 0
-                      for l in benchmark.layers(model))
-        assert counted == ours, model
+        counted = sum(layer.parameters for layer in models.layers(model))
+        assert counted == models.trainable_parameters(models.build(model)), model
+
+
+def test_layers_are_read_from_the_network_function(monkeypatch):
+    """Whatever a network function writes is what models.layers reports."""
+    tf = models.tf
+
+    def tiny(X, pkeep):
+        W1 = models._weights([3, 3, 1, 5], 'W1')
+        B1 = models._biases(5, 'B1', 0.2)
+        W2 = models._weights([10 * 10 * 5, 10], 'W2')
+        B2 = models._biases(10, 'B2', 0.0)
+        Y1 = tf.nn.sigmoid(tf.nn.conv2d(X, W1, strides=[1, 3, 3, 1], padding='SAME') + B1)
+        return tf.matmul(tf.reshape(tf.nn.dropout(Y1, rate=1 - pkeep), [-1, 500]), W2) + B2
+
+    monkeypatch.setitem(models.NETWORKS, 'tiny', models.NETWORKS['conv_dropout']._replace(
+        network=tiny))
+    conv, dropout, dense = models.layers('tiny')
+    assert conv == models.Layer('conv', n_in=1, n_out=5, size=28, patch=3, stride=3,
+                                activation='sigmoid', init='truncated_normal', bias=0.2)
+    assert conv.out_shape == (10, 10, 5) and conv.parameters == 3 * 3 * 5 + 5
+    assert dropout.kind == 'dropout' and dropout.rate == 0.25
+    assert dense == models.Layer('dense', n_in=500, n_out=10, init='truncated_normal', bias=0.0)
 
 
 @pytest.mark.parametrize('model', list(models.NETWORKS))
-def test_keras_twin_has_our_parameter_count(model):
-    ours = models.trainable_parameters(models.build(model))
-    assert benchmark.keras_model(model).count_params() == ours
+def test_keras_twin_matches_the_graph_layer_by_layer(model):
+    import keras
+    ours = models.layers(model)
+    net = benchmark.keras_model(model)
+    kinds = {keras.layers.Conv2D: 'conv', keras.layers.Dense: 'dense',
+             keras.layers.Dropout: 'dropout'}
+    twin = [l for l in net.layers if type(l) in kinds]
+    assert [kinds[type(l)] for l in twin] == [l.kind for l in ours]
+    for layer, k in zip(ours, twin):
+        if layer.kind == 'dropout':
+            assert k.rate == pytest.approx(layer.rate)
+            continue
+        kernel = tuple(k.kernel.shape)
+        assert kernel == ((layer.patch, layer.patch, layer.n_in, layer.n_out)
+                          if layer.kind == 'conv' else (layer.n_in, layer.n_out))
+        assert tuple(k.output.shape[1:]) == layer.out_shape
+        assert k.count_params() == layer.parameters
+        assert (k.activation.__name__ if layer.activation else 'linear') == \
+            (layer.activation or 'linear')
+        if layer.kind == 'conv':
+            assert k.strides == (layer.stride, layer.stride) and k.padding == 'same'
+        assert np.allclose(k.bias.numpy(), layer.bias)
+        assert (not k.kernel.numpy().any()) == (layer.init == 'zeros')
+    assert net.count_params() == models.trainable_parameters(models.build(model))
 
 
 @pytest.mark.parametrize('model', list(models.NETWORKS))
-def test_pytorch_twin_has_our_parameter_count(model):
-    pytest.importorskip('torch', reason='torch not installed (optional for the benchmark)')
-    ours = models.trainable_parameters(models.build(model))
-    assert sum(p.numel() for p in benchmark.torch_model(model).parameters()) == ours
+def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
+    import torch
+    from torch import nn
+    ours = models.layers(model)
+    net = benchmark.torch_model(model)
+    kinds = {nn.Conv2d: 'conv', nn.Linear: 'dense', nn.Dropout: 'dropout'}
+    shapes, x = [], torch.zeros(2, 1, 28, 28)
+    with torch.no_grad():
+        for module in net:  # run an image through, noting each layer's output shape
+            x = module(x)
+            if type(module) in kinds:
+                shapes.append((module, tuple(x.shape[1:])))
+    assert [kinds[type(m)] for m, _ in shapes] == [l.kind for l in ours]
+    for layer, (m, shape) in zip(ours, shapes):
+        if layer.kind == 'dropout':
+            assert m.p == pytest.approx(layer.rate)
+            continue
+        if layer.kind == 'conv':
+            assert m.kernel_size == (layer.patch, layer.patch) and \
+                m.stride == (layer.stride, layer.stride)
+            assert (m.in_channels, m.out_channels) == (layer.n_in, layer.n_out)
+            assert shape == (layer.n_out, layer.out_size, layer.out_size)  # NCHW
+        else:
+            assert (m.in_features, m.out_features) == (layer.n_in, layer.n_out)
+            assert shape == layer.out_shape
+        assert sum(p.numel() for p in m.parameters()) == layer.parameters
+        assert torch.allclose(m.bias, torch.full_like(m.bias, layer.bias))
+        following = list(net)[list(net).index(m) + 1:][:1]
+        activation = {nn.ReLU: 'relu', nn.Sigmoid: 'sigmoid'}.get(
+            type(following[0]) if following else None)
+        assert activation == layer.activation
+    assert sum(p.numel() for p in net.parameters()) == \
+        models.trainable_parameters(models.build(model))

@@ -16,6 +16,7 @@ from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import export
 from graph_mnist import models
+from graph_mnist import runs
 from graph_mnist import train
 
 v1 = tf.compat.v1
@@ -34,63 +35,62 @@ def assert_continuous(history, log_every, eval_every, last):
 
 def test_stop_then_resume_is_one_continuous_run(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
-    settings = dict(model='conv_dropout', iterations=50, eval_every=10, log_every=5,
-                    workdir=workdir, checkpoint_every=20)
+    config = train.Config('conv_dropout', iterations=50, eval_every=10, log_every=5,
+                          checkpoint_every=20)
     with pytest.raises(train.Interrupted) as stopped:
-        train.train(mnist, stop_requested=stop_at(33), **settings)
+        train.train(mnist, config, workdir, stop_requested=stop_at(33))
     assert stopped.value.step == 33
-    assert train.read_history(workdir)['status'] == 'interrupted'
+    assert runs.read_history(workdir)['status'] == 'interrupted'
     path, step, saved = checkpoints.latest(workdir)
     assert step == 33 and path.endswith('model.ckpt-33')
     # the checkpoint's history claims no step it does not hold
     assert max(saved['train']['step']) < 33 and max(saved['test']['step']) < 33
 
-    history = train.train(mnist, resume=True, **settings)
+    history = train.train(mnist, config, workdir, resume=True)
     assert history['status'] == 'finished'
     assert_continuous(history, 5, 10, 50)
     assert history['test']['time'] == sorted(history['test']['time'])
     assert checkpoints.latest(workdir)[1] == 50
 
     with pytest.raises(train.TrainingError, match='already trained 50 steps'):
-        train.train(mnist, resume=True, **settings)
+        train.train(mnist, config, workdir, resume=True)
 
 
 def test_resume_restores_the_weights_of_the_checkpoint(tmp_path):
     """Uninterrupted and stopped-then-resumed runs of a network without dropout (whose
     only randomness is the initialisation and the data order) end identical."""
     mnist = synthetic_mnist()
-    settings = dict(model='five_layers_relu_lrdecay', iterations=40, eval_every=10,
-                    log_every=10, checkpoint_every=100)
-    whole = train.train(mnist, workdir=str(tmp_path / 'whole'), **settings)
+    config = train.Config('five_layers_relu_lrdecay', iterations=40, eval_every=10,
+                          log_every=10, checkpoint_every=100)
+    whole = train.train(mnist, config, str(tmp_path / 'whole'))
     with pytest.raises(train.Interrupted):
-        train.train(mnist, workdir=str(tmp_path / 'parts'), stop_requested=stop_at(17),
-                    **settings)
-    parts = train.train(mnist, workdir=str(tmp_path / 'parts'), resume=True, **settings)
+        train.train(mnist, config, str(tmp_path / 'parts'), stop_requested=stop_at(17))
+    parts = train.train(mnist, config, str(tmp_path / 'parts'), resume=True)
     assert parts['test']['accuracy'] == whole['test']['accuracy']
     assert parts['train']['loss'] == pytest.approx(whole['train']['loss'], rel=1e-5)
 
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(train.TrainingError, match='no checkpoint'):
-        train.train(synthetic_mnist(), 'softmax', iterations=10, workdir=str(tmp_path),
+        train.train(synthetic_mnist(), train.Config('softmax', iterations=10), str(tmp_path),
                     resume=True)
 
 
 def test_damaged_checkpoint_is_detected_with_a_clear_message(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
     with pytest.raises(train.Interrupted):
-        train.train(mnist, 'softmax', iterations=30, workdir=workdir,
-                    stop_requested=stop_at(12))
+        train.train(mnist, train.Config('softmax', iterations=30),
+                    workdir=workdir, stop_requested=stop_at(12))
     data_file, = glob.glob(os.path.join(workdir, 'checkpoints', 'model.ckpt-12.data-*'))
     with open(data_file, 'r+b') as f:
         f.truncate(os.path.getsize(data_file) // 2)
     with pytest.raises(checkpoints.CheckpointError, match='model.ckpt-12 cannot be loaded'):
-        train.train(mnist, 'softmax', iterations=30, workdir=workdir, resume=True)
+        train.train(mnist, train.Config('softmax', iterations=30), workdir, resume=True)
 
 
 def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
     with pytest.raises(train.Interrupted):
-        train.train(synthetic_mnist(), 'softmax', iterations=20, workdir=str(tmp_path),
+        train.train(synthetic_mnist(), train.Config('softmax', iterations=20), str(tmp_path),
                     stop_requested=stop_at(5))
     result = run_module('graph_mnist.train', '--resume', '--model=conv',
                         f'--workdir={tmp_path}', f'--data_dir={mnist_dir}')
@@ -107,9 +107,9 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until training is under way
         try:
-            if len(train.read_history(str(workdir))['test']['step']) >= 3:
+            if len(runs.read_history(str(workdir))['test']['step']) >= 3:
                 break
-        except (OSError, ValueError):
+        except runs.WorkdirError:
             pass
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
@@ -120,7 +120,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
     assert 'Traceback' not in stderr
     path, step, _ = checkpoints.latest(str(workdir))
     assert 200 <= step < 10000
-    assert train.read_history(str(workdir))['status'] == 'interrupted'
+    assert runs.read_history(str(workdir))['status'] == 'interrupted'
 
 
 # --------------------------------------------------------------------------- export
@@ -130,7 +130,8 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
     mnist = synthetic_mnist()
-    history = train.train(mnist, 'conv_dropout', iterations=40, eval_every=20, log_every=20,
+    config = train.Config('conv_dropout', iterations=40, eval_every=20, log_every=20)
+    history = train.train(mnist, config,
                           workdir=workdir)
     return mnist, workdir, history
 
@@ -160,7 +161,7 @@ def test_export_refuses_what_it_cannot_do(trained, tmp_path):
     _, workdir, _ = trained
     with pytest.raises(export.ExportError, match='already exists'):
         export.export(workdir, str(tmp_path))
-    with pytest.raises(export.ExportError, match='no readable training run'):
+    with pytest.raises(runs.WorkdirError, match='no readable training run'):
         export.export(str(tmp_path / 'nothing'), str(tmp_path / 'out'))
     result = run_module('graph_mnist.export', f'--workdir={tmp_path / "nothing"}',
                         f'--export_dir={tmp_path / "out"}')

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))
 import compare_with_talk as compare  # noqa: E402
+from conftest import run_script  # noqa: E402
 
 
 def fake_history(model, final, maximum=None, steps=10000, noise=0.0, loss_rise=0.0,
@@ -105,3 +106,17 @@ def test_tiny_real_comparison_then_cached(tmp_path, mnist_dir, monkeypatch):
     monkeypatch.setattr(compare, 'start_run', must_not_train)
     assert compare.compare(workdir, ['softmax', 'five_layers_relu'], seeds=1,
                            iterations=300, data_dir=mnist_dir) == report
+
+    # a smaller comparison would overwrite this one: refused, nothing lost
+    with pytest.raises(compare.UserError, match='more networks, seeds or steps'):
+        compare.compare(workdir, ['softmax'], seeds=1, iterations=300, data_dir=mnist_dir)
+    assert json.load(open(os.path.join(workdir, 'comparison.json')))['rows'] == rows
+
+
+def test_default_workdir_is_new_and_never_the_committed_results(tmp_path, mnist_dir):
+    result = run_script('compare_with_talk.py', '--models=softmax', '--seeds=1',
+                        '--iterations=20', f'--data_dir={mnist_dir}', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    made, = (tmp_path / 'runs').iterdir()
+    assert made.name.startswith('talk_comparison-')
+    assert (made / 'comparison.json').exists() and not (tmp_path / 'results').exists()

@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import run_module
 from conftest import synthetic_mnist
 from graph_mnist import dashboard
+from graph_mnist import runs
 from graph_mnist import train
 
 
@@ -61,8 +62,9 @@ def test_percentile_bands_on_known_data():
 @pytest.fixture(scope='module')
 def saved_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
-    history = train.train(synthetic_mnist(n_test=300), 'conv_dropout', iterations=60,
-                          eval_every=10, log_every=10, workdir=workdir, vis='save')
+    config = train.Config('conv_dropout', iterations=60, eval_every=10, log_every=10, vis='save')
+    history = train.train(synthetic_mnist(n_test=300), config,
+                          workdir=workdir)
     return workdir, history
 
 
@@ -119,8 +121,8 @@ def test_histogram_and_image_summaries_hold_the_data():
 
 
 def test_vis_none_draws_nothing_but_keeps_tensorboard(tmp_path):
-    train.train(synthetic_mnist(), 'softmax', iterations=20, eval_every=10,
-                workdir=str(tmp_path), vis='none')
+    train.train(synthetic_mnist(), train.Config('softmax', iterations=20, eval_every=10),
+                workdir=str(tmp_path))
     assert not glob.glob(str(tmp_path / 'dashboard.*'))
     assert 'accuracy/test' in read_events(str(tmp_path))[0]
 
@@ -129,11 +131,11 @@ def test_redraw_from_a_finished_run(saved_run, tmp_path):
     workdir, history = saved_run
     figure = dashboard.draw_history(history)
     assert len(figure.axes) == 6
-    result = run_module('graph_mnist.dashboard', workdir, f'--output={tmp_path / "h.png"}')
+    result = run_module('graph_mnist.dashboard', f'--workdir={workdir}', f'--output={tmp_path / "h.png"}')
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / 'h.png').size[0] > 600
-    missing = run_module('graph_mnist.dashboard', str(tmp_path / 'nothing'))
-    assert missing.returncode == 1 and 'cannot read' in missing.stderr
+    missing = run_module('graph_mnist.dashboard', f'--workdir={tmp_path / "nothing"}')
+    assert missing.returncode == 1 and 'no readable training run' in missing.stderr
     assert 'Traceback' not in missing.stderr
 
 
@@ -166,9 +168,9 @@ def test_vis_live_draws_in_a_window_and_waits_for_it(tmp_path, mnist_dir):
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                if train.read_history(str(workdir))['status'] == 'finished':
+                if runs.read_history(str(workdir))['status'] == 'finished':
                     break
-            except (OSError, ValueError):
+            except runs.WorkdirError:
                 pass
             time.sleep(0.2)
         time.sleep(1)

@@ -87,14 +87,15 @@ def test_bad_files_each_get_their_message(tmp_path, monkeypatch):
 
 def test_predict_command_reads_good_files_despite_bad_ones(tmp_path):
     workdir, export_dir = str(tmp_path / 'run'), str(tmp_path / 'exported')
-    train.train(synthetic_mnist(), 'softmax', iterations=30, eval_every=30, workdir=workdir)
+    train.train(synthetic_mnist(), train.Config('softmax', iterations=30, eval_every=30),
+                workdir=workdir)
     export.export(workdir, export_dir)
     empty = tmp_path / 'empty.png'
     empty.write_bytes(b'')
     result = run_module('graph_mnist.predict', f'--export_dir={export_dir}', '--top=3',
                         str(empty), FIXTURES[0], FIXTURES[-1])
     assert result.returncode == 1  # one file failed
-    assert f'{empty}: error: the file is empty' in result.stderr
+    assert f'{empty}: the file is empty' in result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith(FIXTURES[0] + ': ')
     assert len(lines[0].split('), ')) == 3  # three digits with their probabilities

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_mnist
+from graph_mnist import runs
 from graph_mnist import train
 
 
 def test_history_records_the_talks_curves(tmp_path):
-    history = train.train(synthetic_mnist(), 'five_layers_relu_lrdecay', iterations=60,
-                          eval_every=25, log_every=10, workdir=str(tmp_path))
+    config = train.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10)
+    history = train.train(synthetic_mnist(), config,
+                          workdir=str(tmp_path))
     assert history['status'] == 'finished'
     assert history['train']['step'] == [0, 10, 20, 30, 40, 50]
     assert history['test']['step'] == [0, 25, 50, 60]  # and always at the end
@@ -25,13 +27,14 @@ def test_history_records_the_talks_curves(tmp_path):
     assert history['test']['loss'][-1] < history['test']['loss'][0]
     times = history['test']['time']
     assert times == sorted(times) and history['wall_time'] >= times[-1]
-    assert json.load(open(tmp_path / train.HISTORY)) == json.loads(json.dumps(history))
+    assert json.load(open(tmp_path / runs.HISTORY)) == json.loads(json.dumps(history))
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
     def run(seed):
-        return train.train(synthetic_mnist(), 'conv_dropout', iterations=20, seed=seed,
-                           eval_every=10, log_every=5)
+        config = train.Config('conv_dropout', iterations=20, seed=seed, eval_every=10,
+                              log_every=5)
+        return train.train(synthetic_mnist(), config)
 
     a, b, c = run(3), run(3), run(4)
     assert a['train']['loss'] == b['train']['loss']
@@ -44,11 +47,12 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
     # to 0 and the talk's -sum(Y_ * log(Y)) turns NaN.
     mnist = synthetic_mnist(brightness=50.0)
     with pytest.raises(train.TrainingError) as error:
-        train.train(mnist, 'softmax', iterations=200, loss='literal', eval_every=1,
-                    log_every=1, workdir=str(tmp_path))
+        train.train(mnist, train.Config('softmax', iterations=200, loss='literal', eval_every=1,
+                                        log_every=1),
+                    workdir=str(tmp_path))
     message = str(error.value)
     assert 'log(0)' in message and '--loss=stable' in message
-    saved = json.load(open(tmp_path / train.HISTORY))
+    saved = json.load(open(tmp_path / runs.HISTORY))
     assert saved['status'] == 'nan'
     step = saved['nan_step']
     assert 0 < step < 200
@@ -61,27 +65,27 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
 
 
 def test_stable_loss_survives_what_breaks_the_literal_one():
-    history = train.train(synthetic_mnist(brightness=50.0), 'softmax', iterations=200,
-                          loss='stable', eval_every=50, log_every=50)
+    config = train.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50)
+    history = train.train(synthetic_mnist(brightness=50.0), config)
     assert history['status'] == 'finished'
     assert np.isfinite(history['test']['loss']).all()
 
 
 def test_workdir_never_overwrites_an_earlier_run(tmp_path):
-    train.write_history(str(tmp_path), train.new_history('softmax', 'stable', 0, 100, 10))
-    with pytest.raises(train.TrainingError, match='already holds a run'):
-        train.prepare_workdir(str(tmp_path), 'softmax')
+    runs.write_history(str(tmp_path), train.new_history(train.Config('softmax')))
+    with pytest.raises(runs.WorkdirError, match='already holds a run'):
+        runs.prepare_workdir(str(tmp_path), 'softmax')
 
 
 def test_unwritable_workdir_is_refused_clearly(tmp_path):
     blocker = tmp_path / 'a-file'
     blocker.write_text('not a directory')
-    with pytest.raises(train.TrainingError, match='cannot write into the workdir'):
-        train.prepare_workdir(str(blocker / 'run'), 'softmax')
+    with pytest.raises(runs.WorkdirError, match='cannot write into the workdir'):
+        runs.prepare_workdir(str(blocker / 'run'), 'softmax')
 
 
 def test_default_workdirs_are_distinct(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = train.prepare_workdir(None, 'conv')
-    second = train.prepare_workdir(None, 'conv')
+    first = runs.prepare_workdir(None, 'conv')
+    second = runs.prepare_workdir(None, 'conv')
     assert first != second and first.startswith(os.path.join('runs', 'conv-'))

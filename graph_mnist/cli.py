@@ -1,0 +1,130 @@
+"""How every graph_mnist program starts, runs and fails: one preamble, one style.
+
+Every entry point (`python -m graph_mnist.<module>`, `python scripts/<tool>.py`) has
+the same shape:
+
+    if __name__ == '__main__':         # process-wide, so the program's, never a library's
+        from graph_mnist import cli
+        cli.before_tensorflow()        # must come before TensorFlow is imported
+
+    ...imports, library code...
+
+    def define_flags():                # absl flags, defined only where the program starts,
+        flags.DEFINE_...               # so that modules import side by side (train, export
+                                       # and explain all take --workdir)
+    def main(argv):                    # reads FLAGS, calls library functions
+        ...
+
+    if __name__ == '__main__':
+        cli.run(main, define_flags)
+
+`run` gives every program the same console: absl's logging in a short
+'I 11:07:42 message' form on stderr, results on stdout, `app.UsageError` for bad usage
+(absl prints the usage line, exit 1), a `UserError` as one line 'E ... message' with
+exit 1 and never a traceback, Ctrl-C as exit 130.
+
+`before_tensorflow` keeps TensorFlow's start-up chatter off the terminal. TensorFlow
+2.21 writes its C++ info lines (oneDNN notice, CPU feature guard, CUDA probe, "All log
+messages before absl::InitializeLog()...") straight to file descriptor 2 while it is
+imported, before TF_CPP_MIN_LOG_LEVEL can act on them. So a pipe is put in front of
+descriptor 2 that forwards every line except those: warnings and errors, ours and
+TensorFlow's, still reach the terminal. Set GRAPH_MNIST_VERBOSE=1 to see everything.
+"""
+
+import atexit
+import functools
+import logging as std_logging
+import os
+import re
+import sys
+import threading
+
+from absl import app
+from absl import logging
+
+from graph_mnist.errors import UserError
+
+# C++ info lines ("I0000 00:00:1795777936.866249  3790 port.cc:153] ..."), the CUDA
+# probe's complaints on a machine without a GPU, and the two banner lines.
+_NOISE = re.compile(
+    rb'^(I\d{4} [\d:.]+ +\d+ \S+:\d+\]'
+    rb'|[WE]\d{4} [\d:.]+ +\d+ (cuda\w*|cudart_stub)\.cc:\d+\]'
+    rb'|WARNING: All log messages before absl::InitializeLog\(\) is called'
+    rb'|To enable the following instructions: )')
+
+
+def is_noise(line):
+    return bool(_NOISE.match(line))
+
+
+def before_tensorflow():
+    """The preamble of every entry point: hides TensorFlow's info output, keeps real
+    messages. Call it before TensorFlow is imported."""
+    if os.environ.get('GRAPH_MNIST_VERBOSE'):
+        return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # C++ INFO and WARNING after start-up
+    _filter_stderr()
+
+
+def _filter_stderr():
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return  # no usable descriptor 2 (some notebooks, services): nothing to filter
+
+    def pump():
+        with os.fdopen(read_end, 'rb') as lines, os.fdopen(terminal, 'wb', buffering=0) as out:
+            for line in lines:
+                if not is_noise(line):
+                    out.write(line)
+
+    thread = threading.Thread(target=pump, name='stderr-filter', daemon=True)
+    thread.start()
+    original = os.dup(terminal)
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end: the pump reads to the end
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+
+
+class _Short(std_logging.Formatter):
+    """'I 11:07:42 message' instead of absl's long default prefix."""
+
+    def format(self, record):
+        return f'{record.levelname[0]} {self.formatTime(record, "%H:%M:%S")} ' \
+               f'{record.getMessage()}'
+
+
+def run(main, define_flags=None, positional=None):
+    """Defines the program's flags, parses them, runs `main(argv)` and exits with its
+    status. positional: what the program takes after its flags (e.g. 'IMAGE...'), or
+    None when it takes nothing there (then anything there is a usage error)."""
+    if define_flags:
+        define_flags()
+    app.run(functools.partial(_main, main, positional))
+
+
+def _main(main, positional, argv):
+    if positional is None and len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    if positional and len(argv) < 2:
+        raise app.UsageError(f'name at least one {positional}')
+    logging.get_absl_handler().setFormatter(_Short())
+    # TensorFlow's Python logger (tf.get_logger()): its deprecation notices for
+    # tf.compat.v1 and SavedModel loading chatter are not for our users
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    try:
+        return main(argv)
+    except UserError as e:
+        logging.error('%s', e)
+        return 1
+    except KeyboardInterrupt:
+        logging.error('interrupted')
+        return 130

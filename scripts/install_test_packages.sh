@@ -1,0 +1,18 @@
+#!/bin/sh
+# The system packages the test suite needs, installed when missing (Debian/Ubuntu, as
+# root or with sudo): Xvfb, the virtual display on which the live dashboard is tested.
+# Called by the test command in README.md (and so by .ci/run); does nothing when all
+# are present.
+set -eu
+missing=""
+command -v Xvfb >/dev/null 2>&1 || missing="$missing xvfb"
+[ -z "$missing" ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install_test_packages: please install:$missing (no apt-get here)" >&2
+    exit 1
+fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+echo "install_test_packages: installing$missing" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
