@@ -102,10 +102,18 @@ class _Short(std_logging.Formatter):
                f'{record.getMessage()}'
 
 
+def _not_tensorflow_info(record):
+    """TensorFlow also logs through absl (SavedModel loading: 'Fingerprint not found...'):
+    its info lines are not for our users; its warnings and errors are."""
+    return record.levelno >= std_logging.WARNING or \
+        f'{os.sep}tensorflow{os.sep}' not in record.pathname
+
+
 def run(main, define_flags=None, positional=None):
     """Defines the program's flags, parses them, runs `main(argv)` and exits with its
-    status. positional: what the program takes after its flags (e.g. 'IMAGE...'), or
-    None when it takes nothing there (then anything there is a usage error)."""
+    status. positional: what the program takes after its flags (e.g. 'image file'; ''
+    when it may take nothing there), or None when it takes nothing there (then anything
+    there is a usage error)."""
     if define_flags:
         define_flags()
     app.run(functools.partial(_main, main, positional))
@@ -116,7 +124,9 @@ def _main(main, positional, argv):
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     if positional and len(argv) < 2:
         raise app.UsageError(f'name at least one {positional}')
-    logging.get_absl_handler().setFormatter(_Short())
+    handler = logging.get_absl_handler()
+    handler.setFormatter(_Short())
+    handler.addFilter(_not_tensorflow_info)
     # TensorFlow's Python logger (tf.get_logger()): its deprecation notices for
     # tf.compat.v1 and SavedModel loading chatter are not for our users
     std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
@@ -128,3 +138,6 @@ def _main(main, positional, argv):
     except KeyboardInterrupt:
         logging.error('interrupted')
         return 130
+    except BrokenPipeError:  # `... | head`: the reader has gone, nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

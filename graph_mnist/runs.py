@@ -105,11 +105,14 @@ def new_dir(name):
     return path
 
 
-def refuse_existing(path, flag='--workdir'):
-    """A tool that makes a directory of results never writes into (or empties) one that
-    exists: whatever is there, committed or not, stays."""
+def make_new_dir(path, name):
+    """Makes the directory a tool writes its results into: `path`, or runs/<name>-<date>-
+    <time> when None. One that exists is refused, never written into or emptied:
+    whatever is there, committed or not, stays."""
+    path = path or new_dir(name)
     if os.path.exists(path):
-        raise WorkdirError(f'{path} already exists; choose another {flag} (or delete it)')
+        raise WorkdirError(f'{path} already exists; choose another --workdir (or delete it)')
+    os.makedirs(path)
     return path
 
 

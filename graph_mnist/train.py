@@ -356,7 +356,8 @@ def define_flags():
 
 
 def config_from_flags():
-    """(Config, workdir): the one place flags become settings. With --resume, the run's
+    """(Config, workdir): the one place flags become settings (the workdir is made by
+    runs.prepare_workdir once the data is there). With --resume, the run's
     stored settings, changed only by flags given explicitly; a given flag that
     contradicts a setting the run must keep is refused."""
     names = [f.name for f in dataclasses.fields(Config) if f.name != 'vis']
@@ -364,8 +365,7 @@ def config_from_flags():
     if vis == 'auto':
         vis = 'live' if dashboard.display_available() else 'save'
     if not FLAGS.resume:
-        config = Config(**{name: FLAGS[name].value for name in names}, vis=vis)
-        return config, runs.prepare_workdir(FLAGS.workdir, config.model)
+        return Config(**{name: FLAGS[name].value for name in names}, vis=vis), FLAGS.workdir
     given = {name: FLAGS[name].value for name in names if FLAGS[name].present}
     if not FLAGS.workdir:
         raise app.UsageError('--resume needs --workdir, the run to continue')
@@ -397,7 +397,9 @@ def _stop_on_signals():
 def main(argv):
     del argv
     config, workdir = config_from_flags()
-    mnist = data.load(FLAGS.data_dir, log=logging.info)
+    mnist = data.load(FLAGS.data_dir, log=logging.info)  # a failure here leaves nothing behind
+    if not FLAGS.resume:
+        workdir = runs.prepare_workdir(workdir, config.model)
     logging.info('workdir: %s', workdir)
     try:
         history = train(mnist, config, workdir, FLAGS.resume, _stop_on_signals())

@@ -27,7 +27,6 @@ if __name__ == '__main__':
     from graph_mnist import cli
     cli.before_tensorflow()
 
-import json
 import os
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
+from graph_mnist import files
 from graph_mnist import models
 from graph_mnist import runs
 from graph_mnist import train
@@ -333,6 +333,8 @@ def main(argv):
     unknown = sorted(set(FLAGS.models) - set(models.NETWORKS))
     if unknown:
         raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
+    if FLAGS.json and os.path.exists(FLAGS.json):
+        raise runs.WorkdirError(f'{FLAGS.json} already exists; choose another --json')
     mnist = data.load(FLAGS.data_dir, log=logging.info)
     peak = matmul_peak_gflops()
     print(f'float32 matrix multiply peak (numpy, 2048x2048): {peak:.0f} GFLOP/s', flush=True)
@@ -385,8 +387,7 @@ def main(argv):
                       flush=True)
     print(markdown(results))
     if FLAGS.json:
-        with open(FLAGS.json, 'w') as f:
-            json.dump(results, f, indent=1)
+        files.write_json(FLAGS.json, results)
 
 
 def markdown(results):

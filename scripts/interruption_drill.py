@@ -66,9 +66,7 @@ def latest_checkpoint_step(workdir):
 
 def main(argv):
     del argv
-    workdir = runs.refuse_existing(FLAGS.workdir) if FLAGS.workdir else \
-        runs.new_dir('interruption_drill')
-    os.makedirs(workdir)
+    workdir = runs.make_new_dir(FLAGS.workdir, 'interruption_drill')
     events = []
     start_time = time.perf_counter()
 

@@ -1,16 +1,56 @@
-"""Prints a Markdown table of finished runs beside the talk's numbers.
+"""Prints README's Markdown tables: the networks as models.py defines them, or finished
+runs beside the talk's numbers.
 
+    python scripts/results_table.py --networks
     python scripts/results_table.py runs/latest results/talk_comparison/runs/*-seed0
 
-Every figure comes from the runs' history.json files; nothing is typed in.
+Every figure comes from models.NETWORKS (the layers read off each network's graph) or
+from the runs' history.json files; nothing is typed in. tests/test_readme.py checks
+that README.md holds the networks table exactly as printed here.
 """
+
+from absl import app
+from absl import flags
 
 from graph_mnist import runs
 
+FLAGS = flags.FLAGS
+
+
+def networks_table():
+    """One row per network of models.NETWORKS: its layers, activation, dropout, optimizer
+    and learning rate, steps and the talk's figure."""
+    from graph_mnist import models
+    lines = ['| `--model` | layers (input 28×28, output 10 softmax) | hidden activation | dropout '
+             '| optimizer, learning rate | steps | the talk says |',
+             '|---|---|---|---|---|---|---|']
+    names = {'relu': 'ReLU', 'sigmoid': 'sigmoid'}
+    for name, spec in models.NETWORKS.items():
+        layers = models.layers(name)
+        shapes, activations, dropped = [], set(), []
+        for layer in layers:
+            if layer.kind == 'conv':
+                shapes.append(f'conv {layer.patch}×{layer.patch}→{layer.n_out}'
+                              + (f' /{layer.stride}' if layer.stride > 1 else ''))
+            elif layer.kind == 'dense':
+                if not shapes or shapes[-1].startswith('conv'):
+                    shapes.append(str(layer.n_in))
+                shapes.append(str(layer.n_out))
+            else:
+                dropped.append(shapes[-1])
+            if layer.activation:
+                activations.add(layer.activation)
+        dropout = f'pkeep {spec.pkeep:g} after {", ".join(dropped)}' if dropped else '–'
+        hidden = ', '.join(sorted(names[a] for a in activations)) or '–'
+        lines.append(f'| `{name}` | {" → ".join(shapes)} | {hidden} | {dropout} | {spec.optimizer.__name__.replace("Optimizer", "")}'
+                     f', {spec.learning_rate} | {spec.iterations:,} | {spec.talk.says} |')
+    return '\n'.join(lines)
+
 
 def row(history):
+    from graph_mnist import models
     ok = history['status'] == 'finished'
-    return (f"| `{history['model']}` | {history['talk_accuracy']} "
+    return (f"| `{history['model']}` | {models.NETWORKS[history['model']].talk.says} "
             f"| {history['final_test_accuracy']:.4f} "
             f"| {history['max_test_accuracy']:.4f} (step {history['max_test_step']:,}) "
             f"| {history['final_step']:,} | {history['seed']} "
@@ -19,16 +59,30 @@ def row(history):
 
 
 def table(histories):
+    """Runs in the talk's order, then by seed."""
+    from graph_mnist import models
+    order = list(models.NETWORKS)
+    histories = sorted(histories, key=lambda h: (order.index(h['model']), h['seed']))
     lines = ['| network | the talk | final test accuracy | max test accuracy | steps | seed '
              '| wall time |', '|---|---|---|---|---|---|---|']
     return '\n'.join(lines + [row(h) for h in histories])
 
 
+def define_flags():
+    flags.DEFINE_bool('networks', False, 'Print the table of the networks instead of runs.')
+
+
 def main(argv):
-    print(table([runs.read_history(workdir) for workdir in argv[1:]]))
+    if FLAGS.networks:
+        print(networks_table())
+    elif len(argv) < 2:
+        raise app.UsageError('name at least one run directory, or pass --networks')
+    else:
+        print(table([runs.read_history(workdir) for workdir in argv[1:]]))
     return 0
 
 
 if __name__ == '__main__':
     from graph_mnist import cli
-    cli.run(main, positional='run directory')
+    cli.before_tensorflow()
+    cli.run(main, define_flags, positional='')

@@ -47,9 +47,7 @@ def timed_run(workdir, vis):
 
 def main(argv):
     del argv
-    workdir = runs.refuse_existing(FLAGS.workdir) if FLAGS.workdir else \
-        runs.new_dir('vis_overhead')
-    os.makedirs(workdir)
+    workdir = runs.make_new_dir(FLAGS.workdir, 'vis_overhead')
     pairs = []
     for repeat in range(FLAGS.repeats):
         order = ('none', 'save') if repeat % 2 == 0 else ('save', 'none')

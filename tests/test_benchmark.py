@@ -11,6 +11,7 @@ from graph_mnist import models
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))
 import benchmark  # noqa: E402
+from conftest import require  # noqa: E402
 
 
 def test_softmax_operation_count_by_hand():
@@ -87,7 +88,7 @@ def test_keras_twin_matches_the_graph_layer_by_layer(model):
 
 @pytest.mark.parametrize('model', list(models.NETWORKS))
 def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
-    import torch
+    torch = require('torch')
     from torch import nn
     ours = models.layers(model)
     net = benchmark.torch_model(model)

