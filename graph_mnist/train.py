@@ -322,37 +322,42 @@ def summary_line(history):
 FLAGS = flags.FLAGS
 
 
-def define_flags():
+def define_flags(flag_values=FLAGS):
+    """The command line (flag_values: where to define it; tests pass their own)."""
     defaults = Config()
+    own = dict(flag_values=flag_values)
     flags.DEFINE_enum('model', defaults.model, list(models.NETWORKS),
-                      'Which network of the talk to train, in the talk\'s order.')
+                      'Which network of the talk to train, in the talk\'s order.', **own)
     flags.DEFINE_integer('iterations', None, 'Training steps (default: the talk\'s count for '
-                         'the model: 2,000 for softmax, 10,000 for the others).', lower_bound=1)
+                         'the model: 2,000 for softmax, 10,000 for the others).',
+                         lower_bound=1, **own)
     flags.DEFINE_integer('batch_size', defaults.batch_size, 'Training images per step.',
-                         lower_bound=1, upper_bound=60000)
+                         lower_bound=1, upper_bound=60000, **own)
     flags.DEFINE_integer('seed', defaults.seed, 'Seeds the initial weights, dropout and the '
-                         'data order.')
+                         'data order.', **own)
     flags.DEFINE_string('data_dir', None, 'Directory of the four MNIST IDX files; fetched there '
-                        f'when missing (default {data.default_data_dir()}).')
+                        f'when missing (default {data.default_data_dir()}).', **own)
     flags.DEFINE_string('workdir', None, 'Where this run writes its files (default '
                         'runs/<model>-<date>-<time>, and runs/latest points to it); an earlier '
-                        'run there is never overwritten.')
+                        'run there is never overwritten.', **own)
     flags.DEFINE_integer('eval_every', defaults.eval_every, 'Evaluate on all 10,000 test '
-                         'images every this many steps.', lower_bound=1)
+                         'images every this many steps.', lower_bound=1, **own)
     flags.DEFINE_integer('log_every', defaults.log_every, 'Log training accuracy and loss every '
-                         'this many steps.', lower_bound=1)
+                         'this many steps.', lower_bound=1, **own)
     flags.DEFINE_integer('checkpoint_every', defaults.checkpoint_every, 'Save a checkpoint every '
                          'this many steps (and at the end, and when stopped by Ctrl-C or '
-                         'SIGTERM).', lower_bound=1)
+                         'SIGTERM).', lower_bound=1, **own)
     flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
-                      'checkpoint, with its settings (--iterations may raise its step count).')
+                      'checkpoint, with its settings (--iterations may raise its step count).',
+                      **own)
     flags.DEFINE_enum('vis', 'auto', ['auto', *VIS], 'The talk\'s dashboard. '
                       'live: an animated window; save: dashboard.png and dashboard.gif in the '
                       'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
-                      'display is, else save.')
+                      'display is, else save.', **own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
-                      'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.')
+                      'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',
+                      **own)
 
 
 def config_from_flags():

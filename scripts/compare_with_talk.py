@@ -5,7 +5,8 @@ r"""Trains the talk's networks over several seeds and sets our numbers beside th
 
 Writes into --workdir (default runs/talk_comparison-<date>-<time>; the committed
 comparison in results/talk_comparison was made with --workdir=results/talk_comparison,
-and a call that would write fewer networks, seeds or steps there is refused): comparison.md (the table and the measured claims, also printed),
+and a call that would write fewer networks, seeds or steps there is refused):
+comparison.md (the table and the measured claims, also printed),
 comparison.json (the same numbers), recap.png (the talk's recap slide: all test curves
 on one plot) and runs/<model>-it<steps>-seed<seed>/ (one training run each, with its
 history.json and log). A run whose history.json says "finished" is reused, so an

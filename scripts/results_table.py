@@ -42,8 +42,10 @@ def networks_table():
                 activations.add(layer.activation)
         dropout = f'pkeep {spec.pkeep:g} after {", ".join(dropped)}' if dropped else '–'
         hidden = ', '.join(sorted(names[a] for a in activations)) or '–'
-        lines.append(f'| `{name}` | {" → ".join(shapes)} | {hidden} | {dropout} | {spec.optimizer.__name__.replace("Optimizer", "")}'
-                     f', {spec.learning_rate} | {spec.iterations:,} | {spec.talk.says} |')
+        optimizer = spec.optimizer.__name__.replace('Optimizer', '')
+        lines.append(f'| `{name}` | {" → ".join(shapes)} | {hidden} | {dropout} '
+                     f'| {optimizer}, {spec.learning_rate} | {spec.iterations:,} '
+                     f'| {spec.talk.says} |')
     return '\n'.join(lines)
 
 

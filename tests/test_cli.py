@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,8 +26,21 @@ def assert_clean_failure(result, *expected):
     ('--eval_every=-1', 'flag --eval_every=-1'),
     ('--loss=fast', 'value should be one of <stable|literal>'),
 ])
-def test_bad_flags(flag, message):
-    assert_clean_failure(run_module('graph_mnist.train', flag), message)
+def test_bad_flags_are_refused(flag, message):
+    """Each bound, checked on train's own flags (in this process, a few ms each)."""
+    from absl import flags
+    from graph_mnist import train
+    own = flags.FlagValues()
+    train.define_flags(own)
+    with pytest.raises(flags.IllegalFlagValueError, match=re.escape(message)):
+        own(['train', flag])
+
+
+def test_a_bad_flag_is_one_message_and_exit_1():
+    """What the user sees for any of them: absl's one line and the usage hint."""
+    result = run_module('graph_mnist.train', '--iterations=0')
+    assert_clean_failure(result, 'flag --iterations=0: 0 is not', '--helpfull')
+    assert result.returncode == 1
 
 
 def fake_data_dir(path, corrupt='train-images-idx3-ubyte.gz'):

@@ -131,7 +131,8 @@ def test_redraw_from_a_finished_run(saved_run, tmp_path):
     workdir, history = saved_run
     figure = dashboard.draw_history(history)
     assert len(figure.axes) == 6
-    result = run_module('graph_mnist.dashboard', f'--workdir={workdir}', f'--output={tmp_path / "h.png"}')
+    result = run_module('graph_mnist.dashboard', f'--workdir={workdir}',
+                        f'--output={tmp_path / "h.png"}')
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / 'h.png').size[0] > 600
     missing = run_module('graph_mnist.dashboard', f'--workdir={tmp_path / "nothing"}')
