@@ -125,38 +125,68 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
 
     # 4. Running it: one step on a real batch.
     run_feed = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
+    with graph.as_default():  # what the network creates, in order (no optimizer slots)
+        created = set(op.name for op in ops[:g.forward_ops])
+        network_variables = [v for v in v1.global_variables() if v.op.name in created]
+        averages = [v for v in network_variables if 'ExponentialMovingAverage' in v.op.name]
     with v1.Session(graph=graph, config=g.config) as sess:
         sess.run(g.init)
         before_values = sess.run(variables)
+        averages_start = sess.run(averages)
         loss_before = sess.run(g.cross_entropy, run_feed)
+        sess.run(g.accuracy, g.test_feed(X, Y_))
+        averages_after_evaluations = sess.run(averages)
         sess.run(g.train_step, {g.X: X, g.Y_: Y_, g.pkeep: g.spec.pkeep, g.step: 0})
         logits_graph, loss_after = sess.run([g.Ylogits, g.cross_entropy], run_feed)
         after_values = sess.run(variables)
+        network_values = sess.run(network_variables)
+        averages_after_step = sess.run(averages)
     out['run'] = {
         'batch': list(X.shape),
         'loss_before': float(loss_before), 'loss_after': float(loss_after),
         'changed': {v.name: float(np.abs(a - b).max())
                     for v, a, b in zip(variables, after_values, before_values)},
     }
+    if averages:  # batch norm: the update of the moving averages is an op of its own,
+        # attached to the training step; nothing else runs it
+        def moved(values):
+            return sum(not np.array_equal(a, b) for a, b in zip(averages_start, values))
+
+        out['moving_averages'] = {
+            'variables': [v.op.name for v in averages],
+            'update_ops': [op.name for op in graph.get_collection(v1.GraphKeys.UPDATE_OPS)],
+            'moved_by_evaluations': moved(averages_after_evaluations),
+            'moved_by_the_training_step': moved(averages_after_step),
+            'first_mean_before': [round(float(x), 4) for x in averages_start[0][:3]],
+            'first_mean_after': [round(float(x), 4) for x in averages_after_step[0][:3]],
+        }
 
     # 5. Eager, side by side: the same network function, run eagerly with the weights the
     # Session holds after that step (each tf.Variable it creates is given their value).
-    trained = iter(after_values)
+    trained = iter(network_values)
 
     def same_weights(next_creator, **kwargs):
         kwargs['initial_value'] = next(trained)
         return next_creator(**kwargs)
 
-    with tf.variable_creator_scope(same_weights):
-        logits_eager = g.spec.network(tf.constant(X), 1.0)
-    out['eager'] = {
-        'executing_eagerly': tf.executing_eagerly(),
-        'type': type(logits_eager).__name__,
-        'has_value_at_once': hasattr(logits_eager, 'numpy'),
-        'first_logits': np.round(logits_eager.numpy()[0], 4).tolist(),
-        'first_logits_graph': np.round(logits_graph[0], 4).tolist(),
-        'max_abs_difference': float(np.abs(logits_eager.numpy() - logits_graph).max()),
-    }
+    try:
+        with tf.variable_creator_scope(same_weights):
+            if g.spec.batch_norm:  # training mode, as the Session ran it
+                logits_eager = g.spec.network(tf.constant(X), 1.0, tf.constant(False),
+                                              tf.constant(0))
+            else:
+                logits_eager = g.spec.network(tf.constant(X), 1.0)
+    except TypeError as e:  # batch norm: averages of tensors exist only in a graph
+        out['eager'] = {'executing_eagerly': tf.executing_eagerly(), 'refused': str(e)}
+    else:
+        out['eager'] = {
+            'executing_eagerly': tf.executing_eagerly(),
+            'type': type(logits_eager).__name__,
+            'has_value_at_once': hasattr(logits_eager, 'numpy'),
+            'first_logits': np.round(logits_eager.numpy()[0], 4).tolist(),
+            'first_logits_graph': np.round(logits_graph[0], 4).tolist(),
+            'max_abs_difference': float(np.abs(logits_eager.numpy() - logits_graph).max()),
+        }
 
     # 6. Where to look next.
     if workdir:
@@ -218,16 +248,33 @@ def lesson(o):
     changed = [k for k, v in r['changed'].items() if v > 0]
     lines.append(f"   variables changed: {len(changed)} of {len(r['changed'])} "
                  f"(largest change {max(r['changed'].values()):.2e})")
+    if 'moving_averages' in o:
+        a = o['moving_averages']
+        lines.append(f"   Batch norm: {len(a['variables'])} moving averages (a mean and a "
+                     'variance per normalised layer), updated by their own ops')
+        lines.append(f"     {', '.join(a['update_ops'])}")
+        lines.append('   which the training step depends on (tf.control_dependencies). '
+                     'Evaluating the accuracy')
+        lines.append(f"   on the test feed moved {a['moved_by_evaluations']} of them; one "
+                     f"training step moved {a['moved_by_the_training_step']}: the first "
+                     f"mean went from {a['first_mean_before']} to {a['first_mean_after']}.")
+        lines.append('   Nothing updates until a Session runs a node that needs the update.')
     lines.append('')
     lines.append('5. The same network function in TensorFlow 2 eager mode, with the weights '
                  'after that step:')
-    def first(values):
-        return '[' + ', '.join(f'{v:.4f}' for v in values[:4]) + ', ...]'
+    if 'refused' in e:
+        lines.append(f"   TensorFlow refuses: {e['refused']}")
+        lines.append('   The moving averages of batch norm are graph-only TensorFlow 1 code: '
+                     'an update op that waits for a')
+        lines.append('   Session has no meaning when every line runs at once.')
+    else:
+        def first(values):
+            return '[' + ', '.join(f'{v:.4f}' for v in values[:4]) + ', ...]'
 
-    lines.append(f"   an {e['type']} with its value at once: logits of the first image "
-                 f"{first(e['first_logits'])}")
-    lines.append(f"   the Session gave                              {first(e['first_logits_graph'])}"
-                 f"; largest difference over the batch {e['max_abs_difference']:.1e}")
+        lines.append(f"   an {e['type']} with its value at once: logits of the first image "
+                     f"{first(e['first_logits'])}")
+        lines.append(f"   the Session gave                              {first(e['first_logits_graph'])}"
+                     f"; largest difference over the batch {e['max_abs_difference']:.1e}")
     lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
                  'TensorFlow sees the whole computation: to differentiate it, optimise it, '
                  'distribute it.')

@@ -36,14 +36,20 @@ class ExportError(UserError):
 
 
 def inference_graph(model):
-    """The network alone, for serving: X in, probabilities and digit out, no dropout."""
+    """The network alone, for serving: X in, probabilities and digit out, no dropout;
+    batch norm with the moving averages gathered in training (tst True)."""
+    spec = models.NETWORKS[model]
     graph = tf.Graph()
     with graph.as_default():
         X = v1.placeholder(tf.float32, [None, 28, 28, 1], name='X')
-        Ylogits = models.NETWORKS[model].network(X, tf.constant(1.0))  # pkeep 1: all neurons
+        if spec.batch_norm:  # tst True: the averages; the step only moves them (unused here)
+            Ylogits = spec.network(X, tf.constant(1.0), tf.constant(True), tf.constant(0))
+        else:
+            Ylogits = spec.network(X, tf.constant(1.0))  # pkeep 1: all neurons
         Y = tf.nn.softmax(Ylogits, name='Y')
         digit = tf.argmax(Y, 1, name='digit')
-        saver = v1.train.Saver(v1.trainable_variables())  # weights and biases, by name
+        # weights, biases (offsets, scales) and batch norm's moving averages, by name
+        saver = v1.train.Saver(v1.global_variables())
     return graph, X, Y, digit, saver
 
 

@@ -181,6 +181,148 @@ def conv_dropout(X, pkeep):
     return Ylogits
 
 
+# ============================================================ beyond the talk: batch norm
+#
+# The repository published with the talk went on to batch normalisation
+# (mnist_4.0/4.1/4.2_batchnorm_*.py, README_BATCHNORM.md). In training, each neuron's
+# weighted sums are normalised with the statistics of the current batch; in testing,
+# with exponential moving averages of those statistics gathered while training.
+# A neuron's bias becomes the "offset" of its normalised output (so no bias); a scale
+# is learnt only where the activation is not scale-invariant (sigmoid, not ReLU).
+
+BN_EPSILON = 1e-5
+
+
+def batchnorm(Ylogits, tst, step, offset, scale=None, convolutional=False, decay=0.999):
+    """Normalises Ylogits per neuron: with this batch's mean and variance in training
+    (tst False), with their moving averages in testing (tst True).
+
+    A dense neuron has one value per image: its statistics are over the batch (axis 0).
+    A convolutional neuron (one output channel) has one value per image and per x, y
+    position: over the batch, the height and the width (axes 0, 1, 2).
+    The moving averages are updated by their own op, which is added to TensorFlow's
+    UPDATE_OPS collection: `build` makes the training step depend on it, so the
+    averages move with every training step and never in an evaluation.
+    """
+    mean, variance = tf.nn.moments(Ylogits, [0, 1, 2] if convolutional else [0])
+    averages = v1.train.ExponentialMovingAverage(decay, step)  # step: faster at the start
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, averages.apply([mean, variance]))
+    m = tf.cond(tst, lambda: averages.average(mean), lambda: mean)
+    v = tf.cond(tst, lambda: averages.average(variance), lambda: variance)
+    return tf.nn.batch_normalization(Ylogits, m, v, offset, scale, BN_EPSILON)
+
+
+def _offsets(n, name, value):
+    return tf.Variable(tf.constant(value, tf.float32, [n]), name=name)
+
+
+def _scales(n, name):
+    return tf.Variable(tf.ones([n]), name=name)
+
+
+# -------------------------------------------------- 8-9. five dense layers + batch norm
+def _batchnorm_five_layers(X, tst, step, activation, offset_init, scaled, decay):
+    r"""The five dense layers, batch norm before each hidden activation.
+
+        X [batch, 784]               (the 28x28 image, flattened)
+        \x/x\x/x\x/x\x/x\x/x\x/     -- fully connected + BN    W1 [784, 200]  B1 [200] (S1 [200])
+         · · · · · · · · · · ·       Y1 [batch, 200]
+          \x/x\x/x\x/x\x/x\x/       -- fully connected + BN    W2 [200, 100]  B2 [100] (S2 [100])
+           · · · · · · · · ·         Y2 [batch, 100]
+            \x/x\x/x\x/x\x/         -- fully connected + BN    W3 [100, 60]   B3 [60]  (S3 [60])
+             · · · · · · ·           Y3 [batch, 60]
+              \x/x\x/x\x/           -- fully connected + BN    W4 [60, 30]    B4 [30]  (S4 [30])
+               · · · · ·             Y4 [batch, 30]
+                \x/x\x/             -- fully connected (softmax)  W5 [30, 10]  B5 [10]
+                 · · ·               Ylogits [batch, 10]
+
+    B1..B4 are the batch norm offsets; S1..S4, the scales, only when `scaled` (sigmoid).
+    """
+    L, M, N, O = 200, 100, 60, 30
+    W1 = _weights([784, L], 'W1')
+    B1 = _offsets(L, 'B1', offset_init)
+    W2 = _weights([L, M], 'W2')
+    B2 = _offsets(M, 'B2', offset_init)
+    W3 = _weights([M, N], 'W3')
+    B3 = _offsets(N, 'B3', offset_init)
+    W4 = _weights([N, O], 'W4')
+    B4 = _offsets(O, 'B4', offset_init)
+    W5 = _weights([O, 10], 'W5')
+    B5 = _biases(10, 'B5', offset_init)
+    S1, S2, S3, S4 = (_scales(n, f'S{i}') for i, n in enumerate((L, M, N, O), 1)) \
+        if scaled else (None,) * 4
+
+    def bn(Ylogits, offset, scale):
+        return batchnorm(Ylogits, tst, step, offset, scale, decay=decay)
+
+    XX = tf.reshape(X, [-1, 784])
+    Y1 = activation(bn(tf.matmul(XX, W1), B1, S1))
+    Y2 = activation(bn(tf.matmul(Y1, W2), B2, S2))
+    Y3 = activation(bn(tf.matmul(Y2, W3), B3, S3))
+    Y4 = activation(bn(tf.matmul(Y3, W4), B4, S4))
+    Ylogits = tf.matmul(Y4, W5) + B5
+    return Ylogits
+
+
+def batchnorm_five_layers_sigmoid(X, pkeep, tst, step):
+    """8. (mnist_4.0) Five sigmoid layers with batch norm: offsets at 0 and scales, as
+    sigmoid is not scale-invariant."""
+    return _batchnorm_five_layers(X, tst, step, tf.nn.sigmoid, offset_init=0.0, scaled=True,
+                                  decay=0.998)
+
+
+def batchnorm_five_layers_relu(X, pkeep, tst, step):
+    """9. (mnist_4.1) Five ReLU layers with batch norm: offsets at 0.1, no scale (a ReLU
+    does not care about the scale of its input: the next layer's weights absorb it)."""
+    return _batchnorm_five_layers(X, tst, step, tf.nn.relu, offset_init=0.1, scaled=False,
+                                  decay=0.998)
+
+
+# ------------------------------------------------------------ 10. batchnorm_conv
+def batchnorm_conv(X, pkeep, tst, step):
+    r"""(mnist_4.2) A wider convolutional network, batch norm on every layer but the
+    last, dropout on the dense layer.
+
+        X [batch, 28, 28, 1]
+        @ @ @ @ @ @ @ @ @ @   -- conv. 6x6x1=>24 stride 1 + BN      W1 [6, 6, 1, 24]   B1 [24]
+        ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                      Y1 [batch, 28, 28, 24]
+          @ @ @ @ @ @ @ @     -- conv. 5x5x24=>48 stride 2 + BN     W2 [5, 5, 24, 48]  B2 [48]
+          ∶∶∶∶∶∶∶∶∶∶∶∶∶∶∶                                        Y2 [batch, 14, 14, 48]
+            @ @ @ @ @ @       -- conv. 4x4x48=>64 stride 2 + BN     W3 [4, 4, 48, 64]  B3 [64]
+            ∶∶∶∶∶∶∶∶∶∶∶                                          Y3 [batch, 7, 7, 64] => [batch, 3136]
+           \x/x\x/x\x/      -- fully connected + BN (relu+dropout) W4 [3136, 200]  B4 [200]
+            · · · · · ·                                          Y4 [batch, 200]
+            \x/x\x/x\x/     -- fully connected layer (softmax)   W5 [200, 10]       B5 [10]
+             · · · · ·                                           Ylogits [batch, 10]
+
+    B1..B4 are batch norm offsets (ReLU: no scale). The published file's picture still
+    says 6/12/24 channels; its code, and this, use 24/48/64.
+    """
+    K, L, M, N = 24, 48, 64, 200
+    W1 = _weights([6, 6, 1, K], 'W1')
+    B1 = _offsets(K, 'B1', 0.1)
+    W2 = _weights([5, 5, K, L], 'W2')
+    B2 = _offsets(L, 'B2', 0.1)
+    W3 = _weights([4, 4, L, M], 'W3')
+    B3 = _offsets(M, 'B3', 0.1)
+    W4 = _weights([7 * 7 * M, N], 'W4')
+    B4 = _offsets(N, 'B4', 0.1)
+    W5 = _weights([N, 10], 'W5')
+    B5 = _biases(10, 'B5')
+
+    def bn(Ylogits, offset, convolutional=True):
+        return batchnorm(Ylogits, tst, step, offset, convolutional=convolutional, decay=0.999)
+
+    Y1 = tf.nn.relu(bn(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME'), B1))
+    Y2 = tf.nn.relu(bn(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME'), B2))
+    Y3 = tf.nn.relu(bn(tf.nn.conv2d(Y2, W3, strides=[1, 2, 2, 1], padding='SAME'), B3))
+    YY = tf.reshape(Y3, shape=[-1, 7 * 7 * M])
+    Y4 = tf.nn.relu(bn(tf.matmul(YY, W4), B4, convolutional=False))
+    YY4 = tf.nn.dropout(Y4, rate=1 - pkeep)
+    Ylogits = tf.matmul(YY4, W5) + B5
+    return Ylogits
+
+
 # ------------------------------------------------------------ the talk's settings
 
 
@@ -217,7 +359,7 @@ class DecayingRate(NamedTuple):
 
 class Talk(NamedTuple):
     """What the talk (or the code published with it) says a network reaches."""
-    accuracy: float   # the figure to check, e.g. 0.993 for "99.3%"
+    accuracy: float   # the figure to check, e.g. 0.993 for "99.3%"; None: no figure
     says: str         # the words, quoted
 
 
@@ -229,6 +371,8 @@ class Spec(NamedTuple):
     pkeep: float               # keep probability fed while training (1.0: no dropout)
     iterations: int            # the talk's number of training steps
     talk: Talk                 # what the talk reports
+    batch_norm: bool = False   # beyond the talk: network(X, pkeep, tst, step), see batchnorm
+    plain: str = None          # batch norm networks: the talk's network they improve upon
 
     @property
     def talk_accuracy(self):
@@ -256,7 +400,22 @@ NETWORKS = {
     'conv': Spec(conv, ADAM, DECAY, 1.0, 10000, Talk(0.989, '"98.9%"')),
     'conv_dropout': Spec(conv_dropout, ADAM, DECAY, 0.75, 10000,
                          Talk(0.993, '"99.3%", "quite comfortably above 99"')),
+    # beyond the talk: the published code's batch-norm chapter, its settings and notes
+    'batchnorm_five_layers_sigmoid': Spec(
+        batchnorm_five_layers_sigmoid, ADAM, DecayingRate(0.03, 1000), 1.0, 10000,
+        Talk(None, 'no figure in its notes (mnist_4.0)'), batch_norm=True,
+        plain='five_layers_sigmoid'),
+    'batchnorm_five_layers_relu': Spec(
+        batchnorm_five_layers_relu, ADAM, DecayingRate(0.03, 1000), 1.0, 10000,
+        Talk(0.985, '"steady 98.5%", max 0.9859 (mnist_4.1 notes)'), batch_norm=True,
+        plain='five_layers_relu_lrdecay'),
+    'batchnorm_conv': Spec(
+        batchnorm_conv, ADAM, DecayingRate(0.02, 1600), 0.75, 10000,
+        Talk(0.995, 'max 0.9956, "stable above 0.995" (mnist_4.2 notes)'), batch_norm=True,
+        plain='conv_dropout'),
 }
+TALK = [name for name, spec in NETWORKS.items() if not spec.batch_norm]  # the talk's seven
+BEYOND = [name for name, spec in NETWORKS.items() if spec.batch_norm]
 
 LOSSES = ('stable', 'literal')
 LOSS_SCALE = 100  # the cross-entropy is the batch mean times this: the sum over 100 images
@@ -270,6 +429,8 @@ class Graph(NamedTuple):
     step: tf.Tensor           # placeholder: the training step, for the learning-rate decay
     pkeep: tf.Tensor          # placeholder: probability of keeping a neuron (dropout);
                               # fed 1.0 to evaluate, used by the dropout networks only
+    tst: tf.Tensor            # placeholder (default False): testing? Batch norm networks
+                              # only (None for the talk's seven): True uses the averages
     Ylogits: tf.Tensor
     Y: tf.Tensor              # the ten probabilities
     prediction: tf.Tensor     # the recognised digit, argmax of Y
@@ -284,7 +445,17 @@ class Graph(NamedTuple):
     minimize_ops: int         # [forward_ops:minimize_ops] are the ops minimize added
     weights: list             # the W variables, for the dashboard's spread and TensorBoard
     biases: list              # the B variables
-    saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's too)
+    saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's,
+                              # batch norm's moving averages too)
+
+    def test_feed(self, images, labels=None):
+        """The feed that evaluates: all neurons on, batch norm on its moving averages."""
+        feed = {self.X: images, self.pkeep: 1.0}
+        if labels is not None:
+            feed[self.Y_] = labels
+        if self.tst is not None:
+            feed[self.tst] = True
+        return feed
 
 
 def cross_entropy(Ylogits, Y_, loss='stable'):
@@ -330,8 +501,12 @@ def build(name, loss='stable', seed=0):
         Y_ = v1.placeholder(tf.float32, [None, 10], name='Y_')
         step = v1.placeholder(tf.int32, name='step')
         pkeep = v1.placeholder(tf.float32, name='pkeep')
-
-        Ylogits = tf.identity(spec.network(X, pkeep), name='Ylogits')
+        if spec.batch_norm:  # (not for the seven: a new op would shift their random seeds)
+            tst = v1.placeholder_with_default(False, [], name='tst')
+            Ylogits = spec.network(X, pkeep, tst, step)
+        else:
+            tst, Ylogits = None, spec.network(X, pkeep)
+        Ylogits = tf.identity(Ylogits, name='Ylogits')
         Y = tf.nn.softmax(Ylogits, name='Y')
         xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
 
@@ -341,14 +516,16 @@ def build(name, loss='stable', seed=0):
 
         lr = tf.identity(spec.learning_rate(step), name='lr')
         forward_ops = len(graph.get_operations())
-        # minimize adds the gradients (formal differentiation of xent) and the updates
-        train_step = spec.optimizer(lr).minimize(xent, name='train_step')
+        # minimize adds the gradients (formal differentiation of xent) and the updates;
+        # batch norm's moving averages are updated with every training step, never else
+        with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+            train_step = spec.optimizer(lr).minimize(xent, name='train_step')
         minimize_ops = len(graph.get_operations())
         init = v1.global_variables_initializer()
         variables = v1.trainable_variables()
         saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
-    return Graph(graph, X, Y_, step, pkeep, Ylogits, Y, prediction, xent, accuracy, lr,
+    return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
                  train_step, init, spec, session_config(loss), forward_ops, minimize_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
                  biases=[v for v in variables if v.op.name.startswith('B')], saver=saver)
@@ -382,6 +559,8 @@ class Layer(NamedTuple):
     init: str = None
     bias: float = None
     rate: float = None
+    batch_norm: bool = False  # normalised before its activation; `bias` is then the offset
+    scale: bool = False       # batch norm with a learnt scale (sigmoid)
 
     @property
     def out_size(self):
@@ -397,7 +576,10 @@ class Layer(NamedTuple):
 
     @property
     def parameters(self):
-        return self.patch * self.patch * self.n_in * self.n_out + self.n_out if self.n_out else 0
+        """Trainable values: weights, biases (or offsets), scales."""
+        if not self.n_out:
+            return 0
+        return self.patch * self.patch * self.n_in * self.n_out + self.n_out * (1 + self.scale)
 
     @property
     def macs(self):
@@ -413,6 +595,25 @@ def _variable(tensor):
     return op.name
 
 
+def _what_follows(tensor):
+    """From a weighted sum to its activation: (variables read on the way, the activation
+    or None, whether batch norm's moments are taken)."""
+    variables, activation, normalised = set(), None, False
+    seen, queue = set(), list(tensor.consumers())
+    while queue:
+        op = queue.pop(0)
+        if op.name in seen or op.type in ('Conv2D', 'MatMul'):
+            continue
+        seen.add(op.name)
+        if op.type in ('Relu', 'Sigmoid'):
+            activation = op.type.lower()
+            continue
+        normalised |= 'moments' in op.name
+        variables |= {_variable(t) for t in op.inputs if t.op.type == 'ReadVariableOp'}
+        queue += [c for t in op.outputs for c in t.consumers()]
+    return variables, activation, normalised
+
+
 def layers(name):
     """Network `name` as a list of Layers, read off its own graph: the functions above
     are the only description of a network; the benchmark's Keras and PyTorch twins, its
@@ -421,7 +622,11 @@ def layers(name):
     graph = tf.Graph()
     with graph.as_default():
         X = v1.placeholder(tf.float32, [None, 28, 28, 1])
-        spec.network(X, v1.placeholder(tf.float32))
+        if spec.batch_norm:
+            spec.network(X, v1.placeholder(tf.float32), v1.placeholder(tf.bool),
+                         v1.placeholder(tf.int32))
+        else:
+            spec.network(X, v1.placeholder(tf.float32))
         initial = {v.op.name: tf.get_static_value(v.initial_value)
                    for v in v1.global_variables()}
     found = []
@@ -432,20 +637,18 @@ def layers(name):
             continue
         W = _variable(op.inputs[1])
         shape = op.inputs[1].shape.as_list()
-        add, = op.outputs[0].consumers()  # + B
-        B = _variable(add.inputs[1])
-        after = add.outputs[0].consumers()
-        activation = after[0].type.lower() if after and after[0].type in ('Relu', 'Sigmoid') \
-            else None
+        variables, activation, normalised = _what_follows(op.outputs[0])
+        B, = [v for v in variables if v.startswith('B')]  # the bias, or batch norm's offset
         init = 'zeros' if initial[W] is not None and not initial[W].any() else 'truncated_normal'
         bias = round(float(initial[B].flat[0]), 6)  # float32 0.1 -> 0.1
+        common = dict(activation=activation, init=init, bias=bias, batch_norm=normalised,
+                      scale=any(v.startswith('S') for v in variables))
         if op.type == 'Conv2D':
             assert op.get_attr('padding') == b'SAME' and op.get_attr('data_format') == b'NHWC'
             layer = Layer('conv', shape[2], shape[3], op.inputs[0].shape[1], shape[0],
-                          op.get_attr('strides')[1], activation, init, bias)
+                          op.get_attr('strides')[1], **common)
         else:
-            layer = Layer('dense', shape[0], shape[1], activation=activation, init=init,
-                          bias=bias)
+            layer = Layer('dense', shape[0], shape[1], **common)
         assert tuple(op.outputs[0].shape[1:]) == layer.out_shape, (op.name, layer)
         found.append(layer)
     return found

@@ -181,7 +181,7 @@ class Bookkeeping:
     def __init__(self, sess, g, mnist, batches, config, workdir, history, first_step):
         self.sess, self.g, self.mnist, self.batches = sess, g, mnist, batches
         self.config, self.workdir, self.history = config, workdir, history
-        self.test_feed = {g.X: mnist.test_images, g.Y_: mnist.test_labels, g.pkeep: 1.0}
+        self.test_feed = g.test_feed(mnist.test_images, mnist.test_labels)
         self.variables = g.weights + g.biases
         self.board = None
         if config.vis != 'none':

@@ -87,8 +87,8 @@ class Ours:
 
     def evaluate(self):
         g = self.g
-        return self.sess.run(g.accuracy, {g.X: self.mnist.test_images,
-                                          g.Y_: self.mnist.test_labels, g.pkeep: 1.0})
+        return self.sess.run(g.accuracy, g.test_feed(self.mnist.test_images,
+                                                     self.mnist.test_labels))
 
     def parameters(self):
         return models.trainable_parameters(self.g)
@@ -128,10 +128,12 @@ def keras_model(model, seed=0):
         if layer.kind == 'dropout':
             stack.append(keras.layers.Dropout(layer.rate))
             continue
+        bias = keras.initializers.Constant(layer.bias)
         settings = dict(
-            activation=layer.activation, bias_initializer=keras.initializers.Constant(layer.bias),
             kernel_initializer=keras.initializers.Zeros() if layer.init == 'zeros' else
             keras.initializers.TruncatedNormal(stddev=models.WEIGHT_STDDEV, seed=seed))
+        settings.update(use_bias=False) if layer.batch_norm else \
+            settings.update(activation=layer.activation, bias_initializer=bias)
         if layer.kind == 'conv':
             stack.append(keras.layers.Conv2D(layer.n_out, layer.patch, strides=layer.stride,
                                              padding='same', **settings))
@@ -139,6 +141,10 @@ def keras_model(model, seed=0):
             if not any(isinstance(l, keras.layers.Flatten) for l in stack[1:]):
                 stack.append(keras.layers.Flatten())
             stack.append(keras.layers.Dense(layer.n_out, **settings))
+        if layer.batch_norm:  # the offset takes the bias's place; a scale only if ours has one
+            stack.append(keras.layers.BatchNormalization(
+                epsilon=models.BN_EPSILON, scale=layer.scale, beta_initializer=bias))
+            stack.append(keras.layers.Activation(layer.activation))
     net = keras.Sequential(stack)
     rate = keras_learning_rate(spec.learning_rate)
     if spec.optimizer is models.SGD:
@@ -195,24 +201,35 @@ def torch_model(model, seed=0):
         if layer.kind == 'dropout':
             modules.append(nn.Dropout(layer.rate))
             continue
+        with_bias = not layer.batch_norm  # batch norm's offset takes the bias's place
         if layer.kind == 'conv':
             # TensorFlow's SAME padding: as much as the stride needs, the odd pixel after
             pad = max((layer.out_size - 1) * layer.stride + layer.patch - layer.size, 0)
             modules.append(nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
-            weighted = nn.Conv2d(layer.n_in, layer.n_out, layer.patch, layer.stride)
+            weighted = nn.Conv2d(layer.n_in, layer.n_out, layer.patch, layer.stride,
+                                 bias=with_bias)
+            norm = nn.BatchNorm2d
         else:
             if not flat:
                 modules.append(nn.Flatten())
                 flat = True
-            weighted = nn.Linear(layer.n_in, layer.n_out)
+            weighted = nn.Linear(layer.n_in, layer.n_out, bias=with_bias)
+            norm = nn.BatchNorm1d
         with torch.no_grad():
             if layer.init == 'zeros':
                 weighted.weight.zero_()
             else:
                 std = models.WEIGHT_STDDEV
                 nn.init.trunc_normal_(weighted.weight, std=std, a=-2 * std, b=2 * std)
-            weighted.bias.fill_(layer.bias)
+            if with_bias:
+                weighted.bias.fill_(layer.bias)
         modules.append(weighted)
+        if layer.batch_norm:
+            normalise = norm(layer.n_out, eps=models.BN_EPSILON)
+            with torch.no_grad():
+                normalise.bias.fill_(layer.bias)
+            normalise.weight.requires_grad_(layer.scale)  # no scale: stays 1, not trained
+            modules.append(normalise)
         if layer.activation:
             modules.append(activations[layer.activation]())
     return nn.Sequential(*modules)
@@ -228,7 +245,8 @@ class Torch:
         self.net = torch_model(model, seed)
         spec = models.NETWORKS[model]
         optimizer = torch.optim.SGD if spec.optimizer is models.SGD else torch.optim.Adam
-        self.optimizer = optimizer(self.net.parameters(), lr=1.0)  # x the schedule below
+        trained = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = optimizer(trained, lr=1.0)  # x the schedule below
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, spec.learning_rate.at)
         # NCHW for PyTorch; the conversion is done once, outside the timed loop
         self.images = torch.from_numpy(mnist.train_images.transpose(0, 3, 1, 2).copy())

@@ -76,14 +76,25 @@ def test_keras_twin_matches_the_graph_layer_by_layer(model):
         assert kernel == ((layer.patch, layer.patch, layer.n_in, layer.n_out)
                           if layer.kind == 'conv' else (layer.n_in, layer.n_out))
         assert tuple(k.output.shape[1:]) == layer.out_shape
-        assert k.count_params() == layer.parameters
-        assert (k.activation.__name__ if layer.activation else 'linear') == \
-            (layer.activation or 'linear')
         if layer.kind == 'conv':
             assert k.strides == (layer.stride, layer.stride) and k.padding == 'same'
-        assert np.allclose(k.bias.numpy(), layer.bias)
         assert (not k.kernel.numpy().any()) == (layer.init == 'zeros')
-    assert net.count_params() == models.trainable_parameters(models.build(model))
+        after = net.layers[net.layers.index(k) + 1:]
+        if layer.batch_norm:  # weighted sum, batch norm (offset, maybe scale), activation
+            norm, activation = after[:2]
+            assert isinstance(norm, keras.layers.BatchNormalization) and k.bias is None
+            assert norm.scale == layer.scale and norm.epsilon == models.BN_EPSILON
+            offset, activation = norm.beta, activation.activation
+            trained = k.count_params() + sum(int(np.prod(w.shape))
+                                             for w in norm.trainable_weights)
+        else:
+            assert not after or not isinstance(after[0], keras.layers.BatchNormalization)
+            offset, activation, trained = k.bias, k.activation, k.count_params()
+        assert activation.__name__ == (layer.activation or 'linear')
+        assert np.allclose(offset.numpy(), layer.bias)
+        assert trained == layer.parameters
+    assert sum(int(np.prod(w.shape)) for w in net.trainable_weights) == \
+        models.trainable_parameters(models.build(model))
 
 
 @pytest.mark.parametrize('model', list(models.NETWORKS))
@@ -100,6 +111,7 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
             if type(module) in kinds:
                 shapes.append((module, tuple(x.shape[1:])))
     assert [kinds[type(m)] for m, _ in shapes] == [l.kind for l in ours]
+    modules = list(net)
     for layer, (m, shape) in zip(ours, shapes):
         if layer.kind == 'dropout':
             assert m.p == pytest.approx(layer.rate)
@@ -112,11 +124,20 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
         else:
             assert (m.in_features, m.out_features) == (layer.n_in, layer.n_out)
             assert shape == layer.out_shape
-        assert sum(p.numel() for p in m.parameters()) == layer.parameters
-        assert torch.allclose(m.bias, torch.full_like(m.bias, layer.bias))
-        following = list(net)[list(net).index(m) + 1:][:1]
+        after = modules[modules.index(m) + 1:]
+        trained = [p for p in m.parameters() if p.requires_grad]
+        if layer.batch_norm:
+            norm, after = after[0], after[1:]
+            assert isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.bias is None
+            assert norm.eps == models.BN_EPSILON and norm.weight.requires_grad == layer.scale
+            offset = norm.bias
+            trained += [p for p in norm.parameters() if p.requires_grad]
+        else:
+            offset = m.bias
+        assert torch.allclose(offset, torch.full_like(offset, layer.bias))
+        assert sum(p.numel() for p in trained) == layer.parameters
         activation = {nn.ReLU: 'relu', nn.Sigmoid: 'sigmoid'}.get(
-            type(following[0]) if following else None)
+            type(after[0]) if after else None)
         assert activation == layer.activation
-    assert sum(p.numel() for p in net.parameters()) == \
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == \
         models.trainable_parameters(models.build(model))

@@ -108,3 +108,13 @@ def test_what_minimize_added_is_only_what_minimize_added():
     assert added and not any(op.name.startswith(('save', 'init')) for op in added)
     later = g.graph.get_operations()[g.minimize_ops:]
     assert any(op.name.startswith('save') for op in later)  # the Saver comes after
+
+
+def test_batch_norm_averages_move_only_with_the_training_step(tmp_path):
+    o = explain.observe('batchnorm_five_layers_sigmoid', batch=synthetic_batch())
+    a = o['moving_averages']
+    assert len(a['variables']) == 2 * 4 and len(a['update_ops']) == 4
+    assert a['moved_by_evaluations'] == 0 and a['moved_by_the_training_step'] == 8
+    assert 'does not support non-Variable tensors' in o['eager']['refused']
+    text = explain.lesson(o)
+    assert 'moved 0 of them; one training step moved 8' in text
