@@ -19,6 +19,9 @@ setup(
         'pillow',  # predict reads PNG and JPEG; the dashboard writes GIFs
     ],
     extras_require={
-        'test': ['pytest'],
+        # open the notebooks: JupyterLab and a kernel
+        'notebook': ['jupyterlab', 'ipykernel'],
+        # run the tests: pytest; a real kernel and papermill to execute the notebooks
+        'test': ['pytest', 'ipykernel', 'papermill'],
     },
 )

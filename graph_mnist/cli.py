@@ -50,7 +50,9 @@ _NOISE = re.compile(
     rb'^(I\d{4} [\d:.]+ +\d+ \S+:\d+\]'
     rb'|[WE]\d{4} [\d:.]+ +\d+ (cuda\w*|cudart_stub)\.cc:\d+\]'
     rb'|WARNING: All log messages before absl::InitializeLog\(\) is called'
-    rb'|To enable the following instructions: )')
+    rb'|To enable the following instructions: '
+    # a Jupyter kernel started by papermill or the tests, talking over loopback TCP
+    rb'|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption)')
 
 
 def is_noise(line):

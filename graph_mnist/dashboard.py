@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -86,26 +87,53 @@ def percentile_bands(values, percentiles=PERCENTILES):
 # --------------------------------------------------------------------------- the figure
 
 
-class Figure:
-    """The six panels in one matplotlib figure, redrawn from the history and two grids."""
+TEST_COLUMNS = {'wide': 40, 'tall': 35}  # the 1,000 test digits: 25 or 29 rows
 
-    def __init__(self, title='', pyplot=None):
+# The tall layout, in pixels (figure 1,060 wide): the test digits at their own size,
+# one screen pixel per MNIST pixel, 980 x 812, below the curves and the spreads.
+TALL_WIDTH, TALL_HEIGHT = 1060, 1500
+TALL_AXES = {  # left, bottom, width, height
+    'train': (20, 1130, 300, 300), 'acc': (400, 1150, 290, 270), 'loss': (750, 1150, 290, 270),
+    'w': (75, 880, 420, 200), 'b': (600, 880, 420, 200), 'test': (40, 10, 980, 812),
+}
+
+
+class Figure:
+    """The six panels in one matplotlib figure, redrawn from the history and two grids.
+
+    layout 'wide': 2 x 3 panels, 840 x 504 pixels (window, PNG, GIF). 'tall': for a
+    notebook cell, 1,060 x 1,500 pixels: the curves and spreads on top, the 1,000 test
+    digits below at their own size (28 x 28 screen pixels each), so that the digits
+    stamped on the misrecognised ones can be read.
+    """
+
+    def __init__(self, title='', pyplot=None, layout='wide'):
         self.plt = pyplot  # None: an off-screen figure, no global matplotlib state touched
+        self.layout, self.dpi = layout, 70 if layout == 'wide' else 100
+        size = (12, 7.2) if layout == 'wide' else (TALL_WIDTH / 100, TALL_HEIGHT / 100)
         if pyplot is None:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure as MatplotlibFigure
-            self.figure = MatplotlibFigure(figsize=(12, 7.2), dpi=70)
+            self.figure = MatplotlibFigure(figsize=size, dpi=self.dpi)
             FigureCanvasAgg(self.figure)
         else:
-            self.figure = pyplot.figure(figsize=(12, 7.2), dpi=70)
-        axes = self.figure.subplots(2, 3)
+            self.figure = pyplot.figure(figsize=size, dpi=self.dpi)
         self.figure.suptitle(title)
-        (self.train_ax, self.acc_ax, self.loss_ax), (self.w_ax, self.b_ax, self.test_ax) = axes
+        if layout == 'wide':
+            (self.train_ax, self.acc_ax, self.loss_ax), (self.w_ax, self.b_ax, self.test_ax) = \
+                self.figure.subplots(2, 3)
+        else:
+            self.train_ax, self.acc_ax, self.loss_ax, self.w_ax, self.b_ax, self.test_ax = (
+                self.figure.add_axes((left / TALL_WIDTH, bottom / TALL_HEIGHT,
+                                      width / TALL_WIDTH, height / TALL_HEIGHT))
+                for left, bottom, width, height in TALL_AXES.values())
+        columns = TEST_COLUMNS[layout]
         for ax, name in ((self.train_ax, 'training digits'), (self.test_ax, 'test digits')):
             ax.set_title(name, fontsize=10)
             ax.set_axis_off()
         self.train_image = self.train_ax.imshow(np.ones((280, 280, 3)), interpolation='nearest')
-        self.test_image = self.test_ax.imshow(np.ones((700, 1120, 3)), interpolation='nearest')
+        self.test_image = self.test_ax.imshow(np.ones((28000 // columns, 28 * columns, 3)),
+                                              interpolation='nearest')
         self.lines = {}
         for ax, key, name in ((self.acc_ax, 'accuracy', 'accuracy'),
                               (self.loss_ax, 'loss', 'cross-entropy')):
@@ -121,7 +149,8 @@ class Figure:
         for name, ax in self.band_axes.items():
             ax.set_title(f'{name}: spread (percentiles)', fontsize=10)
             ax.grid(alpha=0.3)
-        self.figure.tight_layout()
+        if layout == 'wide':
+            self.figure.tight_layout()
 
     def draw(self, history, train_grid=None, test_grid=None):
         train, test = history['train'], history['test']
@@ -166,8 +195,18 @@ class Figure:
         self.figure.canvas.draw()
         return np.asarray(self.figure.canvas.buffer_rgba())[..., :3].copy()
 
+    def png(self, colours=64):
+        """The figure as PNG bytes (a notebook frame), in a palette of `colours`: a third
+        of the size of the full-colour PNG, so that a notebook with a dashboard per
+        training cell stays small enough to commit and to open on a repository page."""
+        import io
+        from PIL import Image
+        buffer = io.BytesIO()
+        Image.fromarray(self.rgb()).quantize(colors=colours).save(buffer, format='png')
+        return buffer.getvalue()
+
     def save_png(self, path):
-        self.figure.savefig(path, dpi=70)
+        self.figure.savefig(path, dpi=self.dpi)
 
     def close(self):
         if self.plt:
@@ -188,13 +227,38 @@ class DashboardError(UserError):
     """The dashboard cannot show where it was asked to."""
 
 
+MODES = ('live', 'save', 'notebook', 'none')
+
+
+def in_notebook():
+    """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab)."""
+    ipython = sys.modules.get('IPython')
+    shell = ipython.get_ipython() if ipython else None
+    return shell is not None and hasattr(shell, 'kernel')
+
+
+def choose(vis):
+    """'auto' made concrete: notebook in a Jupyter kernel, else live where a display is,
+    else save. Other modes stay as they are."""
+    if vis != 'auto':
+        return vis
+    if in_notebook():
+        return 'notebook'
+    return 'live' if display_available() else 'save'
+
+
 class Dashboard:
-    """The live or saved dashboard of one training run.
+    """The dashboard of one training run, where it shows.
 
     mode 'live': a window, redrawn at every test evaluation; 'save': frames kept in
     memory (at most `max_frames`, evenly spread), then final PNG, GIF and MP4 (with
-    ffmpeg) written into `workdir` by `close()`.
+    ffmpeg) written into `workdir` by `close()`; 'notebook': one image in the cell's
+    output, replaced in place (the notebook display protocol's display_id: no widget
+    extension, so any front end shows it), redrawn as often as a budget of
+    NOTEBOOK_BUDGET of the elapsed time allows, and always at the end.
     """
+
+    NOTEBOOK_BUDGET = 0.08  # at most this share of the training time goes to drawing
 
     def __init__(self, mode, workdir, title, evaluations, max_frames=60):
         if mode == 'live' and not display_available():
@@ -210,7 +274,15 @@ class Dashboard:
                 raise DashboardError('--vis=live: matplotlib found no window backend '
                                      '(install tkinter or PyQt); use --vis=save')
             pyplot.ion()
-        self.figure = Figure(title, pyplot)
+        if mode == 'notebook':
+            try:
+                from IPython import display
+            except ImportError:
+                raise DashboardError('vis=notebook needs IPython (pip install '
+                                     "'graph_mnist[notebook]')") from None
+            self.display, self.handle = display, None
+            self.started, self.drawing, self.last_cost = time.perf_counter(), 0.0, 0.0
+        self.figure = Figure(title, pyplot, layout='tall' if mode == 'notebook' else 'wide')
         self.every = max(1, math.ceil(evaluations / max_frames))
         self.evaluations = 0
         self.frames = []
@@ -219,15 +291,35 @@ class Dashboard:
     def training_batch(self, images, correct, predicted):
         self.train_grid, _ = image_grid(images, correct, predicted, columns=10)
 
+    def _due(self, final):
+        """Whether this evaluation makes a frame."""
+        self.evaluations += 1
+        if final:
+            return True
+        if self.mode == 'notebook':  # as often as the budget allows, the first at once
+            elapsed = time.perf_counter() - self.started
+            return self.drawing + self.last_cost <= self.NOTEBOOK_BUDGET * elapsed
+        return (self.evaluations - 1) % self.every == 0
+
     def evaluation(self, history, test_images, correct, predicted, final=False):
         """Called at every test evaluation; draws when this one makes a frame."""
-        self.evaluations += 1
-        if not final and (self.evaluations - 1) % self.every:
+        if not self._due(final):
             return
-        test_grid, _ = image_grid(test_images, correct, predicted, columns=40, limit=1000)
+        start = time.perf_counter()
+        test_grid, _ = image_grid(test_images, correct, predicted,
+                                  columns=TEST_COLUMNS[self.figure.layout], limit=1000)
         self.figure.draw(history, self.train_grid, test_grid)
         if self.mode == 'live':
             self.figure.plt.pause(0.001)
+        elif self.mode == 'notebook':
+            frame = self.display.Image(data=self.figure.png(), format='png')
+            if self.handle is None:
+                self.handle = self.display.display(frame, display_id=True)
+            else:
+                self.handle.update(frame)
+            self.last_cost = time.perf_counter() - start
+            self.drawing += self.last_cost
+            self.frames.append(None)  # counted, not kept: the cell holds the picture
         else:
             self.frames.append(self.figure.rgb())
 
@@ -235,6 +327,10 @@ class Dashboard:
         """Save mode: writes the files and returns their paths. Live mode: the window
         stays open (see wait_for_windows)."""
         written = []
+        if self.mode == 'notebook' and self.workdir and self.frames:
+            png = os.path.join(self.workdir, 'dashboard.png')
+            self.figure.save_png(png)
+            written.append(png)
         if self.mode == 'save' and self.frames:
             png = os.path.join(self.workdir, 'dashboard.png')
             self.figure.save_png(png)

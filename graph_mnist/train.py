@@ -38,7 +38,6 @@ from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
 
-VIS = ('live', 'save', 'none')
 
 
 class TrainingError(UserError):
@@ -57,7 +56,7 @@ class Config:
     eval_every: int = 100      # test evaluations (all 10,000 images)
     log_every: int = 20        # the training batch's accuracy and loss
     checkpoint_every: int = 1000
-    vis: str = 'none'          # the dashboard: 'live', 'save' or 'none'
+    vis: str = 'none'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
 
     # what a resumed run must keep; the other settings may change between sessions
     FIXED = ('model', 'seed', 'batch_size', 'loss')
@@ -65,8 +64,10 @@ class Config:
     def __post_init__(self):
         if self.model not in models.NETWORKS:
             raise ValueError(f'model must be one of {list(models.NETWORKS)}, got {self.model!r}')
-        if self.loss not in models.LOSSES or self.vis not in VIS:
-            raise ValueError(f'loss must be one of {models.LOSSES}, vis one of {VIS}')
+        if self.loss not in models.LOSSES or self.vis not in ('auto', *dashboard.MODES):
+            raise ValueError(f'loss must be one of {models.LOSSES}, vis one of '
+                             f'{("auto", *dashboard.MODES)}')
+        object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
             object.__setattr__(self, 'iterations', models.NETWORKS[self.model].iterations)
 
@@ -350,10 +351,11 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
                       'checkpoint, with its settings (--iterations may raise its step count).',
                       **own)
-    flags.DEFINE_enum('vis', 'auto', ['auto', *VIS], 'The talk\'s dashboard. '
+    flags.DEFINE_enum('vis', 'auto', ['auto', *dashboard.MODES], 'The talk\'s dashboard. '
                       'live: an animated window; save: dashboard.png and dashboard.gif in the '
-                      'workdir (and .mp4 with ffmpeg); none: no figure; auto: live where a '
-                      'display is, else save.', **own)
+                      'workdir (and .mp4 with ffmpeg); notebook: in the Jupyter cell; none: '
+                      'no figure; auto: notebook in a Jupyter kernel, live where a display '
+                      'is, else save.', **own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
                       'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',
@@ -366,9 +368,7 @@ def config_from_flags():
     stored settings, changed only by flags given explicitly; a given flag that
     contradicts a setting the run must keep is refused."""
     names = [f.name for f in dataclasses.fields(Config) if f.name != 'vis']
-    vis = FLAGS.vis
-    if vis == 'auto':
-        vis = 'live' if dashboard.display_available() else 'save'
+    vis = dashboard.choose(FLAGS.vis)
     if not FLAGS.resume:
         return Config(**{name: FLAGS[name].value for name in names}, vis=vis), FLAGS.workdir
     given = {name: FLAGS[name].value for name in names if FLAGS[name].present}

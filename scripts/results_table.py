@@ -17,36 +17,40 @@ from graph_mnist import runs
 FLAGS = flags.FLAGS
 
 
-def networks_table():
-    """One row per network of models.NETWORKS: its layers, activation, dropout, optimizer
-    and learning rate, steps and the talk's figure."""
+def networks_table(names, source='the talk says'):
+    """One row per network: its layers, activation, dropout, batch norm, optimizer and
+    learning rate, steps and the talk's (or the published code's) figure."""
     from graph_mnist import models
     lines = ['| `--model` | layers (input 28×28, output 10 softmax) | hidden activation | dropout '
-             '| optimizer, learning rate | steps | the talk says |',
+             f'| optimizer, learning rate | steps | {source} |',
              '|---|---|---|---|---|---|---|']
-    names = {'relu': 'ReLU', 'sigmoid': 'sigmoid'}
-    for name, spec in models.NETWORKS.items():
-        layers = models.layers(name)
+    display = {'relu': 'ReLU', 'sigmoid': 'sigmoid'}
+    for name in names:
+        spec, layers = models.NETWORKS[name], models.layers(name)
         shapes, activations, dropped = [], set(), []
         for layer in layers:
+            normalised = ' BN' if layer.batch_norm else ''
             if layer.kind == 'conv':
                 shapes.append(f'conv {layer.patch}×{layer.patch}→{layer.n_out}'
-                              + (f' /{layer.stride}' if layer.stride > 1 else ''))
+                              + (f' /{layer.stride}' if layer.stride > 1 else '') + normalised)
             elif layer.kind == 'dense':
                 if not shapes or shapes[-1].startswith('conv'):
                     shapes.append(str(layer.n_in))
-                shapes.append(str(layer.n_out))
+                shapes.append(str(layer.n_out) + normalised)
             else:
                 dropped.append(shapes[-1])
             if layer.activation:
                 activations.add(layer.activation)
         dropout = f'pkeep {spec.pkeep:g} after {", ".join(dropped)}' if dropped else '–'
-        hidden = ', '.join(sorted(names[a] for a in activations)) or '–'
+        hidden = ', '.join(sorted(display[a] for a in activations)) or '–'
         optimizer = spec.optimizer.__name__.replace('Optimizer', '')
         lines.append(f'| `{name}` | {" → ".join(shapes)} | {hidden} | {dropout} '
                      f'| {optimizer}, {spec.learning_rate} | {spec.iterations:,} '
                      f'| {spec.talk.says} |')
     return '\n'.join(lines)
+
+
+BEYOND_SOURCE = 'its published code says'
 
 
 def row(history):
@@ -76,7 +80,10 @@ def define_flags():
 
 def main(argv):
     if FLAGS.networks:
-        print(networks_table())
+        from graph_mnist import models
+        print(networks_table(models.TALK))
+        print('\nBeyond the talk (BN: batch norm before the activation):\n')
+        print(networks_table(models.BEYOND, BEYOND_SOURCE))
     elif len(argv) < 2:
         raise app.UsageError('name at least one run directory, or pass --networks')
     else:

@@ -68,8 +68,10 @@ def test_readme_opens_with_title_paragraph_and_the_two_commands():
     assert ci[-1] == test, 'the test command of README is exactly what CI runs'
 
 
-def test_readme_network_table_is_the_one_models_py_prints():
-    assert results_table.networks_table() in README
+def test_readme_network_tables_are_the_ones_models_py_prints():
+    from graph_mnist import models
+    assert results_table.networks_table(models.TALK) in README
+    assert results_table.networks_table(models.BEYOND, results_table.BEYOND_SOURCE) in README
 
 
 def test_readme_refers_to_nothing_outside_the_repository():

@@ -1,0 +1,59 @@
+"""The talk in a Jupyter notebook: train with the dashboard in the cell, stop with the
+kernel's stop button.
+
+    from graph_mnist import notebook
+    history = notebook.run('conv_dropout', iterations=10000)
+
+`run` is `train.train` with what a notebook needs around it: MNIST loaded once per
+kernel, the dashboard drawn in the cell's output (`vis='notebook'`), a run directory of
+its own under runs/ (history.json, checkpoints, TensorBoard events), and the kernel's
+interrupt (the stop button, or "Interrupt kernel") turned into a clean stop: a
+checkpoint, the history marked `interrupted`, the Session closed, a message instead of
+a traceback; the next cell can train again.
+"""
+
+import contextlib
+import signal
+import threading
+
+from graph_mnist import data
+from graph_mnist import runs
+from graph_mnist import train
+
+_MNIST = {}
+
+
+def mnist(data_dir=None):
+    """MNIST, loaded (and fetched, the first time) once per kernel."""
+    if data_dir not in _MNIST:
+        _MNIST[data_dir] = data.load(data_dir)
+    return _MNIST[data_dir]
+
+
+@contextlib.contextmanager
+def stop_button():
+    """While training: the kernel's interrupt (SIGINT) asks the loop to stop at the next
+    step instead of raising KeyboardInterrupt in the middle of a Session.run."""
+    requested = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(model, iterations=None, workdir=None, data_dir=None, vis='notebook', **settings):
+    """Trains `model` (see train.Config for the other settings: seed, batch_size, loss,
+    eval_every, log_every, checkpoint_every) and returns its history. Stopped with the
+    kernel's interrupt, returns the history so far (status 'interrupted')."""
+    config = train.Config(model, iterations=iterations, vis=vis, **settings)
+    images = mnist(data_dir)
+    workdir = runs.prepare_workdir(workdir, model)
+    with stop_button() as stop_requested:
+        try:
+            history = train.train(images, config, workdir, stop_requested=stop_requested)
+        except train.Interrupted as e:
+            print(f'{model}: {e}; the history so far is in {runs.history_path(workdir)}')
+            return runs.read_history(workdir)
+    print(train.summary_line(history))
+    return history

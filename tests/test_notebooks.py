@@ -1,0 +1,118 @@
+"""The notebooks, executed end to end in a real Jupyter kernel with small parameters, and
+the kernel's stop button during training."""
+
+import glob
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from graph_mnist import runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, 'notebooks', '*.ipynb')))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+import run_notebooks  # noqa: E402
+
+
+def outputs(notebook):
+    return [(cell, output) for cell in notebook['cells'] if cell['cell_type'] == 'code'
+            for output in cell.get('outputs', [])]
+
+
+def test_there_are_notebooks_and_each_has_a_parameters_cell_with_iterations():
+    assert [os.path.basename(p) for p in NOTEBOOKS] == ['deferred_execution.ipynb',
+                                                        'talk.ipynb']
+    for path in NOTEBOOKS:
+        cells = json.load(open(path))['cells']
+        parameters = [c for c in cells if 'parameters' in c['metadata'].get('tags', [])]
+        assert len(parameters) == 1 and 'iterations =' in ''.join(parameters[0]['source'])
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=os.path.basename)
+def test_notebook_runs_with_small_parameters(path, tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the trainings write their runs here
+    output = str(tmp_path / 'out.ipynb')
+    run_notebooks.execute(path, output, iterations=20, data_dir=mnist_dir)
+    executed = json.load(open(output))
+    found = outputs(executed)
+    assert not [o for _, o in found if o['output_type'] == 'error']
+    text = ''.join(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', ''))
+                   for _, o in found)
+    if path.endswith('talk.ipynb'):
+        trainings = [c for c in executed['cells'] if c['cell_type'] == 'code'
+                     and 'notebook.run(' in ''.join(c['source'])]
+        assert len(trainings) == 7  # softmax, then each step of the talk
+        for cell in trainings:  # each shows the dashboard in its output, and its result
+            kinds = [o for o in cell['outputs'] if 'image/png' in o.get('data', {})]
+            assert len(kinds) == 1, ''.join(cell['source'])
+        assert text.count('final test accuracy') == 7
+        assert '(the talk: "99.3%", "quite comfortably above 99")' in text
+        assert 'step 19: test accuracy' in text  # the hand-written loop
+        assert len(glob.glob(str(tmp_path / 'runs' / '*-*' / runs.HISTORY))) == 7  # + latest
+    else:
+        assert "Tensor(\"Ylogits:0\", shape=(None, 10), dtype=float32)" in text
+        assert 'You must feed a value for placeholder tensor' in text
+        assert 'trainable parameters: 7,850' in text
+        assert 'step 19: test accuracy' in text
+
+
+def test_committed_notebooks_carry_the_outputs_of_a_full_run():
+    """They read on a repository page without running, and stay small."""
+    for path in NOTEBOOKS:
+        notebook = json.load(open(path))
+        assert os.path.getsize(path) < 4_000_000
+        code = [c for c in notebook['cells'] if c['cell_type'] == 'code']
+        assert all(c.get('execution_count') for c in code), path
+        assert not [o for _, o in outputs(notebook) if o['output_type'] == 'error']
+        parameters = notebook['cells'][[i for i, c in enumerate(notebook['cells']) if
+                                        'parameters' in c['metadata'].get('tags', [])][0] + 1]
+        if path.endswith('talk.ipynb'):  # the talk's full number of steps: no cap injected
+            assert 'injected-parameters' not in parameters['metadata'].get('tags', []) or \
+                'iterations' not in ''.join(parameters['source'])
+            text = ''.join(''.join(o.get('text', '')) for _, o in outputs(notebook))
+            assert 'conv_dropout: final test accuracy' in text and '10000 steps in' in text
+
+
+def test_the_stop_button_stops_training_cleanly_and_the_kernel_trains_again(tmp_path,
+                                                                           mnist_dir):
+    from jupyter_client.manager import start_new_kernel
+    manager, client = start_new_kernel(kernel_name='python3', cwd=str(tmp_path))
+    try:
+        def run(code, timeout=120):
+            reply = client.execute_interactive(code, timeout=timeout, output_hook=lambda m: None)
+            assert reply['content']['status'] == 'ok', reply['content']
+            return reply
+
+        run('from graph_mnist import notebook')
+        message = client.execute(
+            "h = notebook.run('five_layers_relu', iterations=100000, eval_every=50, "
+            f"log_every=10, data_dir={mnist_dir!r})")
+        deadline = time.time() + 120
+        while time.time() < deadline:  # until training is under way
+            found = glob.glob(str(tmp_path / 'runs' / 'five_layers_relu-*' / runs.HISTORY))
+            if found and len(json.load(open(found[0]))['test']['step']) >= 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail('training did not start')
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=60)
+        while reply['parent_header'].get('msg_id') != message:
+            reply = client.get_shell_msg(timeout=60)
+        assert reply['content']['status'] == 'ok'  # a message, not a KeyboardInterrupt
+
+        workdir = os.path.dirname(found[0])
+        history = runs.read_history(workdir)
+        assert history['status'] == 'interrupted'
+        last = history['train']['step'][-1]
+        assert history['train']['step'] == list(range(0, last + 1, 10))  # consistent
+        assert os.path.exists(os.path.join(workdir, 'checkpoints', 'checkpoint'))
+        run("assert h['status'] == 'interrupted', h['status']")
+        run(f"h2 = notebook.run('softmax', iterations=30, data_dir={mnist_dir!r})\n"
+            "assert h2['status'] == 'finished', h2['status']")
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
