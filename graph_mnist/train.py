@@ -144,7 +144,7 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
             book.stop_if_nan(xent, step, 'in the training step')
         book.evaluate(config.iterations, final=True)
         book.checkpoint(config.iterations, final=True)
-    except KeyboardInterrupt:  # no stop_requested handler (e.g. a notebook): no checkpoint
+    except KeyboardInterrupt:  # no stop_requested handler (a plain call): no checkpoint
         book.save('interrupted')
         raise
     finally:

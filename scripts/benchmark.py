@@ -1,79 +1,106 @@
-r"""Training throughput of the talk's networks: graph_mnist's loop, Keras, PyTorch.
+r"""Training throughput of the networks: graph_mnist's loop against Keras and PyTorch,
+each contender in a fresh process of its own.
 
-    python scripts/benchmark.py                                   # all seven
-    python scripts/benchmark.py --models=conv_dropout --steps=500 --repeats=3 --json=out.json
-    python scripts/benchmark.py --models=conv_dropout --time_to_99
+    python scripts/benchmark.py --models=conv_dropout --repeats=5
+    python scripts/benchmark.py --time_to_99 --seeds=0,1,2 --readme_command --json=runs/b.json
+    python scripts/benchmark.py --models=conv_dropout --onednn=both
 
-For each network, in one process and interleaved (ours, Keras, PyTorch, ours, Keras,
-...: machine noise hits all alike), the steady-state training throughput in images per
-second, median over --repeats timings of --steps steps after a warm-up:
+For each network, --repeats rounds; in each round every contender runs once, in a new
+process (`scripts/benchmark.py --worker=...`), the order rotated from round to round, so
+that machine noise hits all alike and no library can crash or slow another (TensorFlow
+and PyTorch in one process have crashed). A process builds its network, trains
+--warmup steps, then times --steps steps: one timing per process. Reported per
+contender: the median in images per second and the spread, (max - min) / median, of
+the timings; a ratio whose either side spreads more than 10% says so.
 
-- ours: graph_mnist.train's own training step (train.training_step: batch from
-  data.Batches, Session.run(train_step, feed_dict)), test evaluation excluded;
-- Keras: the same layers, initialisation, optimizer and learning-rate schedule, batch
-  100, `model.fit` on the training set;
-- PyTorch: the same, in a plain training loop (skipped when torch is not installed).
+Contenders:
+- ours: graph_mnist.train's own step (train.training_step: a batch from data.Batches,
+  Session.run(train_step, feed_dict)); also its evaluation of the 10,000 test images;
+- keras and keras_xla: the same network in Keras 3, `model.fit` (jit_compile off and
+  on); Keras is reported at the faster of the two, so that our lead is not a weak
+  opponent's;
+- torch: the same network in PyTorch, a plain training loop (if torch is installed);
+- any of them with the suffix @onednn_off runs with TF_ENABLE_ONEDNN_OPTS=0
+  (--onednn=both adds those for ours and Keras).
 
-Also: milliseconds for one evaluation of the 10,000 test images (ours), seconds from
-process start to the training loop (`python -m graph_mnist.train`), and the achieved
-GFLOP/s against the float32 matrix-multiply peak measured by numpy in the same run.
-
-The operation count is the network's own (models.training_flops_per_image, from the
-layers read off its graph), and so are the Keras and PyTorch twins: built layer by
-layer from models.layers, checked against the graph by tests/test_benchmark.py.
+The twins are built from the network's description read off its graph in this process
+(models.layers: layers, initial values, optimizer, learning rate), so the PyTorch
+process never imports TensorFlow; tests/test_benchmark.py checks them layer by layer.
+Also: the float32 matrix-multiply peak (numpy, its own process), the achieved GFLOP/s
+(models.training_flops_per_image), the start-up of `python -m graph_mnist.train`; with
+--time_to_99, wall time to 99% test accuracy (evaluations every 100 steps included) for
+ours and Keras per seed; with --readme_command, the wall time of README's first
+command's training. Every result records the machine: CPU model, vector extensions,
+cores, the versions of TensorFlow, Keras, PyTorch, numpy, and the commit.
 """
 
 if __name__ == '__main__':
     from graph_mnist import cli
     cli.before_tensorflow()
 
+import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import types
+from importlib import metadata
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import files
-from graph_mnist import models
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist.errors import UserError
+
+SPREAD_LIMIT = 0.10
+CONTENDERS = ('ours', 'keras', 'keras_xla', 'torch')
 
 
-
-# --------------------------------------------------------------------------- the machine
-
-
-def matmul_peak_gflops(n=2048, repeats=5):
-    """float32 matrix multiply through numpy: the machine's practical peak."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+# ------------------------------------------------------------------ what a twin builds
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def describe(model):
+    """Network `model` as its twins need it, read off its graph (models.layers) and its
+    Spec: plain data, so that a process without TensorFlow can build a twin."""
+    from graph_mnist import models
+    spec = models.NETWORKS[model]
+    rate = spec.learning_rate
+    return {'model': model, 'layers': [layer._asdict() for layer in models.layers(model)],
+            'optimizer': 'sgd' if spec.optimizer is models.SGD else 'adam',
+            'rate': {'kind': type(rate).__name__, **rate._asdict()},
+            'loss_scale': models.LOSS_SCALE, 'weight_stddev': models.WEIGHT_STDDEV,
+            'bn_epsilon': models.BN_EPSILON,
+            'training_flops_per_image': models.training_flops_per_image(model)}
+
+
+def _layers(description):
+    return [types.SimpleNamespace(**layer, out_size=-(-layer['size'] // layer['stride']))
+            for layer in description['layers']]
+
+
+def rate_at(rate, step):
+    """The learning rate of a description at a step, as a number."""
+    if rate['kind'] == 'ConstantRate':
+        return rate['rate']
+    return rate['floor'] + rate['start'] * math.exp(-step / rate['period'])
 
 
 # --------------------------------------------------------------------------- ours
 
 
 class Ours:
-    name = 'graph_mnist'
-
-    def __init__(self, model, mnist, seed=0):
-        self.g = models.build(model, seed=seed)
+    def __init__(self, description, mnist, seed=0):
+        from graph_mnist import models
+        from graph_mnist import train
+        self.train, self.models = train, models
+        self.g = models.build(description['model'], seed=seed)
         self.sess = train.open_session(self.g)
         self.sess.run(self.g.init)
         self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
@@ -82,7 +109,7 @@ class Ours:
     def train_steps(self, count):
         for _ in range(count):
             batch_X, batch_Y = self.batches(self.step)
-            train.training_step(self.sess, self.g, batch_X, batch_Y, self.step)
+            self.train.training_step(self.sess, self.g, batch_X, batch_Y, self.step)
             self.step += 1
 
     def evaluate(self):
@@ -91,47 +118,43 @@ class Ours:
                                                      self.mnist.test_labels))
 
     def parameters(self):
-        return models.trainable_parameters(self.g)
-
-    def close(self):
-        self.sess.close()
+        return self.models.trainable_parameters(self.g)
 
 
 # --------------------------------------------------------------------------- Keras
 
 
 def keras_learning_rate(rate):
-    """The network's learning rate (models.ConstantRate or DecayingRate) for Keras."""
+    """A description's learning rate for Keras: a number, or a schedule."""
     import keras
 
-    if isinstance(rate, models.ConstantRate):
-        return rate.rate
+    if rate['kind'] == 'ConstantRate':
+        return rate['rate']
 
     class Decaying(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
             step = keras.ops.cast(step, 'float32')
-            return rate.floor + rate.start * keras.ops.exp(-step / rate.period)
+            return rate['floor'] + rate['start'] * keras.ops.exp(-step / rate['period'])
 
         def get_config(self):
-            return rate._asdict()
+            return dict(rate)
 
     return Decaying()
 
 
-def keras_model(model, seed=0):
-    """The Keras twin of network `model`, layer by layer from models.layers."""
+def keras_model(description, seed=0, jit_compile=False):
+    """The Keras twin of a network, layer by layer from its description."""
     import keras
     keras.utils.set_random_seed(seed)
-    spec = models.NETWORKS[model]
     stack = [keras.Input((28, 28, 1))]
-    for layer in models.layers(model):
+    for layer in _layers(description):
         if layer.kind == 'dropout':
             stack.append(keras.layers.Dropout(layer.rate))
             continue
         bias = keras.initializers.Constant(layer.bias)
         settings = dict(
             kernel_initializer=keras.initializers.Zeros() if layer.init == 'zeros' else
-            keras.initializers.TruncatedNormal(stddev=models.WEIGHT_STDDEV, seed=seed))
+            keras.initializers.TruncatedNormal(stddev=description['weight_stddev'], seed=seed))
         settings.update(use_bias=False) if layer.batch_norm else \
             settings.update(activation=layer.activation, bias_initializer=bias)
         if layer.kind == 'conv':
@@ -143,26 +166,26 @@ def keras_model(model, seed=0):
             stack.append(keras.layers.Dense(layer.n_out, **settings))
         if layer.batch_norm:  # the offset takes the bias's place; a scale only if ours has one
             stack.append(keras.layers.BatchNormalization(
-                epsilon=models.BN_EPSILON, scale=layer.scale, beta_initializer=bias))
+                epsilon=description['bn_epsilon'], scale=layer.scale, beta_initializer=bias))
             stack.append(keras.layers.Activation(layer.activation))
     net = keras.Sequential(stack)
-    rate = keras_learning_rate(spec.learning_rate)
-    if spec.optimizer is models.SGD:
-        # our loss is the batch mean x LOSS_SCALE; Keras' is the mean: the same steps need
-        # a rate LOSS_SCALE times larger (Adam does not care about the scale)
-        optimizer = keras.optimizers.SGD(rate * models.LOSS_SCALE)
+    rate = keras_learning_rate(description['rate'])
+    if description['optimizer'] == 'sgd':
+        # our loss is the batch mean x loss_scale; Keras' is the mean: the same steps need
+        # a rate loss_scale times larger (Adam does not care about the scale)
+        optimizer = keras.optimizers.SGD(rate * description['loss_scale'])
     else:
         optimizer = keras.optimizers.Adam(rate)
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                metrics=['accuracy'])
+                metrics=['accuracy'], jit_compile=jit_compile)
     return net
 
 
 class Keras:
-    name = 'Keras fit'
+    jit_compile = False
 
-    def __init__(self, model, mnist, seed=0):
-        self.net = keras_model(model, seed)
+    def __init__(self, description, mnist, seed=0):
+        self.net = keras_model(description, seed, self.jit_compile)
         self.mnist = mnist
         self.rng = np.random.default_rng(seed)
         self.order = np.empty(0, np.int64)
@@ -183,21 +206,22 @@ class Keras:
     def parameters(self):
         return self.net.count_params()
 
-    def close(self):
-        pass
+
+class KerasXLA(Keras):
+    jit_compile = True
 
 
 # --------------------------------------------------------------------------- PyTorch
 
 
-def torch_model(model, seed=0):
-    """The PyTorch twin of network `model`, layer by layer from models.layers."""
+def torch_model(description, seed=0):
+    """The PyTorch twin of a network, layer by layer from its description."""
     import torch
     from torch import nn
     torch.manual_seed(seed)
     activations = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}
     modules, flat = [], False
-    for layer in models.layers(model):
+    for layer in _layers(description):
         if layer.kind == 'dropout':
             modules.append(nn.Dropout(layer.rate))
             continue
@@ -219,13 +243,13 @@ def torch_model(model, seed=0):
             if layer.init == 'zeros':
                 weighted.weight.zero_()
             else:
-                std = models.WEIGHT_STDDEV
+                std = description['weight_stddev']
                 nn.init.trunc_normal_(weighted.weight, std=std, a=-2 * std, b=2 * std)
             if with_bias:
                 weighted.bias.fill_(layer.bias)
         modules.append(weighted)
         if layer.batch_norm:
-            normalise = norm(layer.n_out, eps=models.BN_EPSILON)
+            normalise = norm(layer.n_out, eps=description['bn_epsilon'])
             with torch.no_grad():
                 normalise.bias.fill_(layer.bias)
             normalise.weight.requires_grad_(layer.scale)  # no scale: stays 1, not trained
@@ -236,18 +260,17 @@ def torch_model(model, seed=0):
 
 
 class Torch:
-    name = 'PyTorch'
-
-    def __init__(self, model, mnist, seed=0):
+    def __init__(self, description, mnist, seed=0):
         import torch
         torch.set_num_threads(os.cpu_count())
         self.torch = torch
-        self.net = torch_model(model, seed)
-        spec = models.NETWORKS[model]
-        optimizer = torch.optim.SGD if spec.optimizer is models.SGD else torch.optim.Adam
+        self.net = torch_model(description, seed)
+        self.loss_scale = description['loss_scale']
+        optimizer = torch.optim.SGD if description['optimizer'] == 'sgd' else torch.optim.Adam
         trained = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = optimizer(trained, lr=1.0)  # x the schedule below
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, spec.learning_rate.at)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: rate_at(description['rate'], step))
         # NCHW for PyTorch; the conversion is done once, outside the timed loop
         self.images = torch.from_numpy(mnist.train_images.transpose(0, 3, 1, 2).copy())
         self.labels = torch.from_numpy(mnist.train_digits)
@@ -265,7 +288,7 @@ class Torch:
             chosen = self.order[self.position * 100:(self.position + 1) * 100]
             self.position += 1
             loss = torch.nn.functional.cross_entropy(self.net(self.images[chosen]),
-                                                     self.labels[chosen]) * models.LOSS_SCALE
+                                                     self.labels[chosen]) * self.loss_scale
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -278,32 +301,206 @@ class Torch:
         return float((predicted == self.test_labels).float().mean())
 
     def parameters(self):
-        return sum(p.numel() for p in self.net.parameters())
-
-    def close(self):
-        pass
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
 
-def torch_available():
+class Segfault:
+    """A contender that crashes as TensorFlow and PyTorch in one process once did: for
+    tests/test_benchmark.py, which checks that the others are still measured."""
+
+    def __init__(self, description, mnist, seed=0):
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+WORKERS = {'ours': Ours, 'keras': Keras, 'keras_xla': KerasXLA, 'torch': Torch,
+           'segfault': Segfault}
+
+
+# --------------------------------------------------------------------------- a worker
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_peak_gflops(n=2048, repeats=5):
+    """float32 matrix multiply through numpy: the machine's practical peak."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    return 2 * n ** 3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def time_to_99(contender, limit=10000, every=100):
+    """Wall time, evaluations included, until the test accuracy on all 10,000 test
+    images first reaches 0.99, evaluating every `every` steps: (seconds, step), or
+    (None, None) within `limit` steps."""
+    start = time.perf_counter()
+    for step in range(every, limit + 1, every):
+        contender.train_steps(every)
+        if contender.evaluate() >= 0.99:
+            return time.perf_counter() - start, step
+    return None, None
+
+
+def work(name, task, description, steps, warmup, seed, data_dir):
+    """What one worker process measures; a JSON-ready dict."""
+    if name == 'matmul':
+        return {'gflops': matmul_peak_gflops()}
+    if name == 'torch':
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return {'unavailable': 'torch is not installed'}
+    mnist = data.load(data_dir, log=lambda message: None)
+    contender = WORKERS[name.split('@')[0]](description, mnist, seed)
+    if task == 'time_to_99':
+        seconds, step = time_to_99(contender)
+        return {'seconds': seconds, 'step': step}
+    contender.train_steps(warmup)
+    result = {'seconds': _timed(lambda: contender.train_steps(steps)),
+              'parameters': contender.parameters()}
+    if name == 'ours':
+        result['eval_ms'] = 1000 * statistics.median(_timed(contender.evaluate)
+                                                     for _ in range(3))
+    return result
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def run_worker(name, task, description_path, steps=1, warmup=0, seed=0, data_dir=None,
+               timeout=3600):
+    """Runs one contender in a fresh process: its result, or {'crashed': why}."""
+    env = dict(os.environ)
+    if name.endswith('@onednn_off'):
+        env['TF_ENABLE_ONEDNN_OPTS'] = '0'
+    command = [sys.executable, os.path.abspath(__file__), f'--worker={name}', f'--task={task}',
+               f'--description={description_path}', f'--steps={steps}',
+               f'--warmup={warmup}', f'--seed={seed}']
+    if data_dir:
+        command.append(f'--data_dir={data_dir}')
     try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
+        done = subprocess.run(command, capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'crashed': f'no answer within {timeout} s'}
+    if done.returncode != 0:
+        how = f'killed by {_signal_name(-done.returncode)}' if done.returncode < 0 else \
+            f'exit {done.returncode}'
+        last = (done.stderr.strip().splitlines() or [''])[-1][:200]
+        return {'crashed': f'{how}' + (f': {last}' if last else '')}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# --------------------------------------------------------------------------- measuring
+def _signal_name(number):
+    import signal
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f'signal {number}'
 
 
-def throughput(contenders, steps, repeats, warmup):
-    """{name: images per second}, median of `repeats` interleaved timings."""
-    for c in contenders:
-        c.train_steps(warmup)
-    times = {c.name: [] for c in contenders}
-    for _ in range(repeats):
-        for c in contenders:
-            times[c.name].append(_timed(lambda: c.train_steps(steps)))
-    return {name: 100 * steps / statistics.median(t) for name, t in times.items()}, times
+def summarize(seconds, steps):
+    """Median images per second of the timings, and their spread."""
+    median = statistics.median(seconds)
+    spread = (max(seconds) - min(seconds)) / median
+    return {'seconds': seconds, 'images_per_second': 100 * steps / median,
+            'spread': spread, 'noisy': spread > SPREAD_LIMIT}
+
+
+def ratio(ours, theirs):
+    """ours / theirs in images per second, with a warning when either side is noisy."""
+    if not ours or not theirs or 'images_per_second' not in ours or \
+            'images_per_second' not in theirs:
+        return None
+    warning = ''
+    if ours['noisy'] or theirs['noisy']:
+        warning = (f'spread {max(ours["spread"], theirs["spread"]):.0%} > '
+                   f'{SPREAD_LIMIT:.0%}')
+    return {'value': ours['images_per_second'] / theirs['images_per_second'],
+            'warning': warning}
+
+
+def best_keras(measured):
+    """The faster of the Keras modes measured (name, result), or (None, None)."""
+    modes = [(name, r) for name, r in measured.items()
+             if name.split('@')[0].startswith('keras') and 'images_per_second' in r]
+    return max(modes, key=lambda m: m[1]['images_per_second'], default=(None, None))
+
+
+def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print):
+    """Every contender, `repeats` rounds, one fresh process per timing, order rotated."""
+    description = describe(model)
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+        json.dump(description, f)
+    try:
+        timings = {name: [] for name in contenders}
+        extra, failed = {}, {}
+        for round_ in range(repeats):
+            shift = round_ % len(contenders)
+            for name in contenders[shift:] + contenders[:shift]:
+                if name in failed:
+                    continue  # crashed or unavailable once: reported, not retried
+                result = run_worker(name, 'throughput', f.name, steps, warmup, 0, data_dir)
+                if 'seconds' in result:
+                    timings[name].append(result['seconds'])
+                    extra[name] = result
+                else:
+                    failed[name] = result
+                    log(f'{model}: {name}: {result}')
+    finally:
+        os.remove(f.name)
+    measured = {}
+    for name in contenders:
+        if name in failed:
+            measured[name] = failed[name]
+        else:
+            measured[name] = {**summarize(timings[name], steps),
+                              'parameters': extra[name]['parameters']}
+            if 'eval_ms' in extra[name]:
+                measured[name]['eval_ms'] = extra[name]['eval_ms']
+    keras_name, keras = best_keras(measured)
+    flops = description['training_flops_per_image']
+    return {'contenders': measured, 'keras_best': keras_name,
+            'ours_over_keras': ratio(measured.get('ours'), keras),
+            'ours_over_torch': ratio(measured.get('ours'), measured.get('torch')),
+            'training_mflop_per_image': flops / 1e6,
+            'achieved_gflops': {name: r['images_per_second'] * flops / 1e9
+                                for name, r in measured.items() if 'images_per_second' in r}}
+
+
+def machine():
+    """What the figures were measured on."""
+    cpu, extensions = 'unknown', []
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name') and cpu == 'unknown':
+                    cpu = line.split(':', 1)[1].strip()
+                if line.startswith('flags') and not extensions:
+                    extensions = sorted(x for x in line.split(':', 1)[1].split()
+                                        if x.startswith(('avx', 'fma', 'amx')))
+    except OSError:
+        pass
+    versions = {}
+    for package in ('tensorflow', 'keras', 'torch', 'numpy'):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    git = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                         text=True, cwd=here)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True, cwd=here).stdout.strip()
+    return {'cpu': cpu, 'vector_extensions': extensions, 'cores': os.cpu_count(),
+            'versions': versions,
+            'commit': git.stdout.strip() + ('-dirty' if dirty else '') if git.returncode == 0
+            else None}
 
 
 def startup_seconds(model, data_dir):
@@ -319,111 +516,183 @@ def startup_seconds(model, data_dir):
         return runs.read_history(workdir)['loop_started_at'] - launched
 
 
-def time_to_99(contender, limit=10000, every=100):
-    """Wall time, evaluations included, until the test accuracy on all 10,000 test
-    images first reaches 0.99, evaluating every `every` steps: (seconds, step), or
-    (None, None) within `limit` steps."""
-    start = time.perf_counter()
-    for step in range(every, limit + 1, every):
-        contender.train_steps(every)
-        if contender.evaluate() >= 0.99:
-            return time.perf_counter() - start, step
-    return None, None
+def readme_command_seconds(data_dir):
+    """Wall time of README's first command's training (`python -m graph_mnist.train
+    --model=conv_dropout`, as a user runs it, headless: the dashboard saved), and the
+    run's own figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, '-m', 'graph_mnist.train', '--model=conv_dropout']
+        if data_dir:
+            command.append(f'--data_dir={data_dir}')
+        env = {k: v for k, v in os.environ.items() if k not in ('DISPLAY', 'WAYLAND_DISPLAY')}
+        seconds = _timed(lambda: subprocess.run(command, check=True, capture_output=True,
+                                                cwd=tmp, env=env))
+        history = runs.read_history(os.path.join(tmp, runs.RUNS, runs.LATEST))
+    return {'seconds': seconds, 'wall_time': history['wall_time'],
+            'final_test_accuracy': history['final_test_accuracy']}
 
+
+# --------------------------------------------------------------------------- the report
+
+
+def _rate(r):
+    if 'images_per_second' in r:
+        return f"{r['images_per_second']:,.0f} (±{r['spread'] / 2:.0%})"
+    if 'crashed' in r:
+        return f"crashed ({r['crashed']})"
+    return r.get('unavailable', 'not measured')
+
+
+def _ratio(r):
+    if not r:
+        return '–'
+    return f"**{r['value']:.2f}**" + (f" ({r['warning']})" if r['warning'] else '')
+
+
+def markdown(results):
+    m = results['machine']
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {' '.join(m['vector_extensions'])}; "
+             + ', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)
+             + f"; commit {m['commit']}; {results['date']}; `{results['command']}`", '',
+             f"float32 matrix multiply peak (numpy, 2048x2048): {results['peak_gflops']:.0f} "
+             'GFLOP/s', '',
+             '| network | ours img/s | Keras img/s (mode) | PyTorch img/s | ours / Keras '
+             '| ours / PyTorch | ours eval 10k (ms) | start-up (s) | ours GFLOP/s | of peak |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for model, r in results['models'].items():
+        c = r['contenders']
+        keras = c.get(r['keras_best']) if r['keras_best'] else None
+        ours_gflops = r['achieved_gflops'].get('ours')
+        lines.append(
+            f"| `{model}` | {_rate(c.get('ours', {}))} "
+            f"| {_rate(keras) + ' (' + r['keras_best'] + ')' if keras else '–'} "
+            f"| {_rate(c['torch']) if 'torch' in c else '–'} "
+            f"| {_ratio(r['ours_over_keras'])} | {_ratio(r['ours_over_torch'])} "
+            f"| {c.get('ours', {}).get('eval_ms', float('nan')):.0f} "
+            f"| {r.get('startup_s', float('nan')):.1f} "
+            + (f"| {ours_gflops:.1f} | {ours_gflops / results['peak_gflops']:.1%} |"
+               if ours_gflops else '| – | – |'))
+    others = sorted({n for r in results['models'].values() for n in r['contenders']
+                     if n not in ('ours', 'torch')})
+    if others:
+        lines += ['', 'Every contender (images per second, median ± half the spread):', '',
+                  '| network | ' + ' | '.join(others) + ' |',
+                  '|---|' + '---|' * len(others)]
+        for model, r in results['models'].items():
+            lines.append(f'| `{model}` | ' + ' | '.join(
+                _rate(r['contenders'][n]) if n in r['contenders'] else '–' for n in others)
+                + ' |')
+    if 'time_to_99' in results:
+        lines += ['', 'Time to 99% test accuracy, conv_dropout (evaluations every 100 steps '
+                  'included):', '']
+        for name, per_seed in results['time_to_99'].items():
+            lines.append(f'- {name}: ' + ', '.join(
+                f"seed {s['seed']}: " + (f"{s['seconds']:.1f} s (step {s['step']:,})"
+                                         if s.get('seconds') else s.get('crashed', 'never'))
+                for s in per_seed))
+    if 'readme_command' in results:
+        r = results['readme_command']
+        lines += ['', f"README command (`python -m graph_mnist.train --model=conv_dropout`): "
+                  f"{r['seconds']:.0f} s whole process, {r['wall_time']:.0f} s of training; "
+                  f"final test accuracy {r['final_test_accuracy']:.4f}"]
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------- main
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_list('models', list(models.NETWORKS), 'Networks to measure.')
+    flags.DEFINE_list('models', ['conv_dropout'], 'Networks to measure (or "all").')
+    flags.DEFINE_list('contenders', list(CONTENDERS), 'Who trains: ' + ', '.join(WORKERS)
+                      + ' (suffix @onednn_off: TF_ENABLE_ONEDNN_OPTS=0).')
+    flags.DEFINE_enum('onednn', 'on', ['on', 'off', 'both'], 'oneDNN for the TensorFlow '
+                      'contenders (ours, Keras): on (TensorFlow\'s default), off, or both.')
     flags.DEFINE_integer('steps', 300, 'Training steps per timing.', lower_bound=1)
-    flags.DEFINE_integer('repeats', 3, 'Timings per contender (median kept).', lower_bound=1)
+    flags.DEFINE_integer('repeats', 5, 'Timings per contender, each in a fresh process.',
+                         lower_bound=1)
     flags.DEFINE_integer('warmup', 50, 'Steps before timing.', lower_bound=0)
-    flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
+    flags.DEFINE_string('json', None, 'Also write the results here as JSON (a new file).')
     flags.DEFINE_bool('time_to_99', False, 'Also measure conv_dropout\'s time to 99% test '
-                      'accuracy, ours against Keras.')
-    flags.DEFINE_list('seeds', ['0'], 'Seeds for --time_to_99.')
+                      'accuracy, ours against Keras (its faster mode).')
+    flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds for --time_to_99.')
+    flags.DEFINE_bool('readme_command', False, 'Also time README\'s first command.')
     flags.DEFINE_string('data_dir', None, 'MNIST directory.')
+    # a worker process (started by this script itself)
+    flags.DEFINE_string('worker', None, 'Internal: run one contender and print its result.')
+    flags.DEFINE_enum('task', 'throughput', ['throughput', 'time_to_99'], 'Internal.')
+    flags.DEFINE_string('description', None, 'Internal: the network, as JSON.')
+    flags.DEFINE_integer('seed', 0, 'Internal: the worker\'s seed.')
+
+
+def contenders_from_flags():
+    chosen = list(FLAGS.contenders)
+    unknown = [c for c in chosen if c.split('@')[0] not in WORKERS]
+    if unknown:
+        raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}')
+    tf_side = [c for c in chosen if c.split('@')[0] in ('ours', 'keras', 'keras_xla')]
+    if FLAGS.onednn == 'off':
+        chosen = [c + '@onednn_off' if c in tf_side else c for c in chosen]
+    elif FLAGS.onednn == 'both':
+        chosen += [c + '@onednn_off' for c in tf_side]
+    return chosen
 
 
 def main(argv):
     del argv
-    unknown = sorted(set(FLAGS.models) - set(models.NETWORKS))
+    if FLAGS.worker:  # one contender, in this fresh process
+        description = None
+        if FLAGS.description:
+            with open(FLAGS.description) as f:
+                description = json.load(f)
+        print(json.dumps(work(FLAGS.worker, FLAGS.task, description, FLAGS.steps,
+                              FLAGS.warmup, FLAGS.seed, FLAGS.data_dir)))
+        return 0
+    from graph_mnist import models
+    names = list(models.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
+    unknown = sorted(set(names) - set(models.NETWORKS))
     if unknown:
         raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
     if FLAGS.json and os.path.exists(FLAGS.json):
-        raise runs.WorkdirError(f'{FLAGS.json} already exists; choose another --json')
-    mnist = data.load(FLAGS.data_dir, log=logging.info)
-    peak = matmul_peak_gflops()
-    print(f'float32 matrix multiply peak (numpy, 2048x2048): {peak:.0f} GFLOP/s', flush=True)
-    have_torch = torch_available()
-    if not have_torch:
-        print('PyTorch: skipped: torch not installed')
-    results = {'peak_gflops': peak, 'command': ' '.join(sys.argv), 'date': time.strftime(
-        '%Y-%m-%d'), 'tensorflow': tf.__version__, 'models': {}}
-    for model in FLAGS.models:
-        kinds = [Ours, Keras] + ([Torch] if have_torch else [])
-        contenders = [kind(model, mnist) for kind in kinds]
-        rates, times = throughput(contenders, FLAGS.steps, FLAGS.repeats, FLAGS.warmup)
-        ours = contenders[0]
-        eval_ms = 1000 * statistics.median(_timed(ours.evaluate) for _ in range(3))
-        flops = models.training_flops_per_image(model)
-        row = {
-            'images_per_second': rates,
-            'ratio_to_keras': rates['graph_mnist'] / rates['Keras fit'],
-            'ratio_to_torch': rates['graph_mnist'] / rates['PyTorch'] if have_torch else None,
-            'ms_per_step': {k: 100_000 / v for k, v in rates.items()},
-            'eval_ms': eval_ms,
-            'startup_s': startup_seconds(model, FLAGS.data_dir),
-            'training_mflop_per_image': flops / 1e6,
-            'achieved_gflops': {k: v * flops / 1e9 for k, v in rates.items()},
-            'fraction_of_peak': {k: v * flops / 1e9 / peak for k, v in rates.items()},
-            'parameters': {c.name: c.parameters() for c in contenders},
-            'timings_s': times,
-        }
-        for c in contenders:
-            c.close()
+        raise UserError(f'{FLAGS.json} already exists; choose another --json')
+    contenders = contenders_from_flags()
+    data.load(FLAGS.data_dir, log=logging.info)  # fetched once, before any timing
+    results = {'machine': machine(), 'command': ' '.join(['python'] + sys.argv),
+               'date': time.strftime('%Y-%m-%d'), 'steps': FLAGS.steps,
+               'repeats': FLAGS.repeats, 'warmup': FLAGS.warmup,
+               'models': {}}
+    peak = run_worker('matmul', 'throughput', '')
+    if 'gflops' not in peak:
+        raise UserError(f'the matrix-multiply measurement failed: {peak}')
+    results['peak_gflops'] = peak['gflops']
+    logging.info('float32 matrix multiply peak: %.0f GFLOP/s', results['peak_gflops'])
+    for model in names:
+        row = measure(model, contenders, FLAGS.steps, FLAGS.warmup, FLAGS.repeats,
+                      FLAGS.data_dir, log=logging.warning)
+        row['startup_s'] = startup_seconds(model, FLAGS.data_dir)
         results['models'][model] = row
-        print(f"{model:34} ours {rates['graph_mnist']:8.0f} img/s  Keras {rates['Keras fit']:8.0f}"
-              + (f"  PyTorch {rates['PyTorch']:8.0f}" if have_torch else '')
-              + f"  ours/Keras {row['ratio_to_keras']:.2f}"
-              + (f"  ours/PyTorch {row['ratio_to_torch']:.2f}" if have_torch else '')
-              + f"  eval {eval_ms:.0f} ms  start-up {row['startup_s']:.1f} s  "
-              f"{row['achieved_gflops']['graph_mnist']:.1f} GFLOP/s "
-              f"({row['fraction_of_peak']['graph_mnist']:.1%} of peak)", flush=True)
+        logging.info('%s: ours/Keras %s, ours/PyTorch %s', model,
+                     _ratio(row['ours_over_keras']), _ratio(row['ours_over_torch']))
     if FLAGS.time_to_99:
+        keras_mode = results['models'].get('conv_dropout', {}).get('keras_best') or 'keras'
+        description = describe('conv_dropout')
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(description, f)
         results['time_to_99'] = {}
-        for seed in map(int, FLAGS.seeds):
-            for kind in (Ours, Keras):
-                contender = kind('conv_dropout', mnist, seed)
-                seconds, step = time_to_99(contender)
-                contender.close()
-                results['time_to_99'].setdefault(kind.name, []).append(
-                    {'seed': seed, 'seconds': seconds, 'step': step})
-                print(f'time to 99%, conv_dropout, {kind.name}, seed {seed}: '
-                      + (f'{seconds:.1f} s (step {step})' if seconds else 'not within 10,000 steps'),
-                      flush=True)
+        for i, seed in enumerate(map(int, FLAGS.seeds)):
+            for name in (('ours', keras_mode) if i % 2 == 0 else (keras_mode, 'ours')):
+                result = run_worker(name, 'time_to_99', f.name, seed=seed,
+                                    data_dir=FLAGS.data_dir)
+                results['time_to_99'].setdefault(name, []).append({'seed': seed, **result})
+                logging.info('time to 99%%, %s, seed %d: %s', name, seed, result)
+        os.remove(f.name)
+    if FLAGS.readme_command:
+        results['readme_command'] = readme_command_seconds(FLAGS.data_dir)
     print(markdown(results))
     if FLAGS.json:
         files.write_json(FLAGS.json, results)
-
-
-def markdown(results):
-    lines = ['| network | ours img/s | Keras img/s | PyTorch img/s | ours/Keras | ours/PyTorch '
-             '| eval 10k (ms) | start-up (s) | MFLOP/img (train) | ours GFLOP/s | of peak |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
-    for model, r in results['models'].items():
-        rates = r['images_per_second']
-        torch_rate = f"{rates['PyTorch']:.0f}" if 'PyTorch' in rates else 'skipped'
-        torch_ratio = f"{r['ratio_to_torch']:.2f}" if r['ratio_to_torch'] else '-'
-        lines.append(
-            f"| `{model}` | {rates['graph_mnist']:.0f} | {rates['Keras fit']:.0f} | {torch_rate} "
-            f"| {r['ratio_to_keras']:.2f} | {torch_ratio} | {r['eval_ms']:.0f} "
-            f"| {r['startup_s']:.1f} | {r['training_mflop_per_image']:.2f} "
-            f"| {r['achieved_gflops']['graph_mnist']:.1f} "
-            f"| {r['fraction_of_peak']['graph_mnist']:.1%} |")
-    lines.append(f"\nPeak: {results['peak_gflops']:.0f} GFLOP/s (numpy float32 matmul).")
-    return '\n'.join(lines)
+    return 0
 
 
 if __name__ == '__main__':

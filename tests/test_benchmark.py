@@ -63,7 +63,7 @@ def test_layers_are_read_from_the_network_function(monkeypatch):
 def test_keras_twin_matches_the_graph_layer_by_layer(model):
     import keras
     ours = models.layers(model)
-    net = benchmark.keras_model(model)
+    net = benchmark.keras_model(benchmark.describe(model))
     kinds = {keras.layers.Conv2D: 'conv', keras.layers.Dense: 'dense',
              keras.layers.Dropout: 'dropout'}
     twin = [l for l in net.layers if type(l) in kinds]
@@ -102,7 +102,7 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
     torch = require('torch')
     from torch import nn
     ours = models.layers(model)
-    net = benchmark.torch_model(model)
+    net = benchmark.torch_model(benchmark.describe(model))
     kinds = {nn.Conv2d: 'conv', nn.Linear: 'dense', nn.Dropout: 'dropout'}
     shapes, x = [], torch.zeros(2, 1, 28, 28)
     with torch.no_grad():
@@ -141,3 +141,48 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
         assert activation == layer.activation
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == \
         models.trainable_parameters(models.build(model))
+
+
+def test_summary_and_ratio_arithmetic():
+    ours = benchmark.summarize([2.0, 2.05, 1.95], steps=300)  # 300 steps of 100 images
+    assert ours['images_per_second'] == pytest.approx(30000 / 2.0)
+    assert ours['spread'] == pytest.approx(0.1 / 2.0) and not ours['noisy']
+    keras = benchmark.summarize([4.0, 5.0, 4.0], steps=300)
+    assert keras['spread'] == pytest.approx(0.25) and keras['noisy']
+    r = benchmark.ratio(ours, keras)
+    assert r['value'] == pytest.approx(2.0) and r['warning'] == 'spread 25% > 10%'
+    assert benchmark.ratio(ours, {'crashed': 'killed by SIGSEGV'}) is None
+    assert benchmark.ratio(ours, benchmark.summarize([1.0, 1.05], 300))['warning'] == ''
+
+
+def test_keras_is_reported_at_its_faster_mode():
+    measured = {'ours': benchmark.summarize([1.0], 10),
+                'keras': benchmark.summarize([3.0], 10),
+                'keras_xla': benchmark.summarize([2.0], 10),
+                'keras@onednn_off': {'crashed': 'exit 1'}}
+    assert benchmark.best_keras(measured)[0] == 'keras_xla'
+    assert benchmark.best_keras({'ours': measured['ours']}) == (None, None)
+
+
+def test_learning_rates_for_the_twins_are_the_networks():
+    d = benchmark.describe('conv_dropout')
+    assert benchmark.rate_at(d['rate'], 0) == pytest.approx(0.0031)
+    assert benchmark.rate_at(d['rate'], 2000) == pytest.approx(0.0001 + 0.003 / np.e)
+    assert benchmark.rate_at(benchmark.describe('softmax')['rate'], 500) == 0.005
+
+
+def test_a_contender_that_crashes_is_reported_and_the_others_are_measured(mnist_dir):
+    row = benchmark.measure('softmax', ['segfault', 'ours'], steps=5, warmup=1, repeats=2,
+                            data_dir=mnist_dir, log=lambda message: None)
+    assert row['contenders']['segfault'] == {'crashed': 'killed by SIGSEGV'}
+    ours = row['contenders']['ours']
+    assert len(ours['seconds']) == 2 and ours['images_per_second'] > 0
+    assert ours['parameters'] == 7850 and ours['eval_ms'] > 0
+    assert row['ours_over_keras'] is None and row['keras_best'] is None
+
+
+def test_machine_names_cpu_cores_versions_and_commit():
+    m = benchmark.machine()
+    assert m['cpu'] != 'unknown' and m['cores'] >= 1
+    assert m['versions']['tensorflow'] and m['versions']['numpy']
+    assert m['commit']
