@@ -35,6 +35,9 @@ def stop_button():
     """While training: the kernel's interrupt (SIGINT) asks the loop to stop at the next
     step instead of raising KeyboardInterrupt in the middle of a Session.run."""
     requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set  # signals reach the main thread only: no stop button here
+        return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: requested.set())
     try:
         yield requested.is_set
