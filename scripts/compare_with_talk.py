@@ -142,8 +142,8 @@ def table_rows(histories, networks=TALK):
     return rows
 
 
-def markdown_table(rows):
-    lines = ['| network | the talk says | ours: final test accuracy | ours: max test accuracy '
+def markdown_table(rows, source='the talk says'):
+    lines = [f'| network | {source} | ours: final test accuracy | ours: max test accuracy '
              '| steps | wall time per run | verdict |',
              '|---|---|---|---|---|---|---|']
     for r in rows:
@@ -366,7 +366,8 @@ def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None):
     if beyond:
         checks += beyond_claims(histories)
         parts += ['## Beyond the talk: batch normalisation (the published code\'s notes)',
-                  markdown_table(beyond), markdown_claims(beyond_claims(histories))]
+                  markdown_table(beyond, 'its published code says'),
+                  markdown_claims(beyond_claims(histories))]
         rows += beyond
     report = '\n\n'.join(parts)
     files.write_atomically(os.path.join(workdir, 'comparison.md'), (report + '\n').encode())
