@@ -60,11 +60,14 @@ def is_noise(line):
 
 
 def before_tensorflow():
-    """The preamble of every entry point: hides TensorFlow's info output, keeps real
-    messages. Call it before TensorFlow is imported."""
+    """The preamble of every entry point (and of the notebooks' first cell): hides
+    TensorFlow's info output, keeps real messages. Call it before TensorFlow is imported."""
     if os.environ.get('GRAPH_MNIST_VERBOSE'):
         return
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # C++ INFO and WARNING after start-up
+    # TensorFlow's Python logger (tf.get_logger()): its deprecation notices for
+    # tf.compat.v1 and SavedModel loading chatter are not for our users
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
     _filter_stderr()
 
 
@@ -129,9 +132,8 @@ def _main(main, positional, argv):
     handler = logging.get_absl_handler()
     handler.setFormatter(_Short())
     handler.addFilter(_not_tensorflow_info)
-    # TensorFlow's Python logger (tf.get_logger()): its deprecation notices for
-    # tf.compat.v1 and SavedModel loading chatter are not for our users
-    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)  # again: TensorFlow's
+    # import may have set it (to INFO in an interactive session)
     try:
         return main(argv)
     except UserError as e:

@@ -258,7 +258,7 @@ class Dashboard:
     NOTEBOOK_BUDGET of the elapsed time allows, and always at the end.
     """
 
-    NOTEBOOK_BUDGET = 0.08  # at most this share of the training time goes to drawing
+    NOTEBOOK_BUDGET = 0.06  # at most this share of the training time goes to drawing
 
     def __init__(self, mode, workdir, title, evaluations, max_frames=60):
         if mode == 'live' and not display_available():
@@ -286,10 +286,10 @@ class Dashboard:
         self.every = max(1, math.ceil(evaluations / max_frames))
         self.evaluations = 0
         self.frames = []
-        self.train_grid = None
+        self.batch = None  # the latest training batch: (images, correct, predicted)
 
     def training_batch(self, images, correct, predicted):
-        self.train_grid, _ = image_grid(images, correct, predicted, columns=10)
+        self.batch = images, correct, predicted  # drawn only when a frame is made
 
     def _due(self, final):
         """Whether this evaluation makes a frame."""
@@ -308,7 +308,8 @@ class Dashboard:
         start = time.perf_counter()
         test_grid, _ = image_grid(test_images, correct, predicted,
                                   columns=TEST_COLUMNS[self.figure.layout], limit=1000)
-        self.figure.draw(history, self.train_grid, test_grid)
+        train_grid = image_grid(*self.batch, columns=10)[0] if self.batch else None
+        self.figure.draw(history, train_grid, test_grid)
         if self.mode == 'live':
             self.figure.plt.pause(0.001)
         elif self.mode == 'notebook':
