@@ -37,8 +37,17 @@ def save(sess, saver, workdir, step, history):
     folder = directory(workdir)
     os.makedirs(folder, exist_ok=True)
     files.write_json(os.path.join(folder, f'history-{step}.json'), history)
-    with sess.graph.as_default():  # Saver is TF1 API: it wants its graph as default
-        path = saver.save(sess, os.path.join(folder, 'model.ckpt'), global_step=step)
+    # Saver is TF1 API: it wants its graph as default. Deleting the oldest checkpoint, it
+    # warns that its own internals are deprecated: not a word for our users (a notebook
+    # would show it under every training cell), so TensorFlow's logger is held at ERROR
+    # for that call only.
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel('ERROR')
+    try:
+        with sess.graph.as_default():
+            path = saver.save(sess, os.path.join(folder, 'model.ckpt'), global_step=step)
+    finally:
+        logger.setLevel(level)
     state = v1.train.get_checkpoint_state(folder)
     kept = {_step_of(p) for p in state.all_model_checkpoint_paths}
     for old in glob.glob(os.path.join(folder, 'history-*.json')):
