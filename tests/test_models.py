@@ -32,14 +32,27 @@ PARAMETERS = {
 }
 for name in ('five_layers_relu', 'five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'):
     PARAMETERS[name] = PARAMETERS['five_layers_sigmoid']
+# Batch norm: an offset per neuron instead of its bias (same count), a scale per neuron
+# of the sigmoid network's four normalised layers.
+PARAMETERS['batchnorm_five_layers_relu'] = PARAMETERS['five_layers_sigmoid']
+PARAMETERS['batchnorm_five_layers_sigmoid'] = PARAMETERS['five_layers_sigmoid'] \
+    + 200 + 100 + 60 + 30
+PARAMETERS['batchnorm_conv'] = conv(6, 1, 24) + conv(5, 24, 48) + conv(4, 48, 64) \
+    + dense(7 * 7 * 64, 200) + dense(200, 10)
 
 
-def test_the_seven_networks_in_the_talks_order():
-    assert list(models.NETWORKS) == [
+def test_the_seven_networks_in_the_talks_order_then_the_batch_norm_chapter():
+    assert models.TALK == [
         'softmax', 'five_layers_sigmoid', 'five_layers_relu', 'five_layers_relu_lrdecay',
         'five_layers_relu_lrdecay_dropout', 'conv', 'conv_dropout']
-    assert [s.iterations for s in models.NETWORKS.values()] == [2000] + [10000] * 6
-    assert [s.pkeep for s in models.NETWORKS.values()] == [1, 1, 1, 1, 0.75, 1, 0.75]
+    assert models.BEYOND == ['batchnorm_five_layers_sigmoid', 'batchnorm_five_layers_relu',
+                             'batchnorm_conv']
+    assert list(models.NETWORKS) == models.TALK + models.BEYOND
+    assert [models.NETWORKS[n].iterations for n in models.TALK] == [2000] + [10000] * 6
+    assert [models.NETWORKS[n].pkeep for n in models.TALK] == [1, 1, 1, 1, 0.75, 1, 0.75]
+    assert [models.NETWORKS[n].pkeep for n in models.BEYOND] == [1, 1, 0.75]
+    assert [models.NETWORKS[n].plain for n in models.BEYOND] == [
+        'five_layers_sigmoid', 'five_layers_relu_lrdecay', 'conv_dropout']
 
 
 @pytest.mark.parametrize('name', list(models.NETWORKS))

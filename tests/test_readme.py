@@ -44,7 +44,7 @@ def commands():
     for command in found:
         command = command.split('  #')[0].strip()
         for part in command.split(' && '):
-            if part not in result:
+            if part.startswith('python ') and part not in result:
                 result.append(part)
     return result
 
