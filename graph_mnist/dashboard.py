@@ -275,11 +275,10 @@ class Dashboard:
                                      '(install tkinter or PyQt); use --vis=save')
             pyplot.ion()
         if mode == 'notebook':
-            try:
-                from IPython import display
-            except ImportError:
-                raise DashboardError('vis=notebook needs IPython (pip install '
-                                     "'graph_mnist[notebook]')") from None
+            if not in_notebook():
+                raise DashboardError('--vis=notebook draws in a Jupyter notebook\'s cell and '
+                                     'this is not a Jupyter kernel; use --vis=save (or auto)')
+            from IPython import display
             self.display, self.handle = display, None
             self.started, self.drawing, self.last_cost = time.perf_counter(), 0.0, 0.0
         self.figure = Figure(title, pyplot, layout='tall' if mode == 'notebook' else 'wide')

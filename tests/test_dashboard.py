@@ -184,3 +184,11 @@ def test_vis_live_draws_in_a_window_and_waits_for_it(tmp_path, mnist_dir):
     finally:
         xvfb.terminate()
         xvfb.wait()
+
+
+def test_vis_notebook_outside_a_kernel_is_a_clear_message(tmp_path, mnist_dir):
+    result = run_module('graph_mnist.train', '--model=softmax', '--iterations=5',
+                        '--vis=notebook', f'--workdir={tmp_path / "run"}',
+                        f'--data_dir={mnist_dir}')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert 'this is not a Jupyter kernel; use --vis=save' in result.stderr
