@@ -54,7 +54,7 @@ def placeholders_needed(fetch):
     return sorted(found)
 
 
-def _kind(op):
+def kind_of(op):
     """What minimize() added an operation for."""
     if op.name.startswith('gradients'):
         return 'gradients (formal derivatives of the loss)'
@@ -117,7 +117,7 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
         'optimizer': g.spec.optimizer.__name__,
         'operations_before': g.forward_ops,
         'operations_after': g.minimize_ops,
-        'added_by_kind': dict(collections.Counter(_kind(op) for op in added).most_common()),
+        'added_by_kind': dict(collections.Counter(kind_of(op) for op in added).most_common()),
         'parameters': {v.name: {'shape': v.shape.as_list(), 'size': v.shape.num_elements()}
                        for v in variables},
         'trainable_parameters': models.trainable_parameters(g),

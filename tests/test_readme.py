@@ -81,8 +81,8 @@ def test_readme_refers_to_nothing_outside_the_repository():
             assert os.path.exists(os.path.join(ROOT, link)), link
 
 
-def defined_flags(name):
-    """The flag names a program defines, from its --helpfull."""
+def helpfull(name):
+    """A process printing the program's --helpfull (read for the flags it defines)."""
     argv = [sys.executable] + (['-m', name] if name.startswith('graph_mnist') else
                                [os.path.join(ROOT, name)])
     return subprocess.Popen(argv + ['--helpfull'], cwd=ROOT, text=True,
@@ -94,7 +94,7 @@ def test_every_readme_command_names_a_real_program_flags_and_files():
                and not c.startswith('python -m pytest')]
     names = sorted({program(argv)[0] for argv in pythons})
     assert 'graph_mnist.train' in names and 'scripts/compare_with_talk.py' in names
-    helps = {name: defined_flags(name) for name in names}  # all at once: both cores
+    helps = {name: helpfull(name) for name in names}  # all at once: both cores
     flags = {}
     for name, process in helps.items():
         out, _ = process.communicate(timeout=300)
