@@ -2,8 +2,8 @@ r"""Checks an exported run: its test accuracy through plain TensorFlow, and digi
 
     python scripts/check_export.py --workdir=runs/latest --export_dir=exported/latest
 
-Exports the run (unless --export_dir already holds a SavedModel), loads it with
-tf.saved_model.load only, measures the accuracy on the 10,000 test images beside the
+Exports the run (unless the base path --export_dir already holds a version), loads its
+newest version with tf.saved_model.load only, measures the accuracy on the 10,000 test images beside the
 run's final test accuracy, and reads the digit pictures of tests/fixtures/digits (none
 of them from MNIST; the true digit is the first character of each name).
 """
@@ -37,7 +37,7 @@ def define_flags():
 
 def main(argv):
     del argv
-    if not os.path.exists(os.path.join(FLAGS.export_dir, 'saved_model.pb')):
+    if not export.versions(FLAGS.export_dir):
         export.export(FLAGS.workdir, FLAGS.export_dir)
     history = runs.read_history(FLAGS.workdir)
     predictor = predict.Predictor(FLAGS.export_dir)
@@ -48,8 +48,7 @@ def main(argv):
           f"test accuracy: {history['final_test_accuracy']:.4f}")
 
     paths = sorted(glob.glob(os.path.join(FLAGS.fixtures, '*.png')))
-    images = np.stack([predict.mnist_like(predict.load_image(p)) for p in paths])
-    probabilities, digits = predictor(images)
+    probabilities, digits, _ = predictor.from_files([predict.read_file(p) for p in paths])
     right = 0
     for path, p, digit in zip(paths, probabilities, digits):
         truth = int(os.path.basename(path)[0])

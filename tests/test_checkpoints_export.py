@@ -139,10 +139,10 @@ def trained(tmp_path_factory):
 def test_export_then_load_gives_the_training_graphs_predictions(trained, tmp_path):
     mnist, workdir, history = trained
     export_dir = str(tmp_path / 'exported')
-    model, step = export.export(workdir, export_dir)
-    assert (model, step) == ('conv_dropout', 40)
+    model, step, version = export.export(workdir, export_dir)
+    assert (model, step, version) == ('conv_dropout', 40, os.path.join(export_dir, '1'))
 
-    serve = tf.saved_model.load(export_dir).signatures['serving_default']
+    serve = tf.saved_model.load(version).signatures['serving_default']
     out = serve(images=tf.constant(mnist.test_images))
     exported_p, exported_digits = out['probabilities'].numpy(), out['digit'].numpy()
 
@@ -157,10 +157,37 @@ def test_export_then_load_gives_the_training_graphs_predictions(trained, tmp_pat
     assert accuracy == pytest.approx(history['final_test_accuracy'], abs=1e-6)
 
 
+def test_each_export_is_the_next_version_of_the_base_path(trained, tmp_path):
+    _, workdir, _ = trained
+    base = str(tmp_path / 'exported')
+    os.makedirs(os.path.join(base, 'notes'))  # not a number: skipped, as by TF Serving
+    assert export.export(workdir, base)[2] == os.path.join(base, '1')
+    assert export.export(workdir, base)[2] == os.path.join(base, '2')
+    assert sorted(os.listdir(base)) == ['1', '2', 'notes']  # no partial directory left
+    assert export.resolve(base) == os.path.join(base, '2')  # the newest
+    assert export.resolve(os.path.join(base, '1')) == os.path.join(base, '1')
+    with pytest.raises(export.ExportError, match='no numbered version'):
+        export.resolve(str(tmp_path / 'nothing'))
+
+
+def test_the_savedmodel_refuses_images_outside_0_1(trained, tmp_path):
+    _, workdir, _ = trained
+    serve = tf.saved_model.load(export.export(workdir, str(tmp_path))[2]).signatures[
+        'serving_default']
+    for bad in (2.0, -0.5, float('nan')):
+        images = np.zeros((3, 28, 28, 1), np.float32)
+        images[1, 5, 5, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r'in \[0, 1\]'):
+            serve(images=tf.constant(images))
+
+
 def test_export_refuses_what_it_cannot_do(trained, tmp_path):
     _, workdir, _ = trained
-    with pytest.raises(export.ExportError, match='already exists'):
-        export.export(workdir, str(tmp_path))
+    old = tmp_path / 'old'  # the single-directory layout of earlier exports
+    old.mkdir()
+    (old / 'saved_model.pb').write_bytes(b'')
+    with pytest.raises(export.ExportError, match='is a SavedModel itself'):
+        export.export(workdir, str(old))
     with pytest.raises(runs.WorkdirError, match='no readable training run'):
         export.export(str(tmp_path / 'nothing'), str(tmp_path / 'out'))
     result = run_module('graph_mnist.export', f'--workdir={tmp_path / "nothing"}',
