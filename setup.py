@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'aiohttp']
+
 setup(
     name='graph_mnist',
     version='0.1.0',
@@ -10,6 +12,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['graph_mnist', 'graph_mnist.*']),
+    package_data={'graph_mnist': ['static/*.html']},  # the drawing page of graph_mnist.serve
     install_requires=[
         'tensorflow>=2.16',  # tf.compat.v1 graphs and Sessions, Keras 3 era
         'numpy',
@@ -21,7 +24,11 @@ setup(
     extras_require={
         # open the notebooks: JupyterLab and a kernel
         'notebook': ['jupyterlab', 'ipykernel'],
-        # run the tests: pytest; a real kernel and papermill to execute the notebooks
-        'test': ['pytest', 'ipykernel', 'papermill'],
+        # serve with TensorFlow Serving's REST API: Starlette on uvicorn (uvloop, httptools:
+        # its fast event loop and HTTP parser); aiohttp is scripts/bench_serving.py's client
+        'serve': SERVE,
+        # run the tests: pytest; a real kernel and papermill to execute the notebooks; the
+        # server's stack, and selenium to drive Debian's chromium on the drawing page
+        'test': ['pytest', 'ipykernel', 'papermill', 'selenium', *SERVE],
     },
 )
