@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'aiohttp']
+SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson']
 
 setup(
     name='graph_mnist',
@@ -25,7 +25,7 @@ setup(
         # open the notebooks: JupyterLab and a kernel
         'notebook': ['jupyterlab', 'ipykernel'],
         # serve with TensorFlow Serving's REST API: Starlette on uvicorn (uvloop, httptools:
-        # its fast event loop and HTTP parser); aiohttp is scripts/bench_serving.py's client
+        # its fast event loop and HTTP parser), orjson to parse the requests' JSON
         'serve': SERVE,
         # run the tests: pytest; a real kernel and papermill to execute the notebooks; the
         # server's stack, and selenium to drive Debian's chromium on the drawing page

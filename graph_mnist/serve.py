@@ -21,9 +21,9 @@ writes the next one each time). The newest is served; the base path is polled ev
 takes over; the old one finishes what it was given before it is closed. No request
 fails in between.
 
-Batching: requests waiting for one signature are run together in one Session call (up
-to --max_batch_size images). The batcher waits up to --batch_timeout_micros for more
-only while other requests are still being read, so a lone request never waits.
+Batching: one batch at a time per signature; the requests that arrive while it runs go
+next, together, in one Session call (up to --max_batch_size images). A lone request never
+waits; a crowd is batched (--batch_timeout_micros adds a wait for company).
 
 Bad input gets TensorFlow Serving's status code and {"error": "..."}; the server goes on.
 It listens on 127.0.0.1 unless --host says otherwise. Built on Starlette and uvicorn
@@ -35,12 +35,13 @@ if __name__ == '__main__':
     cli.before_tensorflow()
 
 import asyncio
+import contextlib
 import base64
 import binascii
+import collections
 import concurrent.futures
-import json
+import gc
 import os
-import queue
 import re
 import socket
 import threading
@@ -77,100 +78,90 @@ class Unloaded(Exception):
 # ----------------------------------------------------------------------------- batching
 
 class Batcher:
-    """One thread that runs the requests given to one signature, several at a time.
+    """Runs the requests given to one signature, several at a time, one batch at a time.
 
-    run(inputs) -> outputs, both {name: array with the examples along axis 0}. A request
-    is (inputs, n); the thread takes the first one waiting, then every one already
-    waiting, and then, while `reading()` says more requests are being read, waits up to
-    `timeout` seconds for them, up to `max_batch_size` examples. Refused input fails the
-    batch: it is then run request by request so that only the bad one fails."""
+    `await batcher(inputs, n)` from the event loop; run(inputs) -> outputs, both {name:
+    array with the examples along axis 0}, runs in the batcher's own thread (a Session
+    call releases the interpreter's lock). While one batch runs, the requests that arrive
+    wait together and go next as one batch of up to `max_batch_size` examples: a lone
+    request never waits, a crowd is batched. With `timeout` > 0 a batch smaller than the
+    most also waits that long for company (TensorFlow Serving's batch_timeout_micros).
+    Refused input fails the batch: it is then run request by request, so that only the
+    bad request fails."""
 
-    def __init__(self, run, max_batch_size, timeout, reading, name):
+    def __init__(self, run, max_batch_size, timeout, name):
         self.run, self.max_batch_size, self.timeout = run, max_batch_size, timeout
-        self.reading = reading
-        self.queue = queue.SimpleQueue()
-        self.lock = threading.Lock()
+        self.waiting = collections.deque()
+        self.draining = None  # the task running batches, while there are any
         self.stopped = False
-        self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
-        self.thread.start()
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
 
-    def submit(self, inputs, n):
-        future = concurrent.futures.Future()
-        with self.lock:
-            if self.stopped:
-                raise Unloaded()
-            self.queue.put((inputs, n, future))
-        return future
+    async def __call__(self, inputs, n):
+        if self.stopped:
+            raise Unloaded()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((inputs, n, future))
+        if self.draining is None:
+            self.draining = loop.create_task(self.drain())
+        return await future
 
-    def stop(self):
-        """Runs what was submitted, then ends the thread."""
-        with self.lock:
-            self.stopped = True
-            self.queue.put(None)
-        self.thread.join()
+    async def drain(self):
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                if self.timeout and self.size() < self.max_batch_size:
+                    await asyncio.sleep(self.timeout)
+                batch = self.take()
+                results = await loop.run_in_executor(self.thread, self.answer, batch)
+                for (_, _, future), (value, error) in zip(batch, results):
+                    if future.done():  # the client went away
+                        continue
+                    if error is None:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(error)
+        finally:
+            self.draining = None
 
-    def gather(self, first):
-        batch, size = [first], first[1]
-        deadline = time.monotonic() + self.timeout
-        while size < self.max_batch_size:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.reading():
-                    break
-                try:
-                    item = self.queue.get(timeout=min(left, 0.0002))
-                except queue.Empty:
-                    continue
-            if item is None:  # stop: run this batch, then end
-                self.queue.put(None)
-                break
-            batch.append(item)
-            size += item[1]
+    def size(self):
+        return sum(n for _, n, _ in self.waiting)
+
+    def take(self):
+        batch, size = [self.waiting.popleft()], 0
+        size = batch[0][1]
+        while self.waiting and size + self.waiting[0][1] <= self.max_batch_size:
+            batch.append(self.waiting.popleft())
+            size += batch[-1][1]
         return batch
 
-    def loop(self):
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = self.gather(first)
-            try:
-                self.answer(batch)
-            except Exception as e:  # never lose the thread: fail these requests instead
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-
     def answer(self, batch):
-        batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
-        if not batch:
-            return
+        """[(outputs, None) or (None, error)] for the requests of a batch (its thread)."""
+        def alone(inputs):
+            try:
+                return self.run(inputs), None
+            except Exception as e:  # the request's own failure, reported to it alone
+                return None, e
         if len(batch) == 1:
-            inputs, _, future = batch[0]
-            self.settle(future, lambda: self.run(inputs))
-            return
-        names = batch[0][0].keys()
+            return [alone(batch[0][0])]
         joined = {name: np.concatenate([inputs[name] for inputs, _, _ in batch])
-                  for name in names}
-        try:
-            outputs = self.run(joined)
-        except ServingError:  # one request refused: find it, answer the others
-            for inputs, _, future in batch:
-                self.settle(future, lambda inputs=inputs: self.run(inputs))
-            return
-        start = 0
-        for _, n, future in batch:
-            future.set_result({name: value[start:start + n] for name, value in outputs.items()})
+                  for name in batch[0][0]}
+        outputs, error = alone(joined)
+        if error is not None:  # one request refused: find it, answer the others
+            return [alone(inputs) for inputs, _, _ in batch]
+        results, start = [], 0
+        for _, n, _ in batch:
+            results.append(({name: value[start:start + n] for name, value in outputs.items()},
+                            None))
             start += n
+        return results
 
-    @staticmethod
-    def settle(future, compute):
-        try:
-            future.set_result(compute())
-        except Exception as e:
-            future.set_exception(e)
+    async def stop(self):
+        """No new requests; those given are answered first."""
+        self.stopped = True
+        while self.draining is not None:
+            await asyncio.sleep(0.01)
+        self.thread.shutdown()
 
 
 # ----------------------------------------------------------------------------- versions
@@ -207,43 +198,64 @@ class Signature:
 class Servable:
     """One version: its own graph and Session, one batcher per signature."""
 
-    def __init__(self, version, path, batching):
+    def __init__(self, version, path, settings):
         import tensorflow as tf
         self.version, self.path = version, path
         self.graph = tf.Graph()
-        self.session = tf.compat.v1.Session(graph=self.graph)
+        max_batch_size, timeout, threads = settings
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads[0],
+                                          inter_op_parallelism_threads=threads[1])
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         with self.graph.as_default():
             meta = tf.compat.v1.saved_model.loader.load(self.session, ['serve'], path)
         self.graph.finalize()
         self.signatures = {name: Signature(self.session, self.graph, name, definition)
                            for name, definition in meta.signature_def.items()}
-        max_batch_size, timeout, reading = batching
-        self.batchers = {name: Batcher(signature, max_batch_size, timeout, reading,
+        self.warm_up(max_batch_size)
+        self.batchers = {name: Batcher(signature, max_batch_size, timeout,
                                        f'batcher-{version}-{name}')
                          for name, signature in self.signatures.items()}
 
-    def submit(self, signature, inputs, n):
-        return self.batchers[signature].submit(inputs, n)
+    def warm_up(self, max_batch_size):
+        """Runs each signature of numbers once on zeros, as TensorFlow Serving runs its
+        warm-up requests: the first Session call of a shape costs about 100 ms, which
+        would otherwise fall on the first requests of a new version."""
+        for signature in self.signatures.values():
+            shapes = [dims for dtype, dims in signature.inputs.values()
+                      if dtype.is_floating and dims and None not in dims[1:]]
+            if len(shapes) != len(signature.inputs):
+                continue  # pictures and other inputs: no made-up example
+            for n in sorted({1, 2, max_batch_size}):
+                signature({name: np.zeros([n, *dims[1:]], dtype.as_numpy_dtype)
+                           for name, (dtype, dims) in signature.inputs.items()})
 
-    def unload(self):
+    async def retire(self):
+        """Takes no more requests, answers those it has, then closes (event loop)."""
         for batcher in self.batchers.values():
-            batcher.stop()
+            await batcher.stop()
+        self.session.close()
+
+    def close(self):
+        """Closes at once (the server has stopped taking requests)."""
+        for batcher in self.batchers.values():
+            batcher.stopped = True
+            batcher.thread.shutdown()
         self.session.close()
 
 
 class Manager:
     """The versions under a model base path: loads the newest, polls for newer ones."""
 
-    def __init__(self, name, base_path, poll_seconds, batching):
+    def __init__(self, name, base_path, poll_seconds, settings):
         self.name, self.base_path, self.poll_seconds = name, base_path, poll_seconds
-        self.batching = batching
+        self.settings = settings  # (max batch size, batch timeout, TF threads)
         self.lock = threading.Lock()
         self.current = None      # the Servable answering requests
         self.states = {}         # version: (state, error message), as TF Serving reports
         self.failed = set()      # versions that could not be loaded (not retried)
         self.stopping = threading.Event()
         self.poller = None
-        self.reading = 0  # requests being read (only the event loop's thread changes it)
+        self.loop = None  # the server's event loop, where old versions retire
 
     def start(self):
         self.poll()
@@ -266,20 +278,28 @@ class Manager:
             return
         self.states[newest] = ('LOADING', '')
         try:
-            servable = Servable(newest, on_disk[newest], self.batching)
+            servable = Servable(newest, on_disk[newest], self.settings)
         except Exception as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             logging.error('version %d of %s cannot be loaded: %s', newest, self.name, message)
             self.failed.add(newest)
             self.states[newest] = ('END', message)
             return
+        # TensorFlow and a loaded graph are hundreds of thousands of Python objects that
+        # live as long as the server; parsing a request's JSON makes tens of thousands
+        # more, which set off the cyclic collector, and a full collection walking them
+        # all paused requests for 180 ms. Frozen, the collector skips them.
+        gc.freeze()
         with self.lock:
             old, self.current = self.current, servable
             self.states[newest] = ('AVAILABLE', '')
         logging.info('serving %s version %d (%s)', self.name, newest, on_disk[newest])
         if old is not None:
             self.states[old.version] = ('UNLOADING', '')
-            old.unload()
+            if self.loop is not None and self.loop.is_running():
+                asyncio.run_coroutine_threadsafe(old.retire(), self.loop).result(120)
+            else:
+                old.close()
             self.states[old.version] = ('END', '')
             logging.info('version %d unloaded', old.version)
 
@@ -300,7 +320,7 @@ class Manager:
         if self.poller:
             self.poller.join()
         if self.current:
-            self.current.unload()
+            self.current.close()
 
 
 # ----------------------------------------------------------------------------- requests
@@ -408,12 +428,9 @@ ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?
                    r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$')
 
 
-def no_nan(constant):
-    raise ValueError(f'{constant} is not a number JSON allows')
-
-
 def make_app(manager, max_body_bytes):
     """The Starlette application: TensorFlow Serving's REST API and the drawing page."""
+    import orjson
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
@@ -454,33 +471,29 @@ def make_app(manager, max_body_bytes):
                     key: s.definition for key, s in servable.signatures.items()}}}}
 
     async def predict(request, name, version):
-        manager.reading += 1
+        raw = await read_body(request)
         try:
-            raw = await read_body(request)
+            body = orjson.loads(raw)  # strict JSON: NaN and Infinity are refused
+        except orjson.JSONDecodeError as e:
+            if re.search(rb'\bNaN\b|\bInfinity\b', raw):
+                raise bad_request('JSON Parse error: NaN and Infinity are not numbers in '
+                                  'JSON') from None
+            raise bad_request(f'JSON Parse error: {e}') from None
+        signature_name = (body.get('signature_name') or 'serving_default'
+                          if isinstance(body, dict) else 'serving_default')
+        for attempt in range(3):  # the version retired meanwhile: ask the newest
+            servable = manager.get(name, version)
+            signature = servable.signatures.get(signature_name)
+            if signature is None:
+                raise bad_request(f'Serving signature name: "{signature_name}" not '
+                                  f'found in signature def')
+            inputs, n, row = parse_predict(body, signature)
             try:
-                body = json.loads(raw, parse_constant=no_nan)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise bad_request(f'JSON Parse error: {e}') from None
-            signature_name = (body.get('signature_name') or 'serving_default'
-                              if isinstance(body, dict) else 'serving_default')
-            for attempt in range(3):  # a version unloaded meanwhile: ask the newest
-                servable = manager.get(name, version)
-                signature = servable.signatures.get(signature_name)
-                if signature is None:
-                    raise bad_request(f'Serving signature name: "{signature_name}" not '
-                                      f'found in signature def')
-                inputs, n, row = parse_predict(body, signature)
-                try:
-                    future = servable.submit(signature_name, inputs, n)
-                    break
-                except Unloaded:
-                    continue
-            else:
-                raise ServingError(503, 'the model is being reloaded; try again')
-        finally:
-            manager.reading -= 1
-        outputs = await asyncio.wrap_future(future)
-        return format_predict(outputs, row)
+                outputs = await servable.batchers[signature_name](inputs, n)
+                return format_predict(outputs, row)
+            except Unloaded:
+                continue
+        raise ServingError(503, 'the model is being reloaded; try again')
 
     async def api(request):
         path = request.url.path
@@ -499,7 +512,7 @@ def make_app(manager, max_body_bytes):
                                   f'signatures only')
             else:
                 raise ServingError(404, f'Malformed request: {request.method} {path}')
-            return Response(json.dumps(answer, separators=(',', ':')),
+            return Response(orjson.dumps(answer),
                             media_type='application/json')
         except ServingError as e:
             return error(e.status, e.message)
@@ -513,9 +526,14 @@ def make_app(manager, max_body_bytes):
     async def not_found(request, exc):
         return error(404, f'Malformed request: {request.method} {request.url.path}')
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        manager.loop = asyncio.get_running_loop()  # where retiring versions finish
+        yield
+
     return Starlette(routes=[Route('/', home), Route('/v1/models/{rest:path}', api,
                                                      methods=['GET', 'POST'])],
-                     exception_handlers={404: not_found, 405: not_found})
+                     exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
 
 
 # ----------------------------------------------------------------------------- a server to drive
@@ -587,19 +605,34 @@ def define_flags():
                        'looked at for new versions.', lower_bound=0.05)
     flags.DEFINE_integer('max_batch_size', 64, 'Most examples run in one Session call.',
                          lower_bound=1)
-    flags.DEFINE_integer('batch_timeout_micros', 2000, 'Longest wait for more requests to '
-                         'batch, while some are still being read.', lower_bound=0)
+    flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
+                         '--max_batch_size waits for more requests (0: it goes as soon as '
+                         'the previous batch is done).', lower_bound=0)
     flags.DEFINE_integer('max_body_bytes', 16 * 1024 * 1024, 'Larger request bodies get 413.',
                          lower_bound=1024)
+    flags.DEFINE_integer('rest_api_num_processes', 0, 'Processes answering requests, each '
+                         'with the model loaded, all on the one port (0: one per core). '
+                         'Python runs one thread at a time per process; TensorFlow Serving '
+                         'uses threads for the same.', lower_bound=0)
+    flags.DEFINE_integer('tensorflow_intra_op_parallelism', 0, 'Threads of one operation '
+                         '(0: the cores shared among the processes, at least 1).',
+                         lower_bound=0)
+    flags.DEFINE_integer('tensorflow_inter_op_parallelism', 0, 'Operations run at once '
+                         '(0: as --tensorflow_intra_op_parallelism).', lower_bound=0)
+    flags.DEFINE_bool('other_process', False, 'Internal: one of the processes the first '
+                      'one started, on its port.')
     flags.mark_flag_as_required('model_base_path')
 
 
 def listen(host, port):
-    """A bound, listening socket, or one clear error."""
+    """A bound, listening socket, or one clear error. SO_REUSEPORT: the other serving
+    processes (same user) listen on the same port, and the kernel spreads connections
+    among them evenly (one shared socket let one process take most of them)."""
     try:
         family = socket.AF_INET6 if ':' in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError as e:
@@ -607,35 +640,90 @@ def listen(host, port):
     return sock
 
 
+def start_others(port, count):
+    """The other serving processes: this command again, on the same port."""
+    import subprocess
+    import sys
+    command = [sys.executable, '-m', 'graph_mnist.serve', *sys.argv[1:],
+               f'--rest_api_port={port}', '--other_process']
+    return [subprocess.Popen(command) for _ in range(count)]
+
+
+def stop_others(others):
+    for process in others:
+        if process.poll() is None:
+            process.terminate()
+    for process in others:
+        try:
+            process.wait(20)
+        except Exception:
+            process.kill()
+            process.wait()
+
+
+def end_with(parent):
+    """In a process the first one started: stop serving when the first one is gone."""
+    import signal
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name='parent-watch', daemon=True).start()
+
+
+def threads():
+    """TensorFlow's threads per process. Its pools spin while they wait for work: with
+    one pool per core in each of several processes, they took the cores from each other
+    (2 processes on 2 cores: 6,126 single-image requests/s with 2 threads each, 6,669
+    with 1, and p50 at concurrency 1 711 us against 489; BUILD_NOTES.md)."""
+    processes = FLAGS.rest_api_num_processes or os.cpu_count() or 1
+    intra = FLAGS.tensorflow_intra_op_parallelism or max(1, (os.cpu_count() or 1) // processes)
+    return intra, FLAGS.tensorflow_inter_op_parallelism or intra
+
+
 def main(argv):
     del argv
     import uvicorn
     base = FLAGS.model_base_path
-    if not os.path.isdir(base):
-        raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
-                        f'wrote (it holds numbered versions)')
-    if os.path.isfile(os.path.join(base, export.SAVED_MODEL)):
-        raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
-                        f'move it to {os.path.join(base, "1")} or export again')
-    sock = listen(FLAGS.host, FLAGS.rest_api_port)
-    manager = Manager(FLAGS.model_name, base, FLAGS.file_system_poll_wait_seconds,
-                      (FLAGS.max_batch_size, FLAGS.batch_timeout_micros / 1e6,
-                       lambda: manager.reading > 0))
-    manager.start()
-    if manager.current is None:
-        logging.warning('no version under %s yet: waiting for one (requests get 404)', base)
-    host, port = sock.getsockname()[:2]
-    shown = f'[{host}]' if ':' in host else host
-    logging.info('listening on http://%s:%d/ (the drawing page; REST API at '
-                 '/v1/models/%s)', shown, port, FLAGS.model_name)
-    config = uvicorn.Config(make_app(manager, FLAGS.max_body_bytes), log_level='warning',
-                            access_log=False, limit_concurrency=1000, timeout_keep_alive=5)
+    if not FLAGS.other_process:
+        if not os.path.isdir(base):
+            raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
+                            f'wrote (it holds numbered versions)')
+        if os.path.isfile(os.path.join(base, export.SAVED_MODEL)):
+            raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
+                            f'move it to {os.path.join(base, "1")} or export again')
+        sock = listen(FLAGS.host, FLAGS.rest_api_port)
+        count = FLAGS.rest_api_num_processes or os.cpu_count() or 1
+        others = start_others(sock.getsockname()[1], count - 1)
+    else:  # one of the others: quiet, on the first one's port, ending with it
+        logging.set_verbosity(logging.WARNING)
+        sock = listen(FLAGS.host, FLAGS.rest_api_port)
+        others, count = [], None
+        end_with(os.getppid())
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        manager = Manager(FLAGS.model_name, base, FLAGS.file_system_poll_wait_seconds,
+                          (FLAGS.max_batch_size, FLAGS.batch_timeout_micros / 1e6,
+                           threads()))
+        manager.start()
+        gc.freeze()  # see Manager.poll
+        if manager.current is None:
+            logging.warning('no version under %s yet: waiting for one (requests get 404)',
+                            base)
+        host, port = sock.getsockname()[:2]
+        shown = f'[{host}]' if ':' in host else host
+        logging.info('listening on http://%s:%d/ (the drawing page; REST API at '
+                     '/v1/models/%s), %d processes', shown, port, FLAGS.model_name, count or 0)
+        config = uvicorn.Config(make_app(manager, FLAGS.max_body_bytes), log_level='warning',
+                                access_log=False, limit_concurrency=1000, timeout_keep_alive=5)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            manager.stop()
     finally:
-        manager.stop()
+        stop_others(others)
         sock.close()
-        logging.info('stopped')
+    logging.info('stopped')
     return 0
 
 

@@ -4,6 +4,7 @@ One server process on a free loopback port serves the module; every test stops w
 starts. The examples follow TensorFlow Serving's REST API documentation (api_rest.md):
 status, metadata, predict in the row and columnar formats, binary values as b64."""
 
+import asyncio
 import base64
 import concurrent.futures
 import http.client
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_module
+from conftest import run_script
 from graph_mnist import predict
 from graph_mnist import serve
 
@@ -155,7 +157,7 @@ BAD = [
     ('POST', '/v1/models/mnist:predict', {'instances': [ZEROS[0], [[0.5]]]}, 400,
      'expects float32 numbers'),  # ragged
     ('POST', '/v1/models/mnist:predict', b'{"instances": [[[[NaN]]]]}', 400,
-     'NaN is not a number JSON allows'),
+     'NaN and Infinity are not numbers in JSON'),
     ('POST', '/v1/models/mnist:predict', {'instances': (np.ones((1, 28, 28, 1)) * 3).tolist()},
      400, 'images must be numbers in [0, 1]'),
     ('POST', '/v1/models/mnist:predict', {'signature_name': 'from_image',
@@ -302,7 +304,7 @@ def test_clear_errors_for_a_bad_base_path_or_a_busy_port(exported, tmp_path):
 
 # ------------------------------------------------------------------ the batcher alone
 
-def test_requests_waiting_together_run_as_one_batch_and_a_refused_one_fails_alone():
+def test_requests_arriving_while_a_batch_runs_go_next_together_and_a_refused_one_alone():
     calls = []
     release = threading.Event()
 
@@ -313,34 +315,62 @@ def test_requests_waiting_together_run_as_one_batch_and_a_refused_one_fails_alon
             raise serve.bad_request('negative')
         return {'y': inputs['x'] * 2}
 
-    batcher = serve.Batcher(run, max_batch_size=8, timeout=0.05, reading=lambda: False,
-                            name='test')
-    try:
-        first = batcher.submit({'x': np.array([100.0])}, 1)  # runs alone, held by `release`
-        time.sleep(0.2)
-        futures = [batcher.submit({'x': np.array([float(i), i + 0.5])}, 2) for i in range(5)]
-        bad = batcher.submit({'x': np.array([-1.0])}, 1)
+    async def scenario():
+        batcher = serve.Batcher(run, max_batch_size=8, timeout=0, name='test')
+        first = asyncio.ensure_future(batcher({'x': np.array([100.0])}, 1))
+        await asyncio.sleep(0.2)  # the first runs alone, held by `release`
+        pairs = [asyncio.ensure_future(batcher({'x': np.array([i, i + 0.5])}, 2))
+                 for i in range(5)]
+        bad = asyncio.ensure_future(batcher({'x': np.array([-1.0])}, 1))
+        await asyncio.sleep(0.1)
         release.set()
-        assert first.result(10) == {'y': [200.0]}
-        for i, future in enumerate(futures):
-            np.testing.assert_array_equal(future.result(10)['y'], [2 * i, 2 * i + 1])
+        assert (await first) == {'y': [200.0]}
+        for i, pair in enumerate(pairs):
+            np.testing.assert_array_equal((await pair)['y'], [2 * i, 2 * i + 1])
         with pytest.raises(serve.ServingError, match='negative'):
-            bad.result(10)
-    finally:
-        batcher.stop()
+            await bad
+        await batcher.stop()
+        with pytest.raises(serve.Unloaded):
+            await batcher({'x': np.array([1.0])}, 1)
+    asyncio.run(scenario())
     # 1 alone; then 4 requests (8 examples, the most); then the rest, which fails and is
     # run again request by request
     assert calls == [1, 8, 3, 2, 1]
-    with pytest.raises(serve.Unloaded):
-        batcher.submit({'x': np.array([1.0])}, 1)
 
 
-def test_a_lone_request_does_not_wait_for_company():
-    batcher = serve.Batcher(lambda inputs: inputs, max_batch_size=64, timeout=5,
-                            reading=lambda: False, name='test')
-    try:
+def test_a_lone_request_does_not_wait_and_stop_answers_what_was_given():
+    async def scenario():
+        batcher = serve.Batcher(lambda inputs: (time.sleep(0.2), inputs)[1],
+                                max_batch_size=64, timeout=0, name='test')
         start = time.monotonic()
-        batcher.submit({'x': np.zeros(1)}, 1).result(10)
-        assert time.monotonic() - start < 1  # not the 5 s timeout: nobody else is reading
-    finally:
-        batcher.stop()
+        await batcher({'x': np.zeros(1)}, 1)
+        assert time.monotonic() - start < 1
+        given = [asyncio.ensure_future(batcher({'x': np.ones(1)}, 1)) for _ in range(3)]
+        await asyncio.sleep(0)
+        await batcher.stop()  # waits for the three
+        assert all(g.done() and g.result()['x'][0] == 1 for g in given)
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ the load benchmark
+
+def test_bench_serving_reports_every_level_and_the_goals(exported, tmp_path):
+    out = tmp_path / 'serving.json'
+    result = run_script('bench_serving.py', f'--model_base_path={exported[1]}',
+                        '--requests=40', '--batch_requests=4', '--concurrency=1,8',
+                        '--batch_sizes=1,10', '--inprocess_batches=5', f'--json={out}')
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(out.read_text())
+    levels = {(x['batch'], x['concurrency']): x for x in saved['levels']}
+    assert set(levels) == {(1, 1), (1, 8), (10, 1), (10, 8)}
+    for (batch, _), x in levels.items():
+        assert x['errors'] == 0 and x['requests'] == (40 if batch == 1 else 4)
+        assert x['images_per_second'] == pytest.approx(x['requests_per_second'] * batch)
+        assert 0 < x['p50_ms'] <= x['p99_ms'] <= x['max_ms']
+    assert saved['inprocess']['images_per_second'] == max(saved['inprocess']['each'])
+    assert saved['goals']['no errors'] is True
+    assert saved['goals']['c=32 single images >= 10% of in-process'] is None  # not run
+    assert saved['machine']['cpu'] and saved['command'].startswith('python scripts/')
+    assert 'met: no errors' in result.stdout
+    again = run_script('bench_serving.py', f'--model_base_path={exported[1]}', f'--json={out}')
+    assert again.returncode == 1 and 'exists' in again.stderr  # never overwritten

@@ -1,0 +1,235 @@
+r"""A bounded load on graph_mnist.serve over loopback, beside the same model in process.
+
+    python scripts/bench_serving.py --model_base_path=exported/conv_dropout
+    python scripts/bench_serving.py --model_base_path=exported/conv_dropout \
+        --requests=2000 --batch_requests=200 --concurrency=1,8,32 --json=runs/serving.json
+
+In one run:
+  1. in process (a process of its own): the newest version loaded in a
+     tf.compat.v1.Session, as the server loads it, on batches of 100 MNIST test images:
+     the images per second the server can approach (every request also costs HTTP, JSON
+     and Python);
+  2. the server (python -m graph_mnist.serve on a free port of 127.0.0.1, its defaults
+     unless --server_flags), stopped at the end however the run ends;
+  3. for every batch size (--batch_sizes, images per request) and concurrency, wrk (the
+     load generator, a process of its own: apt-get install wrk) sends --requests
+     requests (--batch_requests for batches above 1) of MNIST test images in turn, JSON
+     row format, pixels with 4 decimals, after a warm-up of 5% not counted; each level
+     lasts at most --max_seconds. Reported: requests and images per second, p50 and p99
+     latency, errors (any answer that is not 200 with a digit, any socket error, any
+     request not answered).
+
+Goals (issue 13), printed as met or not: no error; at concurrency 32 with single images,
+served images per second at least 10% of the in-process figure; p99 under 100 ms at
+concurrency 8; p50 under 10 ms at concurrency 1. --json writes everything with the
+machine and the commit (refuses an existing file).
+"""
+
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+import numpy as np
+
+from graph_mnist.errors import UserError
+
+FLAGS = flags.FLAGS
+LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bench_serving.lua')
+
+GOALS = ('no errors', 'c=32 single images >= 10% of in-process',
+         'p99 < 100 ms at c=8', 'p50 < 10 ms at c=1')
+
+
+def define_flags():
+    flags.DEFINE_string('model_base_path', None, 'Exported versions (the newest is served).')
+    flags.DEFINE_integer('requests', 2000, 'Requests per level, single images.', lower_bound=1)
+    flags.DEFINE_integer('batch_requests', 200, 'Requests per level, batches above 1.',
+                         lower_bound=1)
+    flags.DEFINE_list('concurrency', ['1', '8', '32'], 'Requests in flight at once.')
+    flags.DEFINE_list('batch_sizes', ['1', '100'], 'Images per request.')
+    flags.DEFINE_integer('inprocess_batches', 1000, 'Batches of 100 timed in process, '
+                         'three times (the best counts).',
+                         lower_bound=1)
+    flags.DEFINE_string('json', None, 'Write the results here (must not exist).')
+    flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+    flags.DEFINE_enum('worker', None, ['inprocess'], 'Internal: the in-process part, in a '
+                      'process of its own, answering JSON on stdout.')
+    flags.DEFINE_string('url', None, 'Internal: the server, for --worker=load.')
+    flags.DEFINE_integer('max_seconds', 300, 'Longest a load level may last.', lower_bound=1)
+    flags.DEFINE_list('server_flags', [], 'More flags for graph_mnist.serve, e.g. '
+                      '--server_flags=--rest_api_num_processes=1')
+
+
+def test_images():
+    from graph_mnist import data
+    mnist = data.load(FLAGS.data_dir, log=lambda message: None)
+    return mnist.test_images, mnist.test_digits
+
+
+# ----------------------------------------------------------------------------- workers
+
+def inprocess():
+    """Images per second of the SavedModel in a Session, batches of 100."""
+    import tensorflow as tf
+    from graph_mnist import export
+    images, _ = test_images()
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta = tf.compat.v1.saved_model.loader.load(
+            session, ['serve'], export.resolve(FLAGS.model_base_path))
+    signature = meta.signature_def['serving_default']
+    run = session.make_callable([graph.get_tensor_by_name(signature.outputs['digit'].name)],
+                                feed_list=[graph.get_tensor_by_name(
+                                    signature.inputs['images'].name)])
+    batches = [images[i:i + 100] for i in range(0, len(images), 100)]
+    for batch in batches[:10]:
+        run(batch)
+    rates = []
+    for _ in range(3):  # the best of three: the limit, not a bad moment of the machine
+        start = time.perf_counter()
+        for i in range(FLAGS.inprocess_batches):
+            run(batches[i % len(batches)])
+        rates.append(FLAGS.inprocess_batches * 100 / (time.perf_counter() - start))
+    return {'images_per_second': max(rates), 'each': rates, 'batch': 100,
+            'batches': FLAGS.inprocess_batches}
+
+
+def load(url, concurrency, batch, requests):
+    """`requests` POSTs of `batch` images, `concurrency` at a time, sent by wrk (C, one
+    thread, keep-alive connections) with bench_serving.lua, after a warm-up of 5% not
+    counted. A Python client spent as much CPU per request as the server it measured,
+    on the same two cores (BUILD_NOTES.md)."""
+    import tempfile
+    images, _ = test_images()
+    count = min(len(images) // batch, 2000 // batch)
+    with tempfile.NamedTemporaryFile('w', suffix='.jsonl') as bodies:
+        for i in range(count):
+            bodies.write(json.dumps({'instances': np.round(
+                images[i * batch:(i + 1) * batch], 4).tolist()}) + '\n')
+        bodies.flush()
+
+        def wrk(limit):
+            command = ['wrk', '-t1', f'-c{concurrency}', f'-d{FLAGS.max_seconds}s',
+                       '-s', LUA, f'{url}/v1/models/mnist:predict', '--', bodies.name,
+                       str(limit)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            try:
+                lines = []
+                for line in process.stdout:  # LIMIT: all answered; end it as Ctrl-C would
+                    lines.append(line)
+                    if line.strip() == 'LIMIT':
+                        process.send_signal(signal.SIGINT)
+                process.wait(FLAGS.max_seconds + 60)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            answer = [line for line in lines if line.startswith('{')]
+            if not answer:
+                raise UserError(f'wrk failed: {process.stderr.read().strip() or lines}')
+            return json.loads(answer[-1])
+        wrk(max(concurrency, requests // 20))
+        x = wrk(requests)
+    errors = x['refused'] + x['socket_errors'] + max(0, requests - x['answered'])
+    return {'batch': batch, 'concurrency': concurrency, 'requests': x['answered'],
+            'seconds': x['seconds'], 'requests_per_second': x['answered'] / x['seconds'],
+            'images_per_second': x['answered'] * batch / x['seconds'],
+            'p50_ms': x['p50_us'] / 1000, 'p99_ms': x['p99_us'] / 1000,
+            'max_ms': x['max_us'] / 1000, 'errors': errors}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def worker(*flags_):
+    """Runs this script as a worker in a fresh process; its JSON answer."""
+    command = [sys.executable, os.path.abspath(__file__), *flags_]
+    if FLAGS.data_dir:
+        command.append(f'--data_dir={FLAGS.data_dir}')
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise UserError(f'the {flags_[0]} worker failed:\n' + done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def goals(levels, inprocess_rate):
+    def level(batch, concurrency):
+        return next((x for x in levels if x['batch'] == batch and
+                     x['concurrency'] == concurrency), None)
+    single32, at8, at1 = level(1, 32), level(1, 8), level(1, 1)
+    return {
+        GOALS[0]: all(x['errors'] == 0 for x in levels),
+        GOALS[1]: None if not single32 else
+        single32['images_per_second'] >= 0.10 * inprocess_rate,
+        GOALS[2]: None if not at8 else at8['p99_ms'] < 100,
+        GOALS[3]: None if not at1 else at1['p50_ms'] < 10,
+    }
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker == 'inprocess':
+        print(json.dumps(inprocess()))
+        return 0
+    from benchmark import machine
+    from graph_mnist import export
+    from graph_mnist import serve
+    if FLAGS.model_base_path is None:
+        raise UserError('--model_base_path is required')
+    if shutil.which('wrk') is None:
+        raise UserError('wrk is missing (the load generator): apt-get install wrk, or '
+                        'sh scripts/install_test_packages.sh')
+    if FLAGS.json and os.path.exists(FLAGS.json):
+        raise UserError(f'{FLAGS.json} exists; choose another --json')
+    version = export.resolve(FLAGS.model_base_path)
+    try:
+        concurrencies = [int(c) for c in FLAGS.concurrency]
+        batches = [int(b) for b in FLAGS.batch_sizes]
+    except ValueError:
+        raise UserError('--concurrency and --batch_sizes are lists of whole numbers') from None
+    base = [f'--model_base_path={FLAGS.model_base_path}']
+    limit = worker('--worker=inprocess', *base,
+                   f'--inprocess_batches={FLAGS.inprocess_batches}')
+    print(f'in process ({version}, batches of 100): {limit["images_per_second"]:,.0f} images/s')
+    levels = []
+    with serve.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags) as server:
+        print(f'{"images/request":>14} {"concurrency":>11} {"requests":>8} {"req/s":>8} '
+              f'{"images/s":>9} {"p50 ms":>7} {"p99 ms":>7} {"errors":>6}')
+        for batch in batches:
+            for concurrency in concurrencies:
+                requests = FLAGS.requests if batch == 1 else FLAGS.batch_requests
+                x = load(server.url, concurrency, batch, requests)
+                levels.append(x)
+                print(f'{batch:>14} {concurrency:>11} {x["requests"]:>8} '
+                      f'{x["requests_per_second"]:>8,.0f} {x["images_per_second"]:>9,.0f} '
+                      f'{x["p50_ms"]:>7.2f} {x["p99_ms"]:>7.2f} {x["errors"]:>6}')
+    met = goals(levels, limit['images_per_second'])
+    single32 = next((x for x in levels if x['batch'] == 1 and x['concurrency'] == 32), None)
+    if single32:
+        print(f'served single images at concurrency 32: '
+              f'{single32["images_per_second"] / limit["images_per_second"]:.1%} of in process')
+    for goal, ok in met.items():
+        print(f'  {"met" if ok else "not measured" if ok is None else "NOT MET"}: {goal}')
+    if FLAGS.json:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+        with open(FLAGS.json, 'x') as f:
+            json.dump({'command': ' '.join(['python', 'scripts/bench_serving.py'] + sys.argv[1:]),
+                       'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'machine': machine(),
+                       'version_dir': version, 'inprocess': limit, 'levels': levels,
+                       'goals': met}, f, indent=1)
+        print(f'written: {FLAGS.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main, define_flags)
