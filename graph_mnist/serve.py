@@ -41,6 +41,7 @@ import binascii
 import collections
 import concurrent.futures
 import gc
+import itertools
 import os
 import re
 import socket
@@ -351,7 +352,7 @@ def to_array(values, dtype, dims, name):
                          dtype=object)
     else:
         try:
-            array = np.asarray(values, dtype=dtype.as_numpy_dtype)
+            array = numbers(values, dims, dtype.as_numpy_dtype)
         except (ValueError, TypeError, OverflowError):
             raise bad_request(f"'{name}' expects {dtype.name} numbers, every example of "
                               f"shape {format_shape(example)}") from None
@@ -360,6 +361,24 @@ def to_array(values, dtype, dims, name):
         raise bad_request(f"'{name}' expects examples of shape {format_shape(example)}, got "
                           f"{format_shape(array.shape[1:])}")
     return array
+
+
+def numbers(values, dims, numpy_dtype):
+    """Nested JSON lists of numbers -> array. When the signature's shape is known, the
+    lists are checked level by level and flattened, and numpy converts one flat list:
+    twice as fast as np.asarray on the nested lists (28 x 28 lists of one number each),
+    which was a fifth of a single-image request's time. Otherwise np.asarray."""
+    if not dims or None in dims[1:]:
+        return np.asarray(values, dtype=numpy_dtype)
+    try:
+        flat = values
+        for size in dims[1:]:
+            if set(map(len, flat)) != {size}:  # TypeError where a number stands for a list
+                raise ValueError('not of the signature\'s shape')
+            flat = list(itertools.chain.from_iterable(flat))
+        return np.array(flat, dtype=numpy_dtype).reshape(len(values), *dims[1:])
+    except (ValueError, TypeError):  # wrong: np.asarray says how (or raises)
+        return np.asarray(values, dtype=numpy_dtype)
 
 
 def format_shape(dims):
@@ -621,6 +640,8 @@ def define_flags():
                          '(0: as --tensorflow_intra_op_parallelism).', lower_bound=0)
     flags.DEFINE_bool('other_process', False, 'Internal: one of the processes the first '
                       'one started, on its port.')
+    flags.DEFINE_integer('ready_fd', None, 'Internal: where another process says it is '
+                         'ready.')
     flags.mark_flag_as_required('model_base_path')
 
 
@@ -640,13 +661,34 @@ def listen(host, port):
     return sock
 
 
-def start_others(port, count):
-    """The other serving processes: this command again, on the same port."""
+def start_others(port, count, ready):
+    """The other serving processes: this command again, on the same port; each writes a
+    byte to the pipe `ready` once its model is loaded and it listens."""
     import subprocess
     import sys
     command = [sys.executable, '-m', 'graph_mnist.serve', *sys.argv[1:],
-               f'--rest_api_port={port}', '--other_process']
-    return [subprocess.Popen(command) for _ in range(count)]
+               f'--rest_api_port={port}', '--other_process', f'--ready_fd={ready}']
+    return [subprocess.Popen(command, pass_fds=[ready]) for _ in range(count)]
+
+
+def wait_for(others, ready, timeout=600):
+    """Until every other process is ready (or has ended: it said why on stderr). A
+    process still loading takes no connection: a client's keep-alive connections all
+    went to the first one when it announced itself before the others were ready."""
+    import select
+    waiting, deadline = len(others), time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        if select.select([ready], [], [], 0.5)[0]:
+            got = os.read(ready, waiting)
+            if not got:  # every writer gone
+                break
+            waiting -= len(got)
+        elif all(p.poll() is not None for p in others):
+            break
+    os.close(ready)
+    if waiting:
+        logging.warning('%d of the %d other serving processes did not start', waiting,
+                        len(others))
 
 
 def stop_others(others):
@@ -695,11 +737,12 @@ def main(argv):
                             f'move it to {os.path.join(base, "1")} or export again')
         sock = listen(FLAGS.host, FLAGS.rest_api_port)
         count = FLAGS.rest_api_num_processes or os.cpu_count() or 1
-        others = start_others(sock.getsockname()[1], count - 1)
+        ready, told = os.pipe()
+        others = start_others(sock.getsockname()[1], count - 1, told)
+        os.close(told)
     else:  # one of the others: quiet, on the first one's port, ending with it
         logging.set_verbosity(logging.WARNING)
-        sock = listen(FLAGS.host, FLAGS.rest_api_port)
-        others, count = [], None
+        sock, others, count = None, [], None
         end_with(os.getppid())
     try:
         manager = Manager(FLAGS.model_name, base, FLAGS.file_system_poll_wait_seconds,
@@ -707,6 +750,16 @@ def main(argv):
                            threads()))
         manager.start()
         gc.freeze()  # see Manager.poll
+        # A request's JSON is about 900 new lists: at the default threshold (700) every
+        # request set off a collection. At 50,000, one per ~55 requests: single-image
+        # requests at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here.
+        gc.set_threshold(50_000, 20, 20)
+        if FLAGS.other_process:  # listen only now, loaded, so no connection waits on us
+            sock = listen(FLAGS.host, FLAGS.rest_api_port)
+            os.write(FLAGS.ready_fd, b'1')
+            os.close(FLAGS.ready_fd)
+        else:
+            wait_for(others, ready)
         if manager.current is None:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',
                             base)
@@ -722,7 +775,8 @@ def main(argv):
             manager.stop()
     finally:
         stop_others(others)
-        sock.close()
+        if sock is not None:
+            sock.close()
     logging.info('stopped')
     return 0
 
