@@ -11,6 +11,7 @@ Nothing here switches TensorFlow modes for the process: every graph is its own
 `tf.Graph()`, so this module imports cleanly beside eager TensorFlow 2 code.
 """
 
+import contextlib
 import math
 from typing import Callable, NamedTuple
 
@@ -447,6 +448,9 @@ class Graph(NamedTuple):
     biases: list              # the B variables
     saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's,
                               # batch norm's moving averages too)
+    global_step: tf.Variable = None  # on a cluster: the step all workers add to
+    sync: object = None       # on a cluster with --sync_replicas: the SyncReplicasOptimizer
+    cluster: dict = None      # on a cluster: the operations its sessions start and end with
 
     def test_feed(self, images, labels=None):
         """The feed that evaluates: all neurons on, batch norm on its moving averages."""
@@ -491,11 +495,27 @@ def session_config(loss):
     return config
 
 
-def build(name, loss='stable', seed=0):
-    """Builds network `name` with its loss, accuracy and training step in a new tf.Graph."""
+class Placement(NamedTuple):
+    """Where a cluster task's graph goes (graph_mnist.distributed makes it): variables on
+    the parameter servers, operations on this task (`device`, a replica_device_setter);
+    `replicas` training tasks; `sync`: one gradient from each per step, aggregated."""
+    device: object
+    replicas: int = 1
+    sync: bool = False
+    ps: int = 1
+
+
+def build(name, loss='stable', seed=0, placement=None):
+    """Builds network `name` with its loss, accuracy and training step in a new tf.Graph.
+
+    placement: None on one machine; on a cluster, a Placement. Then the variables live on
+    the parameter servers, a global step variable counts every worker's steps (created
+    after the network, so the network's initial weights are those of the same seed on one
+    machine), and with placement.sync the optimizer is wrapped in SyncReplicasOptimizer."""
     spec = NETWORKS[name]
     graph = tf.Graph()
-    with graph.as_default():
+    on_cluster = graph.device(placement.device) if placement else contextlib.nullcontext()
+    with graph.as_default(), on_cluster:
         v1.set_random_seed(seed)  # graph-level seed: same seed, same initial weights
         X = v1.placeholder(tf.float32, [None, 28, 28, 1], name='X')
         Y_ = v1.placeholder(tf.float32, [None, 10], name='Y_')
@@ -515,20 +535,55 @@ def build(name, loss='stable', seed=0):
         accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
 
         lr = tf.identity(spec.learning_rate(step), name='lr')
+        global_step, sync, optimizer = None, None, spec.optimizer(lr)
+        if placement:
+            global_step = v1.train.get_or_create_global_step()
+            if placement.sync:
+                optimizer = sync = v1.train.SyncReplicasOptimizer(
+                    optimizer, replicas_to_aggregate=placement.replicas,
+                    total_num_replicas=placement.replicas)
         forward_ops = len(graph.get_operations())
         # minimize adds the gradients (formal differentiation of xent) and the updates;
         # batch norm's moving averages are updated with every training step, never else
         with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-            train_step = spec.optimizer(lr).minimize(xent, name='train_step')
+            train_step = optimizer.minimize(xent, global_step=global_step, name='train_step')
         minimize_ops = len(graph.get_operations())
         init = v1.global_variables_initializer()
         variables = v1.trainable_variables()
         saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
+        cluster = None
+        if placement:
+            cluster = cluster_operations(placement, sync)
+            with tf.control_dependencies([train_step]):  # the global step after this one
+                cluster['step_after'] = tf.identity(global_step.read_value())
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
                  train_step, init, spec, session_config(loss), forward_ops, minimize_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
-                 biases=[v for v in variables if v.op.name.startswith('B')], saver=saver)
+                 biases=[v for v in variables if v.op.name.startswith('B')], saver=saver,
+                 global_step=global_step, sync=sync, cluster=cluster)
+
+
+def done_queue(ps):
+    """A one-slot queue on parameter server `ps` where the chief says the run is over,
+    shared by name between the chief's graph and the parameter server's own."""
+    with tf.device(f'/job:ps/task:{ps}'):
+        return v1.FIFOQueue(1, tf.int32, shared_name=f'graph_mnist_done_{ps}',
+                            name=f'done_{ps}')
+
+
+def cluster_operations(placement, sync):
+    """What a cluster's sessions run besides the training (made before the graph is
+    finalized): readiness, the synchronous optimizer's set-up, the end of the run."""
+    ready = v1.report_uninitialized_variables()
+    getattr(ready, 'mark_used', lambda: None)()  # run by SessionManager, maybe never
+    ops = {'ready': ready,
+           'done': [done_queue(ps).enqueue(1) for ps in range(placement.ps)]}
+    if sync:
+        ops.update(ready_for_local_init=sync.ready_for_local_init_op,
+                   chief_init=sync.chief_init_op, local_init=sync.local_step_init_op,
+                   init_tokens=sync.get_init_tokens_op(), queue_runner=sync.get_chief_queue_runner())
+    return ops
 
 
 def trainable_parameters(g):

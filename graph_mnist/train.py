@@ -19,6 +19,7 @@ if __name__ == '__main__':
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 
@@ -31,6 +32,7 @@ import tensorflow as tf
 from graph_mnist import checkpoints
 from graph_mnist import dashboard
 from graph_mnist import data
+from graph_mnist import distributed
 from graph_mnist import events as graph_events
 from graph_mnist import models
 from graph_mnist import runs
@@ -356,6 +358,12 @@ def define_flags(flag_values=FLAGS):
                       'workdir (and .mp4 with ffmpeg); notebook: in the Jupyter cell; none: '
                       'no figure; auto: notebook in a Jupyter kernel, live where a display '
                       'is, else save.', **own)
+    flags.DEFINE_bool('sync_replicas', False, 'On a cluster (TF_CONFIG): synchronous '
+                      'updates, one gradient of every worker per step (SyncReplicasOptimizer); '
+                      'else asynchronous, as TensorFlow 1 did by default.', **own)
+    flags.DEFINE_float('cluster_timeout', 120, 'On a cluster: the longest wait, in seconds, for '
+                       'another task (a Session call, the chief\'s initialisation).',
+                       lower_bound=1, **own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
                       'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',
@@ -382,17 +390,17 @@ def config_from_flags():
     return Config.of_run(run, **given, vis=vis), FLAGS.workdir
 
 
-def _stop_on_signals():
-    """Ctrl-C and SIGTERM ask the loop to stop at the next step (after a checkpoint);
-    a second Ctrl-C stops at once."""
+def _stop_on_signals(saving=True):
+    """Ctrl-C and SIGTERM ask the loop to stop at the next step (after a checkpoint,
+    when `saving`); a second Ctrl-C stops at once."""
     requested = threading.Event()
 
     def handler(signum, frame):
         if requested.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         requested.set()
-        logging.warning('%s: saving a checkpoint and stopping (Ctrl-C again to stop now)',
-                        signal.Signals(signum).name)
+        logging.warning('%s: %sstopping (Ctrl-C again to stop now)',
+                        signal.Signals(signum).name, 'saving a checkpoint and ' if saving else '')
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -401,13 +409,27 @@ def _stop_on_signals():
 
 def main(argv):
     del argv
+    task = distributed.task_from_environment()  # TF_CONFIG: one task of a cluster
+    if task and task.type == 'ps':
+        return distributed.serve_parameters(task, _stop_on_signals(saving=False))
     config, workdir = config_from_flags()
+    if task and not task.is_chief:
+        config = dataclasses.replace(config, vis='none')  # the chief alone shows and writes
     mnist = data.load(FLAGS.data_dir, log=logging.info)  # a failure here leaves nothing behind
+    if task and not task.is_chief:
+        distributed.train(mnist, config, None, task, False, _stop_on_signals(saving=False),
+                          FLAGS.sync_replicas, FLAGS.cluster_timeout, sys.modules[__name__])
+        return 0
     if not FLAGS.resume:
         workdir = runs.prepare_workdir(workdir, config.model)
     logging.info('workdir: %s', workdir)
     try:
-        history = train(mnist, config, workdir, FLAGS.resume, _stop_on_signals())
+        if task:
+            history = distributed.train(mnist, config, workdir, task, FLAGS.resume,
+                                        _stop_on_signals(), FLAGS.sync_replicas,
+                                        FLAGS.cluster_timeout, sys.modules[__name__])
+        else:
+            history = train(mnist, config, workdir, FLAGS.resume, _stop_on_signals())
     except Interrupted as e:
         logging.warning('%s. Continue with:\n  python -m graph_mnist.train --resume '
                         '--workdir=%s', e, workdir)
