@@ -82,6 +82,9 @@ def restore(sess, saver, path):
         # let this Saver manage (and in time delete) the checkpoints saved before
         state = v1.train.get_checkpoint_state(os.path.dirname(path))
         saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError):
+        raise  # on a cluster: another task is not answering, the checkpoint may be fine
     except (tf.errors.OpError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(

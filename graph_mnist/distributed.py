@@ -29,6 +29,8 @@ after --cluster_timeout seconds with a message saying who did not answer.
 
 import json
 import os
+import re
+import threading
 import time
 from typing import NamedTuple
 
@@ -166,14 +168,12 @@ def session_config(g, task, timeout):
 def unanswered(task, error, timeout):
     """The ClusterError for an operation that failed for want of another task."""
     ps = ', '.join(task.cluster['ps'])
-    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not
-             line.strip().startswith(('Graph execution error', '[[', 'Detected at',
-                                      '<stack', 'Additional GRPC'))]
-    reason = ' '.join(lines)[:300]
     if isinstance(error, tf.errors.DeadlineExceededError):
         what = f'waited {timeout:.0f} s (--cluster_timeout) for the other tasks'
     else:
-        what = f'lost the parameter servers ({ps}): {type(error).__name__}: {reason}'
+        said = re.findall(r'grpc_message:"([^"]+)"', str(error))
+        reason = said[0] if said else type(error).__name__
+        what = f'lost the parameter servers ({ps}): {reason}'
     return ClusterError(f'{task.name} {what}. The run can go on from its last checkpoint: '
                         f'start the cluster again and the chief with --resume.')
 
@@ -213,7 +213,18 @@ def train(mnist, config, workdir, task, resume, stop_requested, sync, timeout, t
         return _loop(sess, g, mnist, batches, config, workdir, task, started, stop_requested,
                      train_module, timeout)
     finally:
-        sess.close()
+        close_within(sess, 5)
+
+
+def close_within(sess, seconds):
+    """Closes the Session, waiting at most `seconds`: closing asks every task to clean
+    up, and a dead parameter server never answers (the chief hung there, measured)."""
+    closing = threading.Thread(target=sess.close, name='session-close', daemon=True)
+    closing.start()
+    closing.join(seconds)
+    if closing.is_alive():
+        logging.warning('the session did not close within %d s (a task is gone); leaving it',
+                        seconds)
 
 
 def _session(manager, server, sconfig, g, task, config, workdir, resume, sync, started,

@@ -1,0 +1,249 @@
+r"""The cluster drill: a network trained by a parameter server and two workers on loopback,
+asynchronous and synchronous, beside one machine, and a cluster's everyday faults.
+
+    python scripts/cluster_drill.py
+    python scripts/cluster_drill.py --model=conv_dropout --workdir=runs/cluster_drill
+
+Parts (each a real `python -m graph_mnist.train`, the cluster ones through
+graph_mnist.cluster's tasks, every process stopped at the end however it ends):
+  single    one machine, the same seed: the reference
+  async     1 ps + 2 workers, asynchronous updates
+  sync      1 ps + 2 workers, --sync_replicas
+  alone     1 ps + the chief alone, --overhead_steps: what the variables' and gradients'
+            trips over gRPC cost a step, beside one machine's step
+  faults    1 ps + 2 workers, asynchronous, with a worker killed (SIGKILL) at 30% of the
+            steps and started again at 35%, the chief killed at 50% and started again
+            with --resume, the parameter server killed at 70% (the others must stop by
+            themselves with a message) and the whole cluster started again with --resume
+
+Reported (printed, and drill.json in --workdir, which must not exist): final and best
+test accuracy, steps per second of each task and of the run, the checks of each fault
+(who stopped, how fast, with what message; the history one continuous sequence).
+"""
+
+if __name__ == '__main__':
+    from graph_mnist import cli
+    cli.before_tensorflow()
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+from absl import logging
+
+from graph_mnist import cluster
+from graph_mnist import models
+from graph_mnist import runs
+from graph_mnist.errors import UserError
+
+FLAGS = flags.FLAGS
+STEP_LINE = re.compile(r'^\s*(\d+): (?:accuracy|\*)')
+OWN_STEPS = re.compile(r'(chief|worker \d+): (\d+) steps of its own in ([\d.]+) s')
+
+
+def define_flags():
+    flags.DEFINE_string('workdir', None, 'Where the runs and drill.json go (must not exist; '
+                        'default runs/cluster_drill-<date>-<time>).')
+    flags.DEFINE_enum('model', 'conv_dropout', list(models.NETWORKS), 'The network.')
+    flags.DEFINE_integer('iterations', None, 'Steps (default: the talk\'s for the model).',
+                         lower_bound=100)
+    flags.DEFINE_integer('seed', 0, 'The seed of every run.')
+    flags.DEFINE_integer('overhead_steps', 2000, 'Steps of the chief-alone part.',
+                         lower_bound=100)
+    flags.DEFINE_list('parts', ['single', 'async', 'sync', 'alone', 'faults'],
+                      'Which parts to run.')
+    flags.DEFINE_float('cluster_timeout', 60, 'Given to every task (--cluster_timeout).',
+                       lower_bound=5)
+    flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+
+
+def train_args(workdir, iterations, *more):
+    args = [f'--model={FLAGS.model}', f'--iterations={iterations}', f'--seed={FLAGS.seed}',
+            f'--workdir={workdir}', '--vis=none', f'--cluster_timeout={FLAGS.cluster_timeout}',
+            *more]
+    return args + ([f'--data_dir={FLAGS.data_dir}'] if FLAGS.data_dir else [])
+
+
+def save_logs(workdir, tasks, suffix=''):
+    """Each task's output beside the run: <workdir>/logs/<task><suffix>.log."""
+    folder = os.path.join(workdir, 'logs')
+    os.makedirs(folder, exist_ok=True)
+    for task in tasks:
+        with open(os.path.join(folder, task.name.replace(' ', '_') + suffix + '.log'), 'a') as f:
+            f.writelines(task.lines)
+
+
+def summary(workdir, tasks=()):
+    history = runs.read_history(workdir)
+    test = history['test']
+    own = {}
+    for task in tasks:
+        for line in task.lines:
+            found = OWN_STEPS.search(line)
+            if found:
+                own[found[1]] = {'steps': int(found[2]), 'seconds': float(found[3]),
+                                 'steps_per_second': int(found[2]) / float(found[3])}
+    return {'final_test_accuracy': history['final_test_accuracy'],
+            'max_test_accuracy': history['max_test_accuracy'],
+            'final_step': history['final_step'], 'wall_time': history['wall_time'],
+            'steps_per_second': history['final_step'] / history['wall_time'],
+            'status': history['status'], 'tasks': own,
+            'continuous': continuous(test['step'])}
+
+
+def continuous(steps):
+    """The evaluated steps strictly increase: nothing evaluated twice, nothing lost."""
+    return all(a < b for a, b in zip(steps, steps[1:]))
+
+
+def single(workdir, iterations):
+    command = [sys.executable, '-m', 'graph_mnist.train', *train_args(workdir, iterations)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        raise UserError(f'the single-machine run failed:\n{done.stderr[-2000:]}')
+    return summary(workdir)
+
+
+def quiet_tasks(configs, args):
+    """Tasks whose output is kept, not shown (the drill prints its own lines)."""
+    return [cluster.Task(name, tf_config, args, out=io.StringIO()) for name, tf_config in configs]
+
+
+def on_cluster(workdir, iterations, workers, *more):
+    tasks = quiet_tasks(cluster.plan(1, workers), train_args(workdir, iterations, *more))
+    code = cluster.run(tasks)
+    save_logs(workdir, tasks)
+    if code != 0:
+        chief = next(t for t in tasks if t.name == 'chief')
+        raise UserError(f'the cluster run in {workdir} failed ({code}):\n'
+                        + ''.join(chief.lines[-20:]))
+    return summary(workdir, tasks)
+
+
+def latest_step(task):
+    for line in reversed(task.lines):
+        found = STEP_LINE.match(line.split(' ', 2)[-1]) if line[:2] in ('I ', 'W ') else None
+        if found:
+            return int(found[1])
+    return -1
+
+
+def wait_for(task, step, timeout=1800):
+    deadline = time.monotonic() + timeout
+    while latest_step(task) < step:
+        if task.process.poll() is not None or time.monotonic() > deadline:
+            raise UserError(f'{task.name} ended or stalled before step {step}:\n'
+                            + ''.join(task.lines[-15:]))
+        time.sleep(0.2)
+    return latest_step(task)
+
+
+def faults(workdir, iterations):
+    """One asynchronous run through a worker, the chief and the ps killed."""
+    configs = dict(cluster.plan(1, 2))
+    args = train_args(workdir, iterations)
+    report, started = {}, []
+
+    def start(name, *more):
+        task = cluster.Task(name, configs[name], args + list(more), out=io.StringIO()).start()
+        started.append(task)
+        return task
+    try:
+        ps, chief, worker = start('ps 0'), start('chief'), start('worker 0')
+        # a worker killed: the others go on; started again, it joins the run
+        at = wait_for(chief, int(0.30 * iterations))
+        worker.process.kill()
+        report['worker_killed_at'] = at
+        report['chief_went_on_to'] = wait_for(chief, int(0.35 * iterations))
+        worker = start('worker 0')
+        # the chief killed: started again with --resume, from its last checkpoint
+        at = wait_for(chief, int(0.50 * iterations))
+        chief.process.kill()
+        chief.process.wait()
+        report['chief_killed_at'] = at
+        report['checkpoint_resumed'] = runs_checkpoint(workdir)
+        chief = start('chief', '--resume')
+        report['chief_resumed_to'] = wait_for(chief, int(0.70 * iterations))
+        report['restarted_worker_steps'] = max(
+            [int(m[1]) for m in (re.search(r'worker 0: (\d+) steps, global step', line)
+                                 for line in worker.lines) if m] or [0])
+        # the parameter server killed: the others stop by themselves, with a message
+        killed = time.monotonic()
+        ps.process.kill()
+        codes = {}
+        for task in (chief, worker):
+            task.process.wait(FLAGS.cluster_timeout + 60)
+            codes[task.name] = {'exit_code': task.process.returncode,
+                                'seconds_to_stop': round(time.monotonic() - killed, 1),
+                                'message': next((line.strip() for line in task.lines
+                                                 if line.startswith('E ')), None)}
+        report['ps_killed'] = codes
+        report['checkpoint_after_ps_loss'] = runs_checkpoint(workdir)
+        # the whole cluster again, the chief with --resume
+        tasks = [cluster.Task(name, tf_config, args + (['--resume'] if name == 'chief' else []),
+                              out=io.StringIO())
+                 for name, tf_config in cluster.plan(1, 2)]
+        code = cluster.run(tasks)
+        save_logs(workdir, tasks, '-restarted')
+        report['restarted_exit_code'] = code
+        report.update(summary(workdir, tasks))
+        return report
+    finally:
+        for task in started:
+            task.stop()
+        save_logs(workdir, started)
+
+
+def runs_checkpoint(workdir):
+    from graph_mnist import checkpoints
+    found = checkpoints.latest(workdir)
+    return found[1] if found else None
+
+
+def main(argv):
+    del argv
+    workdir = FLAGS.workdir or runs.new_dir('runs', 'cluster_drill')
+    if os.path.exists(workdir):
+        raise UserError(f'{workdir} exists; choose another --workdir')
+    os.makedirs(workdir)
+    iterations = FLAGS.iterations or models.NETWORKS[FLAGS.model].iterations
+    results = {'command': ' '.join(['python', 'scripts/cluster_drill.py'] + sys.argv[1:]),
+               'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'model': FLAGS.model,
+               'iterations': iterations, 'seed': FLAGS.seed}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from benchmark import machine
+    results['machine'] = machine()
+    parts = {
+        'single': lambda d: single(d, iterations),
+        'async': lambda d: on_cluster(d, iterations, 2),
+        'sync': lambda d: on_cluster(d, iterations, 2, '--sync_replicas'),
+        'alone': lambda d: on_cluster(d, FLAGS.overhead_steps, 1),
+        'faults': lambda d: faults(d, iterations),
+    }
+    for part in FLAGS.parts:
+        if part not in parts:
+            raise UserError(f'--parts: {part} is not one of {list(parts)}')
+    for part in FLAGS.parts:
+        logging.info('%s ...', part)
+        began = time.monotonic()
+        results[part] = parts[part](os.path.join(workdir, part))
+        results[part]['drill_seconds'] = round(time.monotonic() - began, 1)
+        shown = {k: v for k, v in results[part].items() if k != 'tasks'}
+        logging.info('%s: %s', part, json.dumps(shown))
+        for name, own in results[part].get('tasks', {}).items():
+            logging.info('  %s: %d steps, %.1f steps/s', name, own['steps'],
+                         own['steps_per_second'])
+        with open(os.path.join(workdir, 'drill.json'), 'w') as f:
+            json.dump(results, f, indent=1)
+    print(f'written: {os.path.join(workdir, "drill.json")}')
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main, define_flags)
