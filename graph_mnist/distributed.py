@@ -323,6 +323,13 @@ def _loop(sess, g, mnist, batches, config, workdir, task, started, stop_requeste
         if book:
             book.save('interrupted')
         raise unanswered(task, e, timeout) from None
+    except tf.errors.OutOfRangeError as e:  # the synchronous optimizer's queue closed
+        if book:
+            book.save('interrupted')
+        said = re.findall(r'grpc_message:"([^"]+)"', str(e))
+        raise ClusterError(f'{task.name}: synchronous training stopped (the chief\'s queue '
+                           f'of gradients closed: {said[0] if said else "the chief failed"})'
+                           f'. Resume from the last checkpoint with --resume.') from None
     finally:
         if book:
             book.close_events()

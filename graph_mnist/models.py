@@ -534,10 +534,13 @@ def build(name, loss='stable', seed=0, placement=None):
         correct_prediction = tf.equal(prediction, tf.argmax(Y_, 1))
         accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
 
-        lr = tf.identity(spec.learning_rate(step), name='lr')
-        global_step, sync, optimizer = None, None, spec.optimizer(lr)
+        global_step = v1.train.get_or_create_global_step() if placement else None
+        # on a cluster the decay reads the global step: with --sync_replicas the chief's
+        # queue runner applies the gradients, and it feeds no step
+        lr = tf.identity(spec.learning_rate(
+            tf.cast(global_step, tf.int32) if placement else step), name='lr')
+        sync, optimizer = None, spec.optimizer(lr)
         if placement:
-            global_step = v1.train.get_or_create_global_step()
             if placement.sync:
                 optimizer = sync = v1.train.SyncReplicasOptimizer(
                     optimizer, replicas_to_aggregate=placement.replicas,

@@ -61,6 +61,8 @@ def define_flags():
     flags.DEFINE_float('cluster_timeout', 60, 'Given to every task (--cluster_timeout).',
                        lower_bound=5)
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+    flags.DEFINE_string('report', None, 'Only add the scaling analysis to this drill.json '
+                        '(written by an earlier drill).')
 
 
 def train_args(workdir, iterations, *more):
@@ -206,9 +208,38 @@ def runs_checkpoint(workdir):
     return found[1] if found else None
 
 
+def scaling(results):
+    """Where a step's time goes, from the parts' figures: what the chief-alone cluster adds
+    to one machine's step is the trips to the parameter server (the variables read, the
+    gradients sent: each the size of the parameters, float32)."""
+    g = models.build(results['model'])
+    parameters = models.trainable_parameters(g)
+    out = {'parameters': parameters, 'bytes_each_way_per_step': 4 * parameters}
+    if 'single' in results and 'alone' in results:
+        single_ms = 1000 / results['single']['steps_per_second']
+        alone_ms = 1000 / results['alone']['steps_per_second']
+        out.update(single_step_ms=single_ms, alone_step_ms=alone_ms,
+                   traffic_ms_per_step=alone_ms - single_ms,
+                   loopback_megabytes_per_second=2 * 4 * parameters / 1e6 / (
+                       max(alone_ms - single_ms, 1e-3) / 1000))
+    for part in ('async', 'sync'):
+        if part in results and 'single' in results:
+            out[f'{part}_speedup'] = (results[part]['steps_per_second']
+                                      / results['single']['steps_per_second'])
+    return out
+
+
 def main(argv):
     del argv
-    workdir = FLAGS.workdir or runs.new_dir('runs', 'cluster_drill')
+    if FLAGS.report:  # the analysis again, from a drill's drill.json
+        with open(FLAGS.report) as f:
+            results = json.load(f)
+        results['scaling'] = scaling(results)
+        print(json.dumps(results['scaling'], indent=1))
+        with open(FLAGS.report, 'w') as f:
+            json.dump(results, f, indent=1)
+        return 0
+    workdir = FLAGS.workdir or runs.new_dir('cluster_drill')
     if os.path.exists(workdir):
         raise UserError(f'{workdir} exists; choose another --workdir')
     os.makedirs(workdir)
@@ -241,6 +272,10 @@ def main(argv):
                          own['steps_per_second'])
         with open(os.path.join(workdir, 'drill.json'), 'w') as f:
             json.dump(results, f, indent=1)
+    results['scaling'] = scaling(results)
+    logging.info('scaling: %s', json.dumps(results['scaling']))
+    with open(os.path.join(workdir, 'drill.json'), 'w') as f:
+        json.dump(results, f, indent=1)
     print(f'written: {os.path.join(workdir, "drill.json")}')
     return 0
 

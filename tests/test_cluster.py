@@ -1,0 +1,164 @@
+"""Training on a cluster: TF_CONFIG, a parameter server and two workers on loopback, the
+launcher, a lost parameter server. Tiny softmax runs; every process is stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_module
+from graph_mnist import checkpoints
+from graph_mnist import cluster
+from graph_mnist import distributed
+from graph_mnist import runs
+
+CLUSTER = {'chief': ['127.0.0.1:2222'], 'worker': ['127.0.0.1:2223', '127.0.0.1:2224'],
+           'ps': ['127.0.0.1:2225']}
+
+
+def tf_config(cluster_=CLUSTER, kind='worker', index=0):
+    return {'TF_CONFIG': json.dumps({'cluster': cluster_, 'task': {'type': kind,
+                                                                   'index': index}})}
+
+
+def test_tf_config_names_this_task_and_its_place():
+    assert distributed.task_from_environment({}) is None
+    worker = distributed.task_from_environment(tf_config(kind='worker', index=1))
+    assert (worker.type, worker.index, worker.is_chief) == ('worker', 1, False)
+    assert worker.replicas == 3 and worker.replica == 2  # the chief is replica 0
+    assert worker.address == '127.0.0.1:2224' and worker.name == 'worker 1'
+    chief = distributed.task_from_environment(tf_config(kind='chief'))
+    assert chief.is_chief and chief.replica == 0
+
+
+BAD = [
+    ('{"cluster": ', 'TF_CONFIG is not JSON'),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}', 'at least one "ps"'),
+    ('{"cluster": {"ps": ["a:1"], "worker": ["a:2"]}, "task": {"type": "worker"}}',
+     'needs a "chief"'),
+    (json.dumps({'cluster': CLUSTER, 'task': {'type': 'evaluator', 'index': 0}}),
+     "task type 'evaluator' is not a job"),
+    (json.dumps({'cluster': CLUSTER, 'task': {'type': 'worker', 'index': 2}}),
+     'task index 2 is out of range for "worker"'),
+    (json.dumps({'cluster': dict(CLUSTER, ps=['nohost']), 'task': {'type': 'ps'}}),
+     '"ps" must be a list of "host:port"'),
+    (json.dumps({'cluster': dict(CLUSTER, gpu=['a:1']), 'task': {'type': 'ps'}}),
+     "jobs ['gpu'] are not ours"),
+    ('[]', 'TF_CONFIG must be {"cluster"'),
+]
+
+
+@pytest.mark.parametrize('text, message', BAD, ids=[m for _, m in BAD])
+def test_a_bad_tf_config_is_refused_with_what_is_wrong(text, message):
+    with pytest.raises(distributed.ClusterError, match=message.replace('[', r'\[')
+                       .replace('(', r'\(')):
+        distributed.task_from_environment({'TF_CONFIG': text})
+
+
+def test_a_bad_tf_config_is_one_clear_error_from_the_command(tmp_path):
+    result = run_module('graph_mnist.train', '--model=softmax', f'--workdir={tmp_path}/run',
+                        env={'TF_CONFIG': BAD[1][0]})
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('E ')]
+    assert len(errors) == 1 and 'at least one "ps"' in errors[0]
+    assert not os.path.exists(tmp_path / 'run')  # nothing written
+
+
+def launcher(tmp_path, mnist_dir, *train_args, workers=2):
+    return [sys.executable, '-m', 'graph_mnist.cluster', '--ps=1', f'--workers={workers}',
+            '--', '--model=softmax', f'--workdir={tmp_path / "run"}', '--vis=none',
+            f'--data_dir={mnist_dir}', '--cluster_timeout=60', *train_args]
+
+
+@pytest.mark.parametrize('sync', [False, True], ids=['asynchronous', 'synchronous'])
+def test_a_ps_and_two_workers_train_softmax_on_one_global_step(tmp_path, mnist_dir, sync):
+    command = launcher(tmp_path, mnist_dir, '--iterations=600', '--eval_every=100',
+                       *(['--sync_replicas'] if sync else []))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for name in ('ps 0', 'chief', 'worker 0'):
+        assert any(line.startswith(f'[{name}] ') for line in lines), name
+    history = runs.read_history(str(tmp_path / 'run'))
+    assert history['status'] == 'finished' and history['final_step'] >= 600
+    steps = history['test']['step']
+    assert steps[0] == 0 and all(a < b for a, b in zip(steps, steps[1:]))
+    assert history['final_test_accuracy'] > 0.85
+    chief_steps = history['cluster']['chief_steps']
+    worker_steps = int(next(line.split(': ')[1].split()[0] for line in lines
+                            if line.startswith('[worker 0]') and 'steps of its own' in line))
+    assert worker_steps > 0 and chief_steps < history['final_step']  # both trained
+    if sync:  # every global step aggregates a gradient from each of the two
+        assert chief_steps + worker_steps == pytest.approx(2 * history['final_step'], abs=4)
+    else:  # each step of either adds one to the global step
+        assert chief_steps + worker_steps == pytest.approx(history['final_step'], abs=4)
+    assert history['cluster']['sync_replicas'] is sync
+    assert checkpoints.latest(str(tmp_path / 'run'))[1] == history['final_step']
+
+
+def processes_of(marker):
+    """The pids whose command line holds `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_launcher_stops_every_task_on_ctrl_c(tmp_path, mnist_dir):
+    marker = str(tmp_path / 'run')
+    process = subprocess.Popen(launcher(tmp_path, mnist_dir, '--iterations=1000000'),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:  # until the chief trains
+            if line.startswith('[chief]') and 'accuracy' in line:
+                break
+        assert len(processes_of(marker)) == 4  # the launcher and its three tasks
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, rest[-2000:]
+    assert 'every task has stopped' in rest
+    time.sleep(0.5)
+    assert processes_of(marker) == []
+    history = runs.read_history(marker)
+    assert history['status'] == 'interrupted'
+    assert checkpoints.latest(marker) is not None  # --resume goes on from there
+
+
+def test_a_lost_parameter_server_stops_the_others_with_a_message(tmp_path, mnist_dir):
+    args = ['--model=softmax', '--iterations=1000000', f'--workdir={tmp_path / "run"}',
+            '--vis=none', f'--data_dir={mnist_dir}', '--cluster_timeout=60']
+    configs = dict(cluster.plan(1, 2))
+    tasks = [cluster.Task(name, configs[name], args, out=open(os.devnull, 'w')).start()
+             for name in ('ps 0', 'chief', 'worker 0')]
+    try:
+        deadline = time.monotonic() + 120
+        while not any('accuracy' in line for line in tasks[1].lines):
+            assert time.monotonic() < deadline and tasks[1].process.poll() is None, \
+                ''.join(tasks[1].lines[-20:])
+            time.sleep(0.2)
+        time.sleep(1)
+        tasks[0].process.kill()
+        lost = time.monotonic()
+        for task in tasks[1:]:
+            task.process.wait(60)  # not a hang: well within --cluster_timeout
+            assert task.process.returncode == 1
+            errors = [line for line in task.lines if line.startswith('E ')]
+            assert errors and 'lost the parameter servers (127.0.0.1:' in errors[-1]
+            assert '--resume' in errors[-1]
+            assert not any('Traceback' in line for line in task.lines)
+        assert time.monotonic() - lost < 30
+    finally:
+        for task in tasks:
+            task.stop()
