@@ -25,6 +25,10 @@ Batching: one batch at a time per signature; the requests that arrive while it r
 next, together, in one Session call (up to --max_batch_size images). A lone request never
 waits; a crowd is batched (--batch_timeout_micros adds a wait for company).
 
+Processes: one per core (--rest_api_num_processes), each with the model loaded, all on
+the one port (SO_REUSEPORT); the first checks the flags, binds, starts the others and
+announces the address once all are ready; they end with it.
+
 Bad input gets TensorFlow Serving's status code and {"error": "..."}; the server goes on.
 It listens on 127.0.0.1 unless --host says otherwise. Built on Starlette and uvicorn
 (the `serve` extra: pip install -e '.[serve]').
@@ -35,11 +39,11 @@ if __name__ == '__main__':
     cli.before_tensorflow()
 
 import asyncio
-import contextlib
 import base64
 import binascii
 import collections
 import concurrent.futures
+import contextlib
 import gc
 import itertools
 import os
