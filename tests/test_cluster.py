@@ -91,7 +91,7 @@ def test_a_ps_and_two_workers_train_softmax_on_one_global_step(tmp_path, mnist_d
     chief_steps = history['cluster']['chief_steps']
     worker_steps = int(next(line.split(': ')[1].split()[0] for line in lines
                             if line.startswith('[worker 0]') and 'steps of its own' in line))
-    assert worker_steps > 0 and chief_steps < history['final_step']  # both trained
+    assert worker_steps > 50 and chief_steps > 50  # both trained
     if sync:  # every global step aggregates a gradient from each of the two
         assert chief_steps + worker_steps == pytest.approx(2 * history['final_step'], abs=4)
     else:  # each step of either adds one to the global step
