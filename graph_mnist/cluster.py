@@ -8,22 +8,56 @@ launcher picks free ports on 127.0.0.1, writes each task's TF_CONFIG (the first 
 --workers is the chief), starts the processes, shows their logs line by line with the
 task's name in front, and exits with the chief's exit code once the chief has ended and
 the others have followed. Ctrl-C asks the chief to save a checkpoint and stop
-(`--resume` goes on from there) and stops every other task; nothing is left running.
+(`--resume` goes on from there) and stops every other task, and so does SIGTERM; a task
+whose launcher is gone (even by SIGKILL) stops by itself: nothing is left running.
+
+TensorFlow's gRPC servers listen on every interface, whatever address TF_CONFIG names:
+--private_network runs the whole cluster in a network namespace of its own with loopback
+only (the tests and the drill do), unreachable from outside.
 
 On several machines, run the same `python -m graph_mnist.train` on each with its own
 TF_CONFIG (README: "Train on a cluster").
 """
 
+import os
+import shutil
+import sys
+
+PRIVATE = 'GRAPH_MNIST_PRIVATE_NETWORK'  # set inside the private network
+
+
+def in_private_network(argv):
+    """Runs `argv` again (os.exec: the same process, its signals and exit code) in a
+    network namespace of its own whose only interface is loopback, up; the processes it
+    starts share it. TensorFlow's gRPC servers listen on every interface (0.0.0.0 is
+    hard-coded in TensorFlow), whatever host TF_CONFIG names: so that a cluster on one
+    machine cannot be reached from outside, it runs here (Linux: unshare and ip)."""
+    if os.environ.get(PRIVATE):
+        return
+    missing = [tool for tool in ('unshare', 'ip') if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f'E --private_network needs {" and ".join(missing)} (util-linux, iproute2)')
+    os.environ[PRIVATE] = '1'
+    os.execvp('unshare', ['unshare', '--net', '--map-root-user', '--', 'sh', '-c',
+                          'ip link set lo up && exec "$0" "$@"', *argv])
+
+
+def asks_private_network(argv):
+    """--private_network among the launcher's own flags (before --)."""
+    own = argv[:argv.index('--')] if '--' in argv else argv
+    return any(a in ('--private_network', '--private_network=true') for a in own)
+
+
 if __name__ == '__main__':
+    if asks_private_network(sys.argv[1:]):  # before anything else holds a descriptor
+        in_private_network([sys.executable, '-m', 'graph_mnist.cluster', *sys.argv[1:]])
     from graph_mnist import cli
     cli.before_tensorflow()
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -33,6 +67,7 @@ from absl import logging
 
 FLAGS = flags.FLAGS
 CHIEF_GRACE_SECONDS = 15  # for the others to end by themselves once the chief has
+LAUNCHER = 'GRAPH_MNIST_LAUNCHER'  # its pid, in each task's environment (see distributed)
 
 
 def free_ports(count, host='127.0.0.1'):
@@ -74,7 +109,7 @@ class Task:
         self.process = None
 
     def start(self):
-        env = dict(os.environ, TF_CONFIG=self.tf_config)
+        env = dict(os.environ, TF_CONFIG=self.tf_config, **{LAUNCHER: str(os.getpid())})
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'graph_mnist.train', *self.train_args], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -118,15 +153,16 @@ def run(tasks, poll=0.2):
     Ctrl-C: SIGINT to the chief (it checkpoints and stops), the others stopped."""
     chief = next(t for t in tasks if t.name == 'chief')
     interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    previous = {signum: signal.signal(signum, lambda *_: interrupted.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         for task in tasks:
             task.start()
         asked = False
         while chief.process.poll() is None:
             if interrupted.is_set() and not asked:
-                logging.warning('Ctrl-C: the chief saves a checkpoint and stops; then every '
-                                'task stops')
+                logging.warning('stopping: the chief saves a checkpoint and stops; then '
+                                'every task stops')
                 chief.signal(signal.SIGINT)
                 asked = True
             time.sleep(poll)
@@ -138,7 +174,8 @@ def run(tasks, poll=0.2):
         for task in tasks:
             if task.process is not None:
                 task.stop()
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     code = chief.process.returncode
     return 130 if code in (-signal.SIGINT, -signal.SIGTERM) else code
 
@@ -147,7 +184,10 @@ def define_flags():
     flags.DEFINE_integer('ps', 1, 'Parameter servers.', lower_bound=1, upper_bound=16)
     flags.DEFINE_integer('workers', 2, 'Training tasks, the chief included.', lower_bound=1,
                          upper_bound=16)
-    flags.DEFINE_string('host', '127.0.0.1', 'The address every task listens on.')
+    flags.DEFINE_string('host', '127.0.0.1', 'The address the tasks name in TF_CONFIG.')
+    flags.DEFINE_bool('private_network', False, 'Run every task in a network namespace of '
+                      'its own with loopback only (Linux: unshare, ip): TensorFlow\'s gRPC '
+                      'servers listen on every interface, whatever --host says.')
 
 
 def main(argv):

@@ -30,6 +30,7 @@ after --cluster_timeout seconds with a message saying who did not answer.
 import json
 import os
 import re
+import signal
 import threading
 import time
 from typing import NamedTuple
@@ -123,6 +124,21 @@ def task_from_environment(environ=None):
     return Task(cluster, kind, index)
 
 
+def end_with_launcher(environ=None):
+    """A task started by graph_mnist.cluster stops (SIGTERM to itself, which it handles
+    as Ctrl-C) when the launcher is gone, however it went."""
+    launcher = (os.environ if environ is None else environ).get('GRAPH_MNIST_LAUNCHER')
+    if not launcher or not launcher.isdigit():
+        return
+
+    def watch():
+        while os.getppid() == int(launcher):
+            time.sleep(0.5)
+        logging.warning('the launcher is gone: stopping')
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name='launcher-watch', daemon=True).start()
+
+
 def start_server(task):
     """This task's tf.distribute.Server, or one clear error (a busy port, say)."""
     try:
@@ -143,7 +159,9 @@ def serve_parameters(task, stop_requested):
     graph = tf.Graph()
     with graph.as_default():
         done = models.done_queue(task.index).dequeue()
-    with v1.Session(server.target, graph=graph) as sess:
+    config = v1.ConfigProto(device_filters=[f'/job:ps/task:{task.index}'],
+                            operation_timeout_in_ms=5000)
+    with v1.Session(server.target, graph=graph, config=config) as sess:
         while not stop_requested():
             try:
                 sess.run(done, options=v1.RunOptions(timeout_in_ms=1000))

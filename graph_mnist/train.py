@@ -410,6 +410,8 @@ def _stop_on_signals(saving=True):
 def main(argv):
     del argv
     task = distributed.task_from_environment()  # TF_CONFIG: one task of a cluster
+    if task:
+        distributed.end_with_launcher()
     if task and task.type == 'ps':
         return distributed.serve_parameters(task, _stop_on_signals(saving=False))
     config, workdir = config_from_flags()

@@ -11,10 +11,14 @@ graph_mnist.cluster's tasks, every process stopped at the end however it ends):
   sync      1 ps + 2 workers, --sync_replicas
   alone     1 ps + the chief alone, --overhead_steps: what the variables' and gradients'
             trips over gRPC cost a step, beside one machine's step
+  ps_loss   (not by default) only the parameter server killed, at 30% of the steps
   faults    1 ps + 2 workers, asynchronous, with a worker killed (SIGKILL) at 30% of the
             steps and started again at 35%, the chief killed at 50% and started again
             with --resume, the parameter server killed at 70% (the others must stop by
             themselves with a message) and the whole cluster started again with --resume
+
+The drill runs in a network namespace of its own with loopback only (graph_mnist.cluster's
+--private_network; TensorFlow's gRPC servers listen on every interface).
 
 Reported (printed, and drill.json in --workdir, which must not exist): final and best
 test accuracy, steps per second of each task and of the run, the checks of each fault
@@ -22,6 +26,10 @@ test accuracy, steps per second of each task and of the run, the checks of each 
 """
 
 if __name__ == '__main__':
+    import sys
+    from graph_mnist import cluster
+    if '--noprivate_network' not in sys.argv:  # TensorFlow listens on every interface
+        cluster.in_private_network([sys.executable, *sys.argv])
     from graph_mnist import cli
     cli.before_tensorflow()
 
@@ -57,7 +65,11 @@ def define_flags():
     flags.DEFINE_integer('overhead_steps', 2000, 'Steps of the chief-alone part.',
                          lower_bound=100)
     flags.DEFINE_list('parts', ['single', 'async', 'sync', 'alone', 'faults'],
-                      'Which parts to run.')
+                      'Which parts to run (also: ps_loss, the parameter server killed at 30%% '
+                      'alone).')
+    flags.DEFINE_bool('private_network', True, 'Run in a network namespace of its own with '
+                      'loopback only (TensorFlow listens on every interface); '
+                      '--noprivate_network to run in the machine\'s network.')
     flags.DEFINE_float('cluster_timeout', 60, 'Given to every task (--cluster_timeout).',
                        lower_bound=5)
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
@@ -176,16 +188,7 @@ def faults(workdir, iterations):
             [int(m[1]) for m in (re.search(r'worker 0: (\d+) steps, global step', line)
                                  for line in worker.lines) if m] or [0])
         # the parameter server killed: the others stop by themselves, with a message
-        killed = time.monotonic()
-        ps.process.kill()
-        codes = {}
-        for task in (chief, worker):
-            task.process.wait(FLAGS.cluster_timeout + 60)
-            codes[task.name] = {'exit_code': task.process.returncode,
-                                'seconds_to_stop': round(time.monotonic() - killed, 1),
-                                'message': next((line.strip() for line in task.lines
-                                                 if line.startswith('E ')), None)}
-        report['ps_killed'] = codes
+        report['ps_killed'] = lose(ps, (chief, worker))
         report['checkpoint_after_ps_loss'] = runs_checkpoint(workdir)
         # the whole cluster again, the chief with --resume
         tasks = [cluster.Task(name, tf_config, args + (['--resume'] if name == 'chief' else []),
@@ -200,6 +203,38 @@ def faults(workdir, iterations):
         for task in started:
             task.stop()
         save_logs(workdir, started)
+
+
+def lose(ps, others):
+    """Kills the parameter server; how each other task stopped (code, seconds, message)."""
+    killed = time.monotonic()
+    ps.process.kill()
+    stopped = {}
+    for task in others:
+        try:
+            task.process.wait(FLAGS.cluster_timeout + 60)
+        except subprocess.TimeoutExpired:
+            pass  # a hang: reported as such, stopped by the caller
+        stopped[task.name] = {'exit_code': task.process.poll(),
+                              'seconds_to_stop': round(time.monotonic() - killed, 1),
+                              'message': next((line.strip() for line in task.lines
+                                               if line.startswith('E ')), None)}
+    return stopped
+
+
+def ps_loss(workdir, iterations):
+    """Only the parameter server's loss, at 30% of the steps (what the tests run)."""
+    configs = dict(cluster.plan(1, 2))
+    tasks = [cluster.Task(name, configs[name], train_args(workdir, iterations),
+                          out=io.StringIO()).start() for name in ('ps 0', 'chief', 'worker 0')]
+    try:
+        at = wait_for(tasks[1], int(0.30 * iterations))
+        return {'ps_killed_at': at, 'ps_killed': lose(tasks[0], tasks[1:]),
+                'checkpoint_after_ps_loss': runs_checkpoint(workdir)}
+    finally:
+        for task in tasks:
+            task.stop()
+        save_logs(workdir, tasks)
 
 
 def runs_checkpoint(workdir):
@@ -256,6 +291,7 @@ def main(argv):
         'sync': lambda d: on_cluster(d, iterations, 2, '--sync_replicas'),
         'alone': lambda d: on_cluster(d, FLAGS.overhead_steps, 1),
         'faults': lambda d: faults(d, iterations),
+        'ps_loss': lambda d: ps_loss(d, iterations),
     }
     for part in FLAGS.parts:
         if part not in parts:
