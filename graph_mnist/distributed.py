@@ -198,7 +198,12 @@ def unanswered(task, error, timeout):
 
 def train(mnist, config, workdir, task, resume, stop_requested, sync, timeout, train_module):
     """Trains as `task` (chief or worker) until the global step reaches config.iterations.
-    The chief returns the history; a worker returns None."""
+    The chief returns the history; a worker returns None.
+
+    train_module: the running graph_mnist.train module, whose Bookkeeping, _start and
+    Interrupted the chief uses. It is passed, not imported: under `python -m
+    graph_mnist.train` that module is __main__, and an import would load a second copy
+    whose Interrupted the entry point would not catch."""
     device = v1.train.replica_device_setter(
         worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
     placement = models.Placement(device, replicas=task.replicas, sync=sync,

@@ -63,7 +63,6 @@ def define_flags():
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
     flags.DEFINE_enum('worker', None, ['inprocess'], 'Internal: the in-process part, in a '
                       'process of its own, answering JSON on stdout.')
-    flags.DEFINE_string('url', None, 'Internal: the server, for --worker=load.')
     flags.DEFINE_integer('max_seconds', 300, 'Longest a load level may last.', lower_bound=1)
     flags.DEFINE_list('server_flags', [], 'More flags for graph_mnist.serve, e.g. '
                       '--server_flags=--rest_api_num_processes=1')

@@ -37,7 +37,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
