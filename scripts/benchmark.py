@@ -60,7 +60,14 @@ from graph_mnist import runs
 from graph_mnist.errors import UserError
 
 SPREAD_LIMIT = 0.10
-CONTENDERS = ('ours', 'keras', 'keras_xla', 'torch')
+CONTENDERS = ('ours', 'keras', 'keras_spe', 'keras_xla', 'torch')
+KERAS_STEPS_PER_EXECUTION = 50
+WINDOWS = 5
+# a contender's suffix, e.g. ours@onednn_off or keras_spe@avx2: what its process runs with
+SETTINGS = {
+    'onednn_off': {'TF_ENABLE_ONEDNN_OPTS': '0'},  # TensorFlow's own (Eigen) kernels
+    'avx2': {'ONEDNN_MAX_CPU_ISA': 'AVX2'},  # oneDNN's code for a CPU without AVX-512
+}
 
 
 # ------------------------------------------------------------------ what a twin builds
@@ -142,7 +149,7 @@ def keras_learning_rate(rate):
     return Decaying()
 
 
-def keras_model(description, seed=0, jit_compile=False):
+def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1):
     """The Keras twin of a network, layer by layer from its description."""
     import keras
     keras.utils.set_random_seed(seed)
@@ -177,31 +184,88 @@ def keras_model(description, seed=0, jit_compile=False):
     else:
         optimizer = keras.optimizers.Adam(rate)
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                metrics=['accuracy'], jit_compile=jit_compile)
+                metrics=['accuracy'], jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution)
     return net
 
 
 class Keras:
     jit_compile = False
+    steps_per_execution = 1
 
     def __init__(self, description, mnist, seed=0):
-        self.net = keras_model(description, seed, self.jit_compile)
+        self.net = keras_model(description, seed, self.jit_compile, self.steps_per_execution)
         self.mnist = mnist
         self.rng = np.random.default_rng(seed)
         self.order = np.empty(0, np.int64)
 
-    def train_steps(self, count):
+    def _fit(self, count, callbacks=()):
         # one fit call over the next `count` batches of a shuffled training set (epochs
         # reshuffled): Keras' own loop and data pipeline, as a user would call it
         while len(self.order) < count * 100:
             self.order = np.concatenate([self.order, self.rng.permutation(60000)])
         chosen, self.order = self.order[:count * 100], self.order[count * 100:]
         self.net.fit(self.mnist.train_images[chosen], self.mnist.train_labels[chosen],
-                     batch_size=100, epochs=1, shuffle=False, verbose=0)
+                     batch_size=100, epochs=1, shuffle=False, verbose=0,
+                     callbacks=list(callbacks))
+
+    def train_steps(self, count):
+        self._fit(count)
+
+    def timed_windows(self, warmup, per_window, windows):
+        """Like timed_windows() below, but inside one fit call (a fit per window would
+        charge Keras its per-call set-up once per window): a callback notes the clock
+        at the end of every executed batch group."""
+        import keras
+        every = self.steps_per_execution
+        if warmup % every or per_window % every:
+            raise ValueError(f'--warmup and a window\'s steps must be multiples of {every}')
+        clock = {}
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                clock[batch + 1] = time.perf_counter()  # steps done so far in this fit
+
+        self._fit(warmup + per_window * windows, [Clock()])
+        ends = [clock[warmup + per_window * k] for k in range(windows + 1)]
+        return [b - a for a, b in zip(ends, ends[1:])]
+
+    def time_to_99(self, limit, every):
+        """Like time_to_99() below, but in one fit call with the evaluations in a
+        callback that stops the fit at 99% (not a fit call per 100 steps: Keras at its
+        best)."""
+        import keras
+        if every % self.steps_per_execution:
+            raise ValueError(f'evaluations every {every} steps: not a multiple of '
+                             f'{self.steps_per_execution}')
+        evaluate, reached, epoch_steps = self.evaluate, {}, 60000 // 100
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                step = self.epoch * epoch_steps + batch + 1
+                if step % every == 0 and evaluate() >= 0.99:
+                    reached.update(seconds=time.perf_counter() - start, step=step)
+                    self.model.stop_training = True
+                if step >= limit:
+                    self.model.stop_training = True
+
+        start = time.perf_counter()
+        # whole epochs, shuffled by Keras: what a user writes (and no copy of `limit`
+        # batches made beforehand, which took longer than the training)
+        self.net.fit(self.mnist.train_images, self.mnist.train_labels, batch_size=100,
+                     epochs=-(-limit // epoch_steps), shuffle=True, verbose=0,
+                     callbacks=[Stop()])
+        return reached.get('seconds'), reached.get('step')
 
     def evaluate(self):
-        return self.net.evaluate(self.mnist.test_images, self.mnist.test_labels,
-                                 batch_size=10000, verbose=0)[1]
+        # all 10,000 in one call of the compiled test function, as ours does: the
+        # fastest of evaluate(batch_size=10000 or 1000), predict_on_batch and this
+        # (BUILD_NOTES), and inside a fit callback evaluate() cost ten times more
+        return self.net.test_on_batch(self.mnist.test_images, self.mnist.test_labels,
+                                      return_dict=True)['accuracy']
 
     def parameters(self):
         return self.net.count_params()
@@ -209,6 +273,13 @@ class Keras:
 
 class KerasXLA(Keras):
     jit_compile = True
+
+
+class KerasSteps(Keras):
+    """Keras' own remedy for small networks: `steps_per_execution` runs that many
+    training steps per call of its compiled function (one Python round trip, one
+    callback call, per 50 steps)."""
+    steps_per_execution = KERAS_STEPS_PER_EXECUTION
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -313,7 +384,8 @@ class Segfault:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
-WORKERS = {'ours': Ours, 'keras': Keras, 'keras_xla': KerasXLA, 'torch': Torch,
+WORKERS = {'ours': Ours, 'keras': Keras, 'keras_spe': KerasSteps, 'keras_xla': KerasXLA,
+           'torch': Torch,
            'segfault': Segfault}
 
 
@@ -338,6 +410,8 @@ def time_to_99(contender, limit=10000, every=100):
     """Wall time, evaluations included, until the test accuracy on all 10,000 test
     images first reaches 0.99, evaluating every `every` steps: (seconds, step), or
     (None, None) within `limit` steps."""
+    if hasattr(contender, 'time_to_99'):
+        return contender.time_to_99(limit, every)
     start = time.perf_counter()
     for step in range(every, limit + 1, every):
         contender.train_steps(every)
@@ -346,8 +420,20 @@ def time_to_99(contender, limit=10000, every=100):
     return None, None
 
 
-def work(name, task, description, steps, warmup, seed, data_dir):
-    """What one worker process measures; a JSON-ready dict."""
+def timed_windows(contender, warmup, per_window, windows):
+    """Seconds of each of `windows` consecutive windows of `per_window` training steps,
+    after `warmup` steps."""
+    if hasattr(contender, 'timed_windows'):
+        return contender.timed_windows(warmup, per_window, windows)
+    contender.train_steps(warmup)
+    return [_timed(lambda: contender.train_steps(per_window)) for _ in range(windows)]
+
+
+def work(name, task, description, steps, warmup, seed, data_dir, windows=WINDOWS):
+    """What one worker process measures; a JSON-ready dict. Its timing of `steps` steps
+    is the median of its windows x their number: a stall in one window (another
+    tenant of the machine, a collection) moves the process's figure by nothing, and
+    every window is kept in the result."""
     if name == 'matmul':
         return {'gflops': matmul_peak_gflops()}
     if name == 'torch':
@@ -360,8 +446,10 @@ def work(name, task, description, steps, warmup, seed, data_dir):
     if task == 'time_to_99':
         seconds, step = time_to_99(contender)
         return {'seconds': seconds, 'step': step}
-    contender.train_steps(warmup)
-    result = {'seconds': _timed(lambda: contender.train_steps(steps)),
+    if steps % windows:
+        raise ValueError(f'{steps} steps do not split into {windows} windows')
+    seconds = timed_windows(contender, warmup, steps // windows, windows)
+    result = {'seconds': statistics.median(seconds) * windows, 'windows': seconds,
               'parameters': contender.parameters()}
     if name == 'ours':
         result['eval_ms'] = 1000 * statistics.median(_timed(contender.evaluate)
@@ -372,15 +460,21 @@ def work(name, task, description, steps, warmup, seed, data_dir):
 # --------------------------------------------------------------------------- the parent
 
 
+def worker_environment(name, base=None):
+    """The environment of contender `name`'s process: this one's, plus its suffixes'."""
+    env = dict(os.environ if base is None else base)
+    for suffix in name.split('@')[1:]:
+        env.update(SETTINGS[suffix])
+    return env
+
+
 def run_worker(name, task, description_path, steps=1, warmup=0, seed=0, data_dir=None,
-               timeout=3600):
+               timeout=3600, windows=1):
     """Runs one contender in a fresh process: its result, or {'crashed': why}."""
-    env = dict(os.environ)
-    if name.endswith('@onednn_off'):
-        env['TF_ENABLE_ONEDNN_OPTS'] = '0'
+    env = worker_environment(name)
     command = [sys.executable, os.path.abspath(__file__), f'--worker={name}', f'--task={task}',
                f'--description={description_path}', f'--steps={steps}',
-               f'--warmup={warmup}', f'--seed={seed}']
+               f'--warmup={warmup}', f'--seed={seed}', f'--windows={windows}']
     if data_dir:
         command.append(f'--data_dir={data_dir}')
     try:
@@ -432,22 +526,26 @@ def best_keras(measured):
     return max(modes, key=lambda m: m[1]['images_per_second'], default=(None, None))
 
 
-def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print):
+def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print,
+            windows=WINDOWS):
     """Every contender, `repeats` rounds, one fresh process per timing, order rotated."""
     description = describe(model)
     with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
         json.dump(description, f)
     try:
         timings = {name: [] for name in contenders}
+        process_windows = {name: [] for name in contenders}
         extra, failed = {}, {}
         for round_ in range(repeats):
             shift = round_ % len(contenders)
             for name in contenders[shift:] + contenders[:shift]:
                 if name in failed:
                     continue  # crashed or unavailable once: reported, not retried
-                result = run_worker(name, 'throughput', f.name, steps, warmup, 0, data_dir)
+                result = run_worker(name, 'throughput', f.name, steps, warmup, 0, data_dir,
+                                    windows=windows)
                 if 'seconds' in result:
                     timings[name].append(result['seconds'])
+                    process_windows[name].append(result['windows'])
                     extra[name] = result
                 else:
                     failed[name] = result
@@ -460,6 +558,7 @@ def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print)
             measured[name] = failed[name]
         else:
             measured[name] = {**summarize(timings[name], steps),
+                              'windows': process_windows[name],
                               'parameters': extra[name]['parameters']}
             if 'eval_ms' in extra[name]:
                 measured[name]['eval_ms'] = extra[name]['eval_ms']
@@ -609,7 +708,9 @@ def define_flags():
                       + ' (suffix @onednn_off: TF_ENABLE_ONEDNN_OPTS=0).')
     flags.DEFINE_enum('onednn', 'on', ['on', 'off', 'both'], 'oneDNN for the TensorFlow '
                       'contenders (ours, Keras): on (TensorFlow\'s default), off, or both.')
-    flags.DEFINE_integer('steps', 300, 'Training steps per timing.', lower_bound=1)
+    flags.DEFINE_integer('steps', 500, 'Training steps per timing.', lower_bound=1)
+    flags.DEFINE_integer('windows', WINDOWS, 'A timing\'s steps are timed in this many '
+                         'windows; the process\'s figure is their median.', lower_bound=1)
     flags.DEFINE_integer('repeats', 5, 'Timings per contender, each in a fresh process.',
                          lower_bound=1)
     flags.DEFINE_integer('warmup', 50, 'Steps before timing.', lower_bound=0)
@@ -628,10 +729,20 @@ def define_flags():
 
 def contenders_from_flags():
     chosen = list(FLAGS.contenders)
-    unknown = [c for c in chosen if c.split('@')[0] not in WORKERS]
+    unknown = [c for c in chosen if c.split('@')[0] not in WORKERS
+               or not set(c.split('@')[1:]) <= set(SETTINGS)]
     if unknown:
-        raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}')
-    tf_side = [c for c in chosen if c.split('@')[0] in ('ours', 'keras', 'keras_xla')]
+        raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}, '
+                             f'each with any suffixes of {["@" + s for s in SETTINGS]}')
+    if FLAGS.steps % FLAGS.windows:
+        raise app.UsageError(f'--steps={FLAGS.steps} must split into --windows={FLAGS.windows}')
+    every = KERAS_STEPS_PER_EXECUTION
+    if any(c.startswith('keras_spe') for c in chosen) and (
+            FLAGS.warmup % every or FLAGS.steps // FLAGS.windows % every):
+        raise app.UsageError(f'keras_spe runs {every} steps per call: --warmup and '
+                             f'--steps / --windows must be multiples of {every}')
+    tf_side = [c for c in chosen if c.split('@')[0] in ('ours', 'keras', 'keras_spe',
+                                                        'keras_xla')]
     if FLAGS.onednn == 'off':
         chosen = [c + '@onednn_off' if c in tf_side else c for c in chosen]
     elif FLAGS.onednn == 'both':
@@ -647,7 +758,7 @@ def main(argv):
             with open(FLAGS.description) as f:
                 description = json.load(f)
         print(json.dumps(work(FLAGS.worker, FLAGS.task, description, FLAGS.steps,
-                              FLAGS.warmup, FLAGS.seed, FLAGS.data_dir)))
+                              FLAGS.warmup, FLAGS.seed, FLAGS.data_dir, FLAGS.windows)))
         return 0
     from graph_mnist import models
     names = list(models.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
@@ -660,6 +771,7 @@ def main(argv):
     data.load(FLAGS.data_dir, log=logging.info)  # fetched once, before any timing
     results = {'machine': machine(), 'command': ' '.join(['python'] + sys.argv),
                'date': time.strftime('%Y-%m-%d'), 'steps': FLAGS.steps,
+               'windows': FLAGS.windows,
                'repeats': FLAGS.repeats, 'warmup': FLAGS.warmup,
                'models': {}}
     peak = run_worker('matmul', 'throughput', '')
@@ -669,7 +781,7 @@ def main(argv):
     logging.info('float32 matrix multiply peak: %.0f GFLOP/s', results['peak_gflops'])
     for model in names:
         row = measure(model, contenders, FLAGS.steps, FLAGS.warmup, FLAGS.repeats,
-                      FLAGS.data_dir, log=logging.warning)
+                      FLAGS.data_dir, log=logging.warning, windows=FLAGS.windows)
         row['startup_s'] = startup_seconds(model, FLAGS.data_dir)
         results['models'][model] = row
         logging.info('%s: ours/Keras %s, ours/PyTorch %s', model,

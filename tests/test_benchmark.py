@@ -186,3 +186,97 @@ def test_machine_names_cpu_cores_versions_and_commit():
     assert m['cpu'] != 'unknown' and m['cores'] >= 1
     assert m['versions']['tensorflow'] and m['versions']['numpy']
     assert m['commit']
+
+
+class _Clock:
+    """A fake clock for the windows' arithmetic: a step costs what `costs` says."""
+
+    def __init__(self, costs):
+        self.now, self.costs, self.step = 0.0, costs, 0
+
+    def perf_counter(self):
+        return self.now
+
+    def train_steps(self, count):
+        for _ in range(count):
+            self.now += self.costs(self.step)
+            self.step += 1
+
+
+def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch):
+    # 10 ms a step, but the third window's 4 steps stall for 0.5 s more in all
+    clock = _Clock(lambda step: 0.01 + (0.125 if 10 <= step < 14 else 0.0))
+    monkeypatch.setattr(benchmark.time, 'perf_counter', clock.perf_counter)
+    windows = benchmark.timed_windows(clock, warmup=2, per_window=4, windows=5)
+    assert clock.step == 2 + 4 * 5  # the warm-up steps came first, untimed
+    assert windows == pytest.approx([0.04, 0.04, 0.54, 0.04, 0.04])
+
+    class Fake:
+        def __init__(self, description, mnist, seed=0):
+            pass
+        train_steps = clock.train_steps
+
+        def parameters(self):
+            return 1
+
+    clock.now, clock.step = 0.0, 0
+    monkeypatch.setitem(benchmark.WORKERS, 'fake', Fake)
+    monkeypatch.setattr(benchmark.data, 'load', lambda *args, **kwargs: None)
+    result = benchmark.work('fake', 'throughput', {}, steps=20, warmup=2, seed=0,
+                            data_dir=None, windows=5)
+    assert result['windows'] == pytest.approx([0.04, 0.04, 0.54, 0.04, 0.04])
+    assert result['seconds'] == pytest.approx(0.2)  # 20 steps at the median window's pace
+    with pytest.raises(ValueError, match='do not split'):
+        benchmark.work('fake', 'throughput', {}, steps=21, warmup=0, seed=0, data_dir=None)
+
+
+def test_keras_windows_are_timed_inside_one_fit_call(mnist_dir, monkeypatch):
+    from graph_mnist import data
+    mnist = data.load(mnist_dir, log=lambda message: None)
+    keras = benchmark.KerasSteps(benchmark.describe('softmax'), mnist)
+    fits = []
+    real_fit = keras.net.fit
+    monkeypatch.setattr(keras.net, 'fit', lambda *a, **k: fits.append(k) or real_fit(*a, **k))
+    windows = benchmark.timed_windows(keras, warmup=50, per_window=100, windows=3)
+    assert len(fits) == 1 and len(windows) == 3 and all(w > 0 for w in windows)
+    assert keras.net.optimizer.iterations.numpy() == 50 + 300
+    with pytest.raises(ValueError, match='multiples of 50'):
+        keras.timed_windows(warmup=10, per_window=100, windows=1)
+
+
+def test_keras_time_to_99_counts_steps_across_epochs(mnist_dir, monkeypatch):
+    """One fit over whole epochs; the step of an evaluation is counted on from epoch
+    to epoch (600 steps each) and the fit stops at the first one at 99%."""
+    from graph_mnist import data
+    mnist = data.load(mnist_dir, log=lambda message: None)
+    keras = benchmark.KerasSteps(benchmark.describe('softmax'), mnist)
+    evaluations = []
+    monkeypatch.setattr(keras, 'evaluate',
+                        lambda: evaluations.append(1) or (0.995 if len(evaluations) == 7
+                                                          else 0.9))
+    seconds, step = benchmark.time_to_99(keras, limit=1200, every=100)
+    assert step == 700 and seconds > 0 and len(evaluations) == 7
+    assert keras.net.optimizer.iterations.numpy() == 700
+    monkeypatch.setattr(keras, 'evaluate', lambda: 0.5)
+    assert benchmark.time_to_99(keras, limit=100, every=100) == (None, None)
+    assert keras.net.optimizer.iterations.numpy() == 700 + 100  # stopped at the limit
+
+
+def test_suffixes_set_the_workers_environment():
+    env = benchmark.worker_environment('keras_spe@onednn_off@avx2', base={'HOME': '/x'})
+    assert env == {'HOME': '/x', 'TF_ENABLE_ONEDNN_OPTS': '0', 'ONEDNN_MAX_CPU_ISA': 'AVX2'}
+    assert benchmark.worker_environment('ours', base={}) == {}
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--contenders=ours@fast'], 'unknown --contenders'),
+    (['--steps=501'], 'must split into --windows=5'),
+    (['--warmup=30'], 'multiples of 50'),
+    (['--models=resnet'], 'unknown --models'),
+])
+def test_bad_benchmark_usage_is_one_line_and_exit_1(args, message, tmp_path):
+    import subprocess
+    done = subprocess.run([sys.executable, benchmark.__file__, *args], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr and 'Traceback' not in done.stderr
