@@ -2,26 +2,32 @@ r"""Training throughput of the networks: graph_mnist's loop against Keras and Py
 each contender in a fresh process of its own.
 
     python scripts/benchmark.py --models=conv_dropout --repeats=5
-    python scripts/benchmark.py --time_to_99 --seeds=0,1,2 --readme_command --json=runs/b.json
-    python scripts/benchmark.py --models=conv_dropout --onednn=both
+    python scripts/benchmark.py --models=all --time_to_99 --readme_command --json=runs/b.json
+    python scripts/benchmark.py --contenders=ours,keras_spe,ours@avx2,keras_spe@avx2 --onednn=both
 
 For each network, --repeats rounds; in each round every contender runs once, in a new
 process (`scripts/benchmark.py --worker=...`), the order rotated from round to round, so
 that machine noise hits all alike and no library can crash or slow another (TensorFlow
 and PyTorch in one process have crashed). A process builds its network, trains
---warmup steps, then times --steps steps: one timing per process. Reported per
-contender: the median in images per second and the spread, (max - min) / median, of
-the timings; a ratio whose either side spreads more than 10% says so.
+--warmup steps, times 50 steps to learn its pace, then times --windows windows of about
+--window_seconds each (a whole number of 50 steps): its figure is its median window,
+so a stall in one window moves nothing (every window is kept in the JSON). Reported
+per contender: the median of its processes' figures in images per second and their
+spread, (max - min) / median; a ratio whose either side spreads more than 10% says so.
 
 Contenders:
 - ours: graph_mnist.train's own step (train.training_step: a batch from data.Batches,
-  Session.run(train_step, feed_dict)); also its evaluation of the 10,000 test images;
-- keras and keras_xla: the same network in Keras 3, `model.fit` (jit_compile off and
-  on); Keras is reported at the faster of the two, so that our lead is not a weak
-  opponent's;
+  Session.run(train_step, feed_dict)); also its evaluation of the 10,000 test images
+  (--eval_batches: how many per Session.run, several sizes timed side by side);
+- keras, keras_spe, keras_xla: the same network in Keras 3, `model.fit` as a user
+  calls it (jit_compile off), with steps_per_execution=50 (Keras' own remedy for small
+  steps), and with jit_compile on (XLA); the windows are timed inside one fit call by a
+  callback; Keras is reported at the fastest of the three, so that our lead is not a
+  weak opponent's;
 - torch: the same network in PyTorch, a plain training loop (if torch is installed);
-- any of them with the suffix @onednn_off runs with TF_ENABLE_ONEDNN_OPTS=0
-  (--onednn=both adds those for ours and Keras).
+- any of them with a suffix runs with settings of its own: @onednn_off
+  (TF_ENABLE_ONEDNN_OPTS=0; --onednn=both adds those for ours and Keras), @avx2
+  (ONEDNN_MAX_CPU_ISA=AVX2: oneDNN's code for a CPU without AVX-512, on this one).
 
 The twins are built from the network's description read off its graph in this process
 (models.layers: layers, initial values, optimizer, learning rate), so the PyTorch
@@ -29,9 +35,11 @@ process never imports TensorFlow; tests/test_benchmark.py checks them layer by l
 Also: the float32 matrix-multiply peak (numpy, its own process), the achieved GFLOP/s
 (models.training_flops_per_image), the start-up of `python -m graph_mnist.train`; with
 --time_to_99, wall time to 99% test accuracy (evaluations every 100 steps included) for
-ours and Keras per seed; with --readme_command, the wall time of README's first
-command's training. Every result records the machine: CPU model, vector extensions,
-cores, the versions of TensorFlow, Keras, PyTorch, numpy, and the commit.
+ours and Keras per seed (Keras in one fit call over whole epochs, evaluating in a
+callback); with --readme_command, the wall time of README's first command; with
+--run_parts, the same without the dashboard and without the evaluations. Every result
+records the machine: CPU model, vector extensions, cores, the versions of TensorFlow,
+Keras, PyTorch, numpy, and the commit.
 """
 
 if __name__ == '__main__':
@@ -63,6 +71,9 @@ SPREAD_LIMIT = 0.10
 CONTENDERS = ('ours', 'keras', 'keras_spe', 'keras_xla', 'torch')
 KERAS_STEPS_PER_EXECUTION = 50
 WINDOWS = 5
+WINDOW_SECONDS = 0.5
+STEP_QUANTUM = KERAS_STEPS_PER_EXECUTION  # steps are timed in whole numbers of this
+EVALUATIONS = 5  # timed evaluations of the test set per batch size, in ours' processes
 # a contender's suffix, e.g. ours@onednn_off or keras_spe@avx2: what its process runs with
 SETTINGS = {
     'onednn_off': {'TF_ENABLE_ONEDNN_OPTS': '0'},  # TensorFlow's own (Eigen) kernels
@@ -119,10 +130,17 @@ class Ours:
             self.train.training_step(self.sess, self.g, batch_X, batch_Y, self.step)
             self.step += 1
 
-    def evaluate(self):
-        g = self.g
-        return self.sess.run(g.accuracy, g.test_feed(self.mnist.test_images,
-                                                     self.mnist.test_labels))
+    def evaluate(self, batch=10000):
+        """Test accuracy on all 10,000 test images, `batch` per Session.run (the talk's
+        one run of all 10,000 unless told; the same accuracy any way, the question being
+        what costs less)."""
+        g, images, labels = self.g, self.mnist.test_images, self.mnist.test_labels
+        correct = 0
+        for i in range(0, len(images), batch):
+            accuracy = self.sess.run(g.accuracy, g.test_feed(images[i:i + batch],
+                                                             labels[i:i + batch]))
+            correct += round(float(accuracy) * len(images[i:i + batch]))
+        return correct / len(images)
 
     def parameters(self):
         return self.models.trainable_parameters(self.g)
@@ -212,22 +230,23 @@ class Keras:
     def train_steps(self, count):
         self._fit(count)
 
-    def timed_windows(self, warmup, per_window, windows):
+    def timed_windows(self, per_window, windows):
         """Like timed_windows() below, but inside one fit call (a fit per window would
         charge Keras its per-call set-up once per window): a callback notes the clock
-        at the end of every executed batch group."""
+        at the end of every executed group of steps; the first STEP_QUANTUM steps of the
+        fit (its data pipeline starting) are left out."""
         import keras
-        every = self.steps_per_execution
-        if warmup % every or per_window % every:
-            raise ValueError(f'--warmup and a window\'s steps must be multiples of {every}')
+        if per_window % self.steps_per_execution:
+            raise ValueError(f'a window of {per_window} steps is not a multiple of '
+                             f'{self.steps_per_execution}')
         clock = {}
 
         class Clock(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
                 clock[batch + 1] = time.perf_counter()  # steps done so far in this fit
 
-        self._fit(warmup + per_window * windows, [Clock()])
-        ends = [clock[warmup + per_window * k] for k in range(windows + 1)]
+        self._fit(STEP_QUANTUM + per_window * windows, [Clock()])
+        ends = [clock[STEP_QUANTUM + per_window * k] for k in range(windows + 1)]
         return [b - a for a, b in zip(ends, ends[1:])]
 
     def time_to_99(self, limit, every):
@@ -420,20 +439,28 @@ def time_to_99(contender, limit=10000, every=100):
     return None, None
 
 
-def timed_windows(contender, warmup, per_window, windows):
-    """Seconds of each of `windows` consecutive windows of `per_window` training steps,
-    after `warmup` steps."""
+def timed_windows(contender, per_window, windows):
+    """Seconds of each of `windows` consecutive windows of `per_window` training steps."""
     if hasattr(contender, 'timed_windows'):
-        return contender.timed_windows(warmup, per_window, windows)
-    contender.train_steps(warmup)
+        return contender.timed_windows(per_window, windows)
     return [_timed(lambda: contender.train_steps(per_window)) for _ in range(windows)]
 
 
-def work(name, task, description, steps, warmup, seed, data_dir, windows=WINDOWS):
-    """What one worker process measures; a JSON-ready dict. Its timing of `steps` steps
-    is the median of its windows x their number: a stall in one window (another
-    tenant of the machine, a collection) moves the process's figure by nothing, and
-    every window is kept in the result."""
+def steps_per_window(seconds, pace):
+    """Steps that take about `seconds` at `pace` seconds a step: a whole number of
+    STEP_QUANTUM (what keras_spe runs per call), at least one."""
+    return STEP_QUANTUM * max(1, math.ceil(seconds / pace / STEP_QUANTUM))
+
+
+def work(name, task, description, seed=0, data_dir=None, warmup=STEP_QUANTUM,
+         window_seconds=WINDOW_SECONDS, windows=WINDOWS, eval_batches=(10000,)):
+    """What one worker process measures; a JSON-ready dict.
+
+    Throughput: `warmup` steps; STEP_QUANTUM steps timed to learn the pace; then
+    `windows` windows of as many steps as take about `window_seconds` (the same
+    duration for a 0.3 ms softmax step as for a 10 ms convolutional one). The process's
+    figure is its median window: a stall in one window (another tenant of the machine,
+    a collection) moves it by nothing, and every window is kept in the result."""
     if name == 'matmul':
         return {'gflops': matmul_peak_gflops()}
     if name == 'torch':
@@ -446,14 +473,21 @@ def work(name, task, description, steps, warmup, seed, data_dir, windows=WINDOWS
     if task == 'time_to_99':
         seconds, step = time_to_99(contender)
         return {'seconds': seconds, 'step': step}
-    if steps % windows:
-        raise ValueError(f'{steps} steps do not split into {windows} windows')
-    seconds = timed_windows(contender, warmup, steps // windows, windows)
-    result = {'seconds': statistics.median(seconds) * windows, 'windows': seconds,
+    contender.train_steps(warmup)
+    pace = _timed(lambda: contender.train_steps(STEP_QUANTUM)) / STEP_QUANTUM
+    per_window = steps_per_window(window_seconds, pace)
+    seconds = timed_windows(contender, per_window, windows)
+    result = {'seconds_per_step': statistics.median(seconds) / per_window,
+              'windows': seconds, 'steps_per_window': per_window,
               'parameters': contender.parameters()}
-    if name == 'ours':
-        result['eval_ms'] = 1000 * statistics.median(_timed(contender.evaluate)
-                                                     for _ in range(3))
+    if name.split('@')[0] == 'ours':  # its evaluation of the test set, per batch size
+        costs = {batch: [] for batch in eval_batches}
+        for _ in range(EVALUATIONS):  # batch sizes interleaved
+            for batch in eval_batches:
+                costs[batch].append(_timed(lambda: contender.evaluate(batch)))
+        result['eval_ms_by_batch'] = {str(b): 1000 * statistics.median(c)
+                                      for b, c in costs.items()}
+        result['eval_ms'] = result['eval_ms_by_batch'][str(eval_batches[0])]
     return result
 
 
@@ -468,13 +502,15 @@ def worker_environment(name, base=None):
     return env
 
 
-def run_worker(name, task, description_path, steps=1, warmup=0, seed=0, data_dir=None,
-               timeout=3600, windows=1):
+def run_worker(name, task, description_path, seed=0, data_dir=None, timeout=3600,
+               warmup=STEP_QUANTUM, window_seconds=WINDOW_SECONDS, windows=WINDOWS,
+               eval_batches=(10000,)):
     """Runs one contender in a fresh process: its result, or {'crashed': why}."""
     env = worker_environment(name)
     command = [sys.executable, os.path.abspath(__file__), f'--worker={name}', f'--task={task}',
-               f'--description={description_path}', f'--steps={steps}',
-               f'--warmup={warmup}', f'--seed={seed}', f'--windows={windows}']
+               f'--description={description_path}', f'--warmup={warmup}', f'--seed={seed}',
+               f'--window_seconds={window_seconds}', f'--windows={windows}',
+               '--eval_batches=' + ','.join(map(str, eval_batches))]
     if data_dir:
         command.append(f'--data_dir={data_dir}')
     try:
@@ -498,11 +534,12 @@ def _signal_name(number):
         return f'signal {number}'
 
 
-def summarize(seconds, steps):
-    """Median images per second of the timings, and their spread."""
-    median = statistics.median(seconds)
-    spread = (max(seconds) - min(seconds)) / median
-    return {'seconds': seconds, 'images_per_second': 100 * steps / median,
+def summarize(seconds_per_step, batch=100):
+    """Median images per second of the processes' figures, and their spread: (max -
+    min) / median of their seconds per step."""
+    median = statistics.median(seconds_per_step)
+    spread = (max(seconds_per_step) - min(seconds_per_step)) / median
+    return {'seconds_per_step': seconds_per_step, 'images_per_second': batch / median,
             'spread': spread, 'noisy': spread > SPREAD_LIMIT}
 
 
@@ -526,26 +563,30 @@ def best_keras(measured):
     return max(modes, key=lambda m: m[1]['images_per_second'], default=(None, None))
 
 
-def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print,
-            windows=WINDOWS):
-    """Every contender, `repeats` rounds, one fresh process per timing, order rotated."""
+def measure(model, contenders, repeats, data_dir=None, log=print, eval_batches=(10000,),
+            **timing):
+    """Every contender, `repeats` rounds, one fresh process per timing, order rotated;
+    `timing`: warmup, window_seconds, windows (work's)."""
     description = describe(model)
     with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
         json.dump(description, f)
     try:
         timings = {name: [] for name in contenders}
         process_windows = {name: [] for name in contenders}
+        evaluations = {}  # ours' evaluation cost per batch size, one dict per process
         extra, failed = {}, {}
         for round_ in range(repeats):
             shift = round_ % len(contenders)
             for name in contenders[shift:] + contenders[:shift]:
                 if name in failed:
                     continue  # crashed or unavailable once: reported, not retried
-                result = run_worker(name, 'throughput', f.name, steps, warmup, 0, data_dir,
-                                    windows=windows)
-                if 'seconds' in result:
-                    timings[name].append(result['seconds'])
+                result = run_worker(name, 'throughput', f.name, data_dir=data_dir,
+                                    eval_batches=eval_batches, **timing)
+                if 'seconds_per_step' in result:
+                    timings[name].append(result['seconds_per_step'])
                     process_windows[name].append(result['windows'])
+                    if 'eval_ms_by_batch' in result:
+                        evaluations.setdefault(name, []).append(result['eval_ms_by_batch'])
                     extra[name] = result
                 else:
                     failed[name] = result
@@ -557,11 +598,15 @@ def measure(model, contenders, steps, warmup, repeats, data_dir=None, log=print,
         if name in failed:
             measured[name] = failed[name]
         else:
-            measured[name] = {**summarize(timings[name], steps),
+            measured[name] = {**summarize(timings[name]),
                               'windows': process_windows[name],
+                              'steps_per_window': extra[name]['steps_per_window'],
                               'parameters': extra[name]['parameters']}
-            if 'eval_ms' in extra[name]:
-                measured[name]['eval_ms'] = extra[name]['eval_ms']
+            if name in evaluations:  # median over the processes of their medians
+                by_batch = {batch: statistics.median(e[batch] for e in evaluations[name])
+                            for batch in evaluations[name][0]}
+                measured[name]['eval_ms_by_batch'] = by_batch
+                measured[name]['eval_ms'] = by_batch[str(eval_batches[0])]
     keras_name, keras = best_keras(measured)
     flops = description['training_flops_per_image']
     return {'contenders': measured, 'keras_best': keras_name,
@@ -615,12 +660,19 @@ def startup_seconds(model, data_dir):
         return runs.read_history(workdir)['loop_started_at'] - launched
 
 
-def readme_command_seconds(data_dir):
+# where a whole run's time goes: README's command, then without the dashboard, then
+# also without the test evaluations but the first and last (the talk's run has 101)
+RUN_PARTS = {'readme_command': [], 'vis_none': ['--vis=none'],
+             'vis_none_2_evaluations': ['--vis=none', '--eval_every=10000']}
+
+
+def readme_command_seconds(data_dir, extra=()):
     """Wall time of README's first command's training (`python -m graph_mnist.train
     --model=conv_dropout`, as a user runs it, headless: the dashboard saved), and the
-    run's own figures."""
+    run's own figures; `extra`: flags added to it."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, '-m', 'graph_mnist.train', '--model=conv_dropout']
+        command = [sys.executable, '-m', 'graph_mnist.train', '--model=conv_dropout',
+                   *extra]
         if data_dir:
             command.append(f'--data_dir={data_dir}')
         env = {k: v for k, v in os.environ.items() if k not in ('DISPLAY', 'WAYLAND_DISPLAY')}
@@ -681,6 +733,14 @@ def markdown(results):
             lines.append(f'| `{model}` | ' + ' | '.join(
                 _rate(r['contenders'][n]) if n in r['contenders'] else '–' for n in others)
                 + ' |')
+    costs = [(model, name, c['eval_ms_by_batch']) for model, r in results['models'].items()
+             for name, c in r['contenders'].items() if len(c.get('eval_ms_by_batch', {})) > 1]
+    if costs:
+        lines += ['', 'Evaluation of all 10,000 test images by images per Session.run '
+                  '(ms, median):', '']
+        for model, name, by_batch in costs:
+            lines.append(f'- `{model}`, {name}: ' + ', '.join(
+                f'{int(b):,}: {ms:.0f}' for b, ms in by_batch.items()))
     if 'time_to_99' in results:
         lines += ['', 'Time to 99% test accuracy, conv_dropout (evaluations every 100 steps '
                   'included):', '']
@@ -689,6 +749,13 @@ def markdown(results):
                 f"seed {s['seed']}: " + (f"{s['seconds']:.1f} s (step {s['step']:,})"
                                          if s.get('seconds') else s.get('crashed', 'never'))
                 for s in per_seed))
+    if 'run_parts' in results:
+        p = results['run_parts']
+        whole, no_vis, two = (p[k]['seconds'] for k in RUN_PARTS)
+        lines += ['', f"Where the README command's time goes (whole processes, one each): "
+                  f"{whole:.0f} s as it is, {no_vis:.0f} s with --vis=none (the dashboard: "
+                  f"{whole - no_vis:.0f} s), {two:.0f} s with --vis=none --eval_every=10000 "
+                  f"(99 test evaluations fewer: {(no_vis - two) / 99 * 1000:.0f} ms each)"]
     if 'readme_command' in results:
         r = results['readme_command']
         lines += ['', f"README command (`python -m graph_mnist.train --model=conv_dropout`): "
@@ -708,23 +775,46 @@ def define_flags():
                       + ' (suffix @onednn_off: TF_ENABLE_ONEDNN_OPTS=0).')
     flags.DEFINE_enum('onednn', 'on', ['on', 'off', 'both'], 'oneDNN for the TensorFlow '
                       'contenders (ours, Keras): on (TensorFlow\'s default), off, or both.')
-    flags.DEFINE_integer('steps', 500, 'Training steps per timing.', lower_bound=1)
-    flags.DEFINE_integer('windows', WINDOWS, 'A timing\'s steps are timed in this many '
-                         'windows; the process\'s figure is their median.', lower_bound=1)
-    flags.DEFINE_integer('repeats', 5, 'Timings per contender, each in a fresh process.',
-                         lower_bound=1)
-    flags.DEFINE_integer('warmup', 50, 'Steps before timing.', lower_bound=0)
+    flags.DEFINE_float('window_seconds', WINDOW_SECONDS, 'About how long each timed '
+                       'window lasts (its steps a multiple of %d, from the pace of %d '
+                       'steps timed first).' % (STEP_QUANTUM, STEP_QUANTUM), lower_bound=0)
+    flags.DEFINE_integer('windows', WINDOWS, 'Timed windows per process; the process\'s '
+                         'figure is their median.', lower_bound=1)
+    flags.DEFINE_integer('repeats', 5, 'Processes per contender (rounds), each timed '
+                         'once.', lower_bound=1)
+    flags.DEFINE_integer('warmup', STEP_QUANTUM, 'Steps before timing.', lower_bound=0)
     flags.DEFINE_string('json', None, 'Also write the results here as JSON (a new file).')
     flags.DEFINE_bool('time_to_99', False, 'Also measure conv_dropout\'s time to 99% test '
                       'accuracy, ours against Keras (its faster mode).')
     flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds for --time_to_99.')
     flags.DEFINE_bool('readme_command', False, 'Also time README\'s first command.')
+    flags.DEFINE_bool('run_parts', False, 'Also time README\'s first command with '
+                      '--vis=none, and with --vis=none --eval_every=10000: what the '
+                      'dashboard and the test evaluations cost in a whole run.')
+    flags.DEFINE_list('eval_batches', ['10000'], 'Test images per Session.run when ours\' '
+                      'processes time an evaluation of all 10,000; several: each is timed.')
     flags.DEFINE_string('data_dir', None, 'MNIST directory.')
     # a worker process (started by this script itself)
     flags.DEFINE_string('worker', None, 'Internal: run one contender and print its result.')
     flags.DEFINE_enum('task', 'throughput', ['throughput', 'time_to_99'], 'Internal.')
     flags.DEFINE_string('description', None, 'Internal: the network, as JSON.')
     flags.DEFINE_integer('seed', 0, 'Internal: the worker\'s seed.')
+
+
+def timing_from_flags():
+    return {'warmup': FLAGS.warmup, 'window_seconds': FLAGS.window_seconds,
+            'windows': FLAGS.windows}
+
+
+def eval_batches():
+    try:
+        batches = [int(b) for b in FLAGS.eval_batches]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise app.UsageError(f'--eval_batches={",".join(FLAGS.eval_batches)}: give positive '
+                             'whole numbers, e.g. 10000,1000,500')
+    return batches
 
 
 def contenders_from_flags():
@@ -734,13 +824,6 @@ def contenders_from_flags():
     if unknown:
         raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}, '
                              f'each with any suffixes of {["@" + s for s in SETTINGS]}')
-    if FLAGS.steps % FLAGS.windows:
-        raise app.UsageError(f'--steps={FLAGS.steps} must split into --windows={FLAGS.windows}')
-    every = KERAS_STEPS_PER_EXECUTION
-    if any(c.startswith('keras_spe') for c in chosen) and (
-            FLAGS.warmup % every or FLAGS.steps // FLAGS.windows % every):
-        raise app.UsageError(f'keras_spe runs {every} steps per call: --warmup and '
-                             f'--steps / --windows must be multiples of {every}')
     tf_side = [c for c in chosen if c.split('@')[0] in ('ours', 'keras', 'keras_spe',
                                                         'keras_xla')]
     if FLAGS.onednn == 'off':
@@ -757,8 +840,9 @@ def main(argv):
         if FLAGS.description:
             with open(FLAGS.description) as f:
                 description = json.load(f)
-        print(json.dumps(work(FLAGS.worker, FLAGS.task, description, FLAGS.steps,
-                              FLAGS.warmup, FLAGS.seed, FLAGS.data_dir, FLAGS.windows)))
+        print(json.dumps(work(FLAGS.worker, FLAGS.task, description, FLAGS.seed,
+                              FLAGS.data_dir, **timing_from_flags(),
+                              eval_batches=eval_batches())))
         return 0
     from graph_mnist import models
     names = list(models.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
@@ -768,20 +852,19 @@ def main(argv):
     if FLAGS.json and os.path.exists(FLAGS.json):
         raise UserError(f'{FLAGS.json} already exists; choose another --json')
     contenders = contenders_from_flags()
+    eval_batches()  # checked before any timing
     data.load(FLAGS.data_dir, log=logging.info)  # fetched once, before any timing
     results = {'machine': machine(), 'command': ' '.join(['python'] + sys.argv),
-               'date': time.strftime('%Y-%m-%d'), 'steps': FLAGS.steps,
-               'windows': FLAGS.windows,
-               'repeats': FLAGS.repeats, 'warmup': FLAGS.warmup,
-               'models': {}}
+               'date': time.strftime('%Y-%m-%d'), 'repeats': FLAGS.repeats,
+               **timing_from_flags(), 'models': {}}
     peak = run_worker('matmul', 'throughput', '')
     if 'gflops' not in peak:
         raise UserError(f'the matrix-multiply measurement failed: {peak}')
     results['peak_gflops'] = peak['gflops']
     logging.info('float32 matrix multiply peak: %.0f GFLOP/s', results['peak_gflops'])
     for model in names:
-        row = measure(model, contenders, FLAGS.steps, FLAGS.warmup, FLAGS.repeats,
-                      FLAGS.data_dir, log=logging.warning, windows=FLAGS.windows)
+        row = measure(model, contenders, FLAGS.repeats, FLAGS.data_dir, log=logging.warning,
+                      eval_batches=eval_batches(), **timing_from_flags())
         row['startup_s'] = startup_seconds(model, FLAGS.data_dir)
         results['models'][model] = row
         logging.info('%s: ours/Keras %s, ours/PyTorch %s', model,
@@ -801,6 +884,9 @@ def main(argv):
         os.remove(f.name)
     if FLAGS.readme_command:
         results['readme_command'] = readme_command_seconds(FLAGS.data_dir)
+    if FLAGS.run_parts:
+        results['run_parts'] = {name: readme_command_seconds(FLAGS.data_dir, extra)
+                                for name, extra in RUN_PARTS.items()}
     print(markdown(results))
     if FLAGS.json:
         files.write_json(FLAGS.json, results)

@@ -144,21 +144,21 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
 
 
 def test_summary_and_ratio_arithmetic():
-    ours = benchmark.summarize([2.0, 2.05, 1.95], steps=300)  # 300 steps of 100 images
-    assert ours['images_per_second'] == pytest.approx(30000 / 2.0)
-    assert ours['spread'] == pytest.approx(0.1 / 2.0) and not ours['noisy']
-    keras = benchmark.summarize([4.0, 5.0, 4.0], steps=300)
+    ours = benchmark.summarize([0.020, 0.0205, 0.0195])  # seconds a step of 100 images
+    assert ours['images_per_second'] == pytest.approx(100 / 0.02)
+    assert ours['spread'] == pytest.approx(0.001 / 0.02) and not ours['noisy']
+    keras = benchmark.summarize([0.04, 0.05, 0.04])
     assert keras['spread'] == pytest.approx(0.25) and keras['noisy']
     r = benchmark.ratio(ours, keras)
     assert r['value'] == pytest.approx(2.0) and r['warning'] == 'spread 25% > 10%'
     assert benchmark.ratio(ours, {'crashed': 'killed by SIGSEGV'}) is None
-    assert benchmark.ratio(ours, benchmark.summarize([1.0, 1.05], 300))['warning'] == ''
+    assert benchmark.ratio(ours, benchmark.summarize([0.01, 0.0105]))['warning'] == ''
 
 
 def test_keras_is_reported_at_its_faster_mode():
-    measured = {'ours': benchmark.summarize([1.0], 10),
-                'keras': benchmark.summarize([3.0], 10),
-                'keras_xla': benchmark.summarize([2.0], 10),
+    measured = {'ours': benchmark.summarize([1.0]),
+                'keras': benchmark.summarize([3.0]),
+                'keras_xla': benchmark.summarize([2.0]),
                 'keras@onednn_off': {'crashed': 'exit 1'}}
     assert benchmark.best_keras(measured)[0] == 'keras_xla'
     assert benchmark.best_keras({'ours': measured['ours']}) == (None, None)
@@ -172,11 +172,13 @@ def test_learning_rates_for_the_twins_are_the_networks():
 
 
 def test_a_contender_that_crashes_is_reported_and_the_others_are_measured(mnist_dir):
-    row = benchmark.measure('softmax', ['segfault', 'ours'], steps=5, warmup=1, repeats=2,
-                            data_dir=mnist_dir, log=lambda message: None)
+    row = benchmark.measure('softmax', ['segfault', 'ours'], repeats=2, data_dir=mnist_dir,
+                            log=lambda message: None, warmup=1, window_seconds=0.01,
+                            windows=2)
     assert row['contenders']['segfault'] == {'crashed': 'killed by SIGSEGV'}
     ours = row['contenders']['ours']
-    assert len(ours['seconds']) == 2 and ours['images_per_second'] > 0
+    assert len(ours['seconds_per_step']) == 2 and ours['images_per_second'] > 0
+    assert [len(w) for w in ours['windows']] == [2, 2] and ours['steps_per_window'] == 50
     assert ours['parameters'] == 7850 and ours['eval_ms'] > 0
     assert row['ours_over_keras'] is None and row['keras_best'] is None
 
@@ -204,12 +206,9 @@ class _Clock:
 
 
 def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch):
-    # 10 ms a step, but the third window's 4 steps stall for 0.5 s more in all
-    clock = _Clock(lambda step: 0.01 + (0.125 if 10 <= step < 14 else 0.0))
+    # 10 ms a step, but 4 steps of the third window stall, 0.5 s more in all
+    clock = _Clock(lambda step: 0.01 + (0.125 if 300 <= step < 304 else 0.0))
     monkeypatch.setattr(benchmark.time, 'perf_counter', clock.perf_counter)
-    windows = benchmark.timed_windows(clock, warmup=2, per_window=4, windows=5)
-    assert clock.step == 2 + 4 * 5  # the warm-up steps came first, untimed
-    assert windows == pytest.approx([0.04, 0.04, 0.54, 0.04, 0.04])
 
     class Fake:
         def __init__(self, description, mnist, seed=0):
@@ -219,15 +218,21 @@ def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch
         def parameters(self):
             return 1
 
-    clock.now, clock.step = 0.0, 0
     monkeypatch.setitem(benchmark.WORKERS, 'fake', Fake)
     monkeypatch.setattr(benchmark.data, 'load', lambda *args, **kwargs: None)
-    result = benchmark.work('fake', 'throughput', {}, steps=20, warmup=2, seed=0,
-                            data_dir=None, windows=5)
-    assert result['windows'] == pytest.approx([0.04, 0.04, 0.54, 0.04, 0.04])
-    assert result['seconds'] == pytest.approx(0.2)  # 20 steps at the median window's pace
-    with pytest.raises(ValueError, match='do not split'):
-        benchmark.work('fake', 'throughput', {}, steps=21, warmup=0, seed=0, data_dir=None)
+    result = benchmark.work('fake', 'throughput', {}, warmup=50, window_seconds=1.0,
+                            windows=5)
+    # 50 steps of warm-up, 50 timed for the pace (10 ms), so windows of 100 steps (1 s)
+    assert clock.step == 50 + 50 + 5 * 100 and result['steps_per_window'] == 100
+    assert result['windows'] == pytest.approx([1.0, 1.0, 1.5, 1.0, 1.0])
+    assert result['seconds_per_step'] == pytest.approx(0.01)  # the median window's pace
+
+
+def test_windows_are_whole_numbers_of_50_steps_of_about_the_asked_duration():
+    assert benchmark.steps_per_window(0.5, pace=0.0003) == 1700   # a softmax step
+    assert benchmark.steps_per_window(0.5, pace=0.005) == 100     # a convolutional one
+    assert benchmark.steps_per_window(0.5, pace=0.05) == 50       # never fewer than 50
+    assert benchmark.steps_per_window(0.0, pace=0.01) == 50
 
 
 def test_keras_windows_are_timed_inside_one_fit_call(mnist_dir, monkeypatch):
@@ -237,11 +242,11 @@ def test_keras_windows_are_timed_inside_one_fit_call(mnist_dir, monkeypatch):
     fits = []
     real_fit = keras.net.fit
     monkeypatch.setattr(keras.net, 'fit', lambda *a, **k: fits.append(k) or real_fit(*a, **k))
-    windows = benchmark.timed_windows(keras, warmup=50, per_window=100, windows=3)
+    windows = benchmark.timed_windows(keras, per_window=100, windows=3)
     assert len(fits) == 1 and len(windows) == 3 and all(w > 0 for w in windows)
-    assert keras.net.optimizer.iterations.numpy() == 50 + 300
-    with pytest.raises(ValueError, match='multiples of 50'):
-        keras.timed_windows(warmup=10, per_window=100, windows=1)
+    assert keras.net.optimizer.iterations.numpy() == 50 + 300  # 50 lead-in steps left out
+    with pytest.raises(ValueError, match='not a multiple of 50'):
+        keras.timed_windows(per_window=120, windows=1)
 
 
 def test_keras_time_to_99_counts_steps_across_epochs(mnist_dir, monkeypatch):
@@ -270,8 +275,7 @@ def test_suffixes_set_the_workers_environment():
 
 @pytest.mark.parametrize('args, message', [
     (['--contenders=ours@fast'], 'unknown --contenders'),
-    (['--steps=501'], 'must split into --windows=5'),
-    (['--warmup=30'], 'multiples of 50'),
+    (['--eval_batches=1000,all'], 'give positive whole numbers'),
     (['--models=resnet'], 'unknown --models'),
 ])
 def test_bad_benchmark_usage_is_one_line_and_exit_1(args, message, tmp_path):
@@ -280,3 +284,21 @@ def test_bad_benchmark_usage_is_one_line_and_exit_1(args, message, tmp_path):
                           text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert message in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_ours_evaluation_is_the_same_whatever_the_batch(mnist_dir):
+    from graph_mnist import data
+    mnist = data.load(mnist_dir, log=lambda message: None)
+    ours = benchmark.Ours(benchmark.describe('softmax'), mnist)
+    ours.train_steps(20)
+    whole = ours.evaluate()
+    assert 0.5 < whole < 1 and whole * 10000 == round(whole * 10000)
+    assert ours.evaluate(1000) == ours.evaluate(333) == whole  # 333: a last batch of 10
+
+
+def test_evaluation_costs_are_timed_per_batch_size(mnist_dir):
+    result = benchmark.work('ours', 'throughput', benchmark.describe('softmax'),
+                            data_dir=mnist_dir, warmup=0, window_seconds=0, windows=1,
+                            eval_batches=(10000, 500))
+    assert set(result['eval_ms_by_batch']) == {'10000', '500'}
+    assert result['eval_ms'] == result['eval_ms_by_batch']['10000'] > 0
