@@ -550,7 +550,9 @@ def ratio(ours, theirs):
         return None
     warning = ''
     if ours['noisy'] or theirs['noisy']:
-        warning = (f'spread {max(ours["spread"], theirs["spread"]):.0%} > '
+        widest = max(ours['spread'], theirs['spread'])
+        # one decimal where a whole percent would print the limit itself ("10% > 10%")
+        warning = (f'spread {widest:.{0 if widest >= SPREAD_LIMIT + 0.005 else 1}%} > '
                    f'{SPREAD_LIMIT:.0%}')
     return {'value': ours['images_per_second'] / theirs['images_per_second'],
             'warning': warning}

@@ -153,6 +153,10 @@ def test_summary_and_ratio_arithmetic():
     assert r['value'] == pytest.approx(2.0) and r['warning'] == 'spread 25% > 10%'
     assert benchmark.ratio(ours, {'crashed': 'killed by SIGSEGV'}) is None
     assert benchmark.ratio(ours, benchmark.summarize([0.01, 0.0105]))['warning'] == ''
+    just_over = benchmark.summarize([0.0100, 0.0110, 0.01113])  # 0.00113 / 0.011: 10.3%
+    assert benchmark.ratio(ours, just_over)['warning'] == 'spread 10.3% > 10%'
+    assert benchmark.ratio(ours, benchmark.summarize([0.0100, 0.0102, 0.0110]))['warning'] \
+        == ''  # 9.8%: within
 
 
 def test_keras_is_reported_at_its_faster_mode():
