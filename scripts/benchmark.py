@@ -3,7 +3,7 @@ each contender in a fresh process of its own.
 
     python scripts/benchmark.py --models=conv_dropout --repeats=5
     python scripts/benchmark.py --models=all --time_to_99 --readme_command --json=runs/b.json
-    python scripts/benchmark.py --contenders=ours,keras_spe,ours@avx2,keras_spe@avx2 --onednn=both
+    python scripts/benchmark.py --contenders=ours,keras_spe,ours@avx2,keras_spe@avx2,ours@onednn_off
 
 For each network, --repeats rounds; in each round every contender runs once, in a new
 process (`scripts/benchmark.py --worker=...`), the order rotated from round to round, so
@@ -774,7 +774,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_list('models', ['conv_dropout'], 'Networks to measure (or "all").')
     flags.DEFINE_list('contenders', list(CONTENDERS), 'Who trains: ' + ', '.join(WORKERS)
-                      + ' (suffix @onednn_off: TF_ENABLE_ONEDNN_OPTS=0).')
+                      + '; any with suffixes that set its process\'s environment: '
+                      + ', '.join(f'@{k} ({v})' for k, v in SETTINGS.items()) + '.')
     flags.DEFINE_enum('onednn', 'on', ['on', 'off', 'both'], 'oneDNN for the TensorFlow '
                       'contenders (ours, Keras): on (TensorFlow\'s default), off, or both.')
     flags.DEFINE_float('window_seconds', WINDOW_SECONDS, 'About how long each timed '
@@ -826,8 +827,7 @@ def contenders_from_flags():
     if unknown:
         raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}, '
                              f'each with any suffixes of {["@" + s for s in SETTINGS]}')
-    tf_side = [c for c in chosen if c.split('@')[0] in ('ours', 'keras', 'keras_spe',
-                                                        'keras_xla')]
+    tf_side = [c for c in chosen if issubclass(WORKERS[c.split('@')[0]], (Ours, Keras))]
     if FLAGS.onednn == 'off':
         chosen = [c + '@onednn_off' if c in tf_side else c for c in chosen]
     elif FLAGS.onednn == 'both':
@@ -884,11 +884,12 @@ def main(argv):
                 results['time_to_99'].setdefault(name, []).append({'seed': seed, **result})
                 logging.info('time to 99%%, %s, seed %d: %s', name, seed, result)
         os.remove(f.name)
-    if FLAGS.readme_command:
-        results['readme_command'] = readme_command_seconds(FLAGS.data_dir)
     if FLAGS.run_parts:
         results['run_parts'] = {name: readme_command_seconds(FLAGS.data_dir, extra)
                                 for name, extra in RUN_PARTS.items()}
+    if FLAGS.readme_command:  # run once: the first of the parts is the command as it is
+        results['readme_command'] = results['run_parts']['readme_command'] \
+            if FLAGS.run_parts else readme_command_seconds(FLAGS.data_dir)
     print(markdown(results))
     if FLAGS.json:
         files.write_json(FLAGS.json, results)
