@@ -36,6 +36,7 @@ import functools
 import logging as std_logging
 import os
 import re
+import signal
 import sys
 import threading
 
@@ -145,3 +146,20 @@ def _main(main, positional, argv):
     except BrokenPipeError:  # `... | head`: the reader has gone, nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def stop_on_signals(saving=True):
+    """Ctrl-C and SIGTERM ask the loop to stop at the next step (after a checkpoint,
+    when `saving`); a second Ctrl-C stops at once. Process-wide: for entry points."""
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+        logging.warning('%s: %sstopping (Ctrl-C again to stop now)',
+                        signal.Signals(signum).name, 'saving a checkpoint and ' if saving else '')
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return requested.is_set

@@ -25,6 +25,10 @@ same seed on one machine, worker i the seed + 1000 (i + 1)).
 
 Nothing waits forever: every Session call and every wait for another task times out
 after --cluster_timeout seconds with a message saying who did not answer.
+
+The training loop is graph_mnist.training's, the same as on one machine: a `Cluster`
+is the place it trains in, and says what differs here (where the variables live, how
+the Session starts, a global step that jumps, the chief alone keeping the books).
 """
 
 import json
@@ -36,7 +40,6 @@ import time
 from typing import NamedTuple
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
@@ -158,7 +161,7 @@ def serve_parameters(task, stop_requested):
     logging.info('%s: holding variables on %s', task.name, task.address)
     graph = tf.Graph()
     with graph.as_default():
-        done = models.done_queue(task.index).dequeue()
+        done = done_queue(task.index).dequeue()
     config = v1.ConfigProto(device_filters=[f'/job:ps/task:{task.index}'],
                             operation_timeout_in_ms=5000)
     with v1.Session(server.target, graph=graph, config=config) as sess:
@@ -173,7 +176,193 @@ def serve_parameters(task, stop_requested):
     return 130
 
 
+# ------------------------------------------------------------------ the graph's placement
+
+
+class Placement:
+    """Where a cluster task's graph goes (models.build asks it): variables on the
+    parameter servers, operations on this task (`device`, a replica_device_setter);
+    a global step that every training task adds to; with `sync`, the optimizer wrapped
+    so that each step aggregates one gradient of each of the `replicas`."""
+
+    def __init__(self, device, replicas=1, sync=False, ps=1):
+        self.device, self.replicas, self.sync, self.ps = device, replicas, sync, ps
+
+    def global_step(self):
+        return v1.train.get_or_create_global_step()
+
+    def optimizer(self, optimizer):
+        if not self.sync:
+            return optimizer
+        return v1.train.SyncReplicasOptimizer(optimizer, replicas_to_aggregate=self.replicas,
+                                              total_num_replicas=self.replicas)
+
+    def operations(self, optimizer, train_step, global_step):
+        """What a cluster's sessions run besides the training (made before the graph is
+        finalized): readiness, the synchronous optimizer's set-up, the end of the run,
+        the global step after a training step."""
+        ready = v1.report_uninitialized_variables()
+        getattr(ready, 'mark_used', lambda: None)()  # run by SessionManager, maybe never
+        ops = {'ready': ready, 'sync': self.sync,
+               'done': [done_queue(ps).enqueue(1) for ps in range(self.ps)]}
+        if self.sync:
+            ops.update(ready_for_local_init=optimizer.ready_for_local_init_op,
+                       chief_init=optimizer.chief_init_op,
+                       local_init=optimizer.local_step_init_op,
+                       init_tokens=optimizer.get_init_tokens_op(),
+                       queue_runner=optimizer.get_chief_queue_runner())
+        with tf.control_dependencies([train_step]):
+            ops['step_after'] = tf.identity(global_step.read_value())
+        return ops
+
+
+def done_queue(ps):
+    """A one-slot queue on parameter server `ps` where the chief says the run is over,
+    shared by name between the chief's graph and the parameter server's own."""
+    with tf.device(f'/job:ps/task:{ps}'):
+        return v1.FIFOQueue(1, tf.int32, shared_name=f'graph_mnist_done_{ps}',
+                            name=f'done_{ps}')
+
+
 # ----------------------------------------------------------------------- chief and workers
+
+
+def from_environment(sync=False, timeout=120, environ=None):
+    """The Cluster task TF_CONFIG describes (started by graph_mnist.cluster: stopping
+    when the launcher goes), or None when TF_CONFIG is not set."""
+    task = task_from_environment(environ)
+    if not task:
+        return None
+    end_with_launcher(environ)
+    return Cluster(task, sync, timeout)
+
+
+class Cluster:
+    """One task of a cluster as a place graph_mnist.training trains in (the questions
+    training.OneMachine answers for a run alone). The cluster's settings in one object:
+    the task, synchronous replicas or not, the longest wait for another task."""
+
+    def __init__(self, task, sync=False, timeout=120):
+        self.task, self.sync, self.timeout = task, sync, timeout
+        self.holds_variables = task.type == 'ps'
+        self.keeps_books = task.is_chief
+
+    def serve(self, stop_requested):
+        return serve_parameters(self.task, stop_requested)
+
+    def build(self, config):
+        task = self.task
+        device = v1.train.replica_device_setter(
+            worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
+        placement = Placement(device, replicas=task.replicas, sync=self.sync,
+                              ps=len(task.cluster['ps']))
+        return models.build(config.model, loss=config.loss, seed=config.seed,
+                            placement=placement)
+
+    def batches(self, mnist, config):
+        """Each task reads the whole training set in an order of its own."""
+        return data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
+                            config.seed + 1000 * self.task.replica)
+
+    def open(self, g, start):
+        """The chief: a Session with the variables initialised or restored by
+        `start(sess)`, and with synchronous replicas the tokens and the thread that
+        applies the aggregated gradients. A worker: a Session once the chief has done
+        that. The other tasks may still be starting: their ports refuse until then."""
+        task, timeout = self.task, self.timeout
+        server = start_server(task)
+        config = session_config(g, task, timeout)
+        ops = g.cluster
+        manager = v1.train.SessionManager(
+            ready_op=ops['ready'], ready_for_local_init_op=ops.get('ready_for_local_init'),
+            local_init_op=ops.get('chief_init' if task.is_chief else 'local_init'),
+            graph=g.graph, recovery_wait_secs=1)
+        deadline, waiting = time.monotonic() + timeout, False
+        while True:
+            try:
+                return self._session(manager, server, config, g, start)
+            except tf.errors.UnavailableError as e:
+                if time.monotonic() > deadline:
+                    raise unanswered(task, e, timeout) from None
+                if not waiting:
+                    logging.info('%s: waiting for the other tasks to start', task.name)
+                    waiting = True
+                time.sleep(1)
+
+    def _session(self, manager, server, config, g, start):
+        task, ops = self.task, g.cluster
+        try:
+            if not task.is_chief:
+                sess = manager.wait_for_session(server.target, config=config,
+                                                max_wait_secs=self.timeout)
+                if sess is None:
+                    raise ClusterError(f'{task.name}: the chief did not initialise the '
+                                       f'variables within {self.timeout:.0f} s '
+                                       '(--cluster_timeout)')
+                return sess
+            sess = manager.prepare_session(server.target, init_fn=start, config=config)
+            if ops['sync']:  # the tokens that let each worker's step go through, and the
+                sess.run(ops['init_tokens'])  # thread that applies the aggregated gradients
+                ops['queue_runner'].create_threads(sess, coord=tf.train.Coordinator(),
+                                                   daemon=True, start=True)
+            return sess
+        except (tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
+            raise unanswered(task, e, self.timeout) from None
+
+    def first_step(self, sess, g, started):
+        return int(sess.run(g.global_step))
+
+    def batch_index(self, step, local_steps):
+        return local_steps
+
+    def train_step(self, sess, g, batch_X, batch_Y, step):
+        """(the batch's cross-entropy, the global step after it: every task adds)."""
+        xent, after = sess.run([g.cross_entropy, g.cluster['step_after']],
+                               {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep,
+                                g.step: step})
+        return xent, int(after)
+
+    def nan(self, step):
+        return ClusterError(f'{self.task.name}: the cross-entropy became NaN at step {step}')
+
+    def progress(self, local_steps, step):
+        if not self.keeps_books and local_steps % 1000 == 0:
+            logging.info('%s: %d steps, global step %d', self.task.name, local_steps, step)
+
+    def ran(self, local_steps, seconds, first, step):
+        logging.info('%s: %d steps of its own in %.1f s (%.1f steps/s); global step %d '
+                     'from %d', self.task.name, local_steps, seconds,
+                     local_steps / max(seconds, 1e-9), step, first)
+
+    def final_step(self, sess, g, step, iterations):
+        if g.cluster['sync']:  # let workers waiting for a token see the end
+            sess.run(g.cluster['init_tokens'])
+        return max(step, iterations)
+
+    def finished(self, sess, g, history, local_steps, seconds):
+        history.setdefault('cluster', {}).update(
+            {'replicas': self.task.replicas, 'ps': len(self.task.cluster['ps']),
+             'sync_replicas': bool(g.cluster['sync']), 'chief_steps': local_steps,
+             'chief_steps_per_second': local_steps / max(seconds, 1e-9)})
+        sess.run(g.cluster['done'])  # the parameter servers may go
+
+    def failure(self, error):
+        """The ClusterError for a TensorFlow error that comes from the cluster."""
+        task = self.task
+        if isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                              tf.errors.AbortedError)):
+            return unanswered(task, error, self.timeout)
+        if isinstance(error, tf.errors.OutOfRangeError):  # the synchronous queue closed
+            said = re.findall(r'grpc_message:"([^"]+)"', str(error))
+            return ClusterError(f'{task.name}: synchronous training stopped (the chief\'s '
+                                f'queue of gradients closed: '
+                                f'{said[0] if said else "the chief failed"}). Resume from '
+                                'the last checkpoint with --resume.')
+        return None
+
+    def close(self, sess):
+        close_within(sess, 5)
+
 
 def session_config(g, task, timeout):
     config = v1.ConfigProto()
@@ -196,49 +385,6 @@ def unanswered(task, error, timeout):
                         f'start the cluster again and the chief with --resume.')
 
 
-def train(mnist, config, workdir, task, resume, stop_requested, sync, timeout, train_module):
-    """Trains as `task` (chief or worker) until the global step reaches config.iterations.
-    The chief returns the history; a worker returns None.
-
-    train_module: the running graph_mnist.train module, whose Bookkeeping, _start and
-    Interrupted the chief uses. It is passed, not imported: under `python -m
-    graph_mnist.train` that module is __main__, and an import would load a second copy
-    whose Interrupted the entry point would not catch."""
-    device = v1.train.replica_device_setter(
-        worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
-    placement = models.Placement(device, replicas=task.replicas, sync=sync,
-                                 ps=len(task.cluster['ps']))
-    g = models.build(config.model, loss=config.loss, seed=config.seed, placement=placement)
-    batches = data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
-                           config.seed + 1000 * task.replica)
-    server = start_server(task)
-    sconfig = session_config(g, task, timeout)
-    ops = g.cluster
-    manager = v1.train.SessionManager(
-        ready_op=ops['ready'], ready_for_local_init_op=ops.get('ready_for_local_init'),
-        local_init_op=ops.get('chief_init' if task.is_chief else 'local_init'),
-        graph=g.graph, recovery_wait_secs=1)
-    started = {}
-    deadline = time.monotonic() + timeout
-    while True:  # the other tasks may still be starting: their ports refuse until then
-        try:
-            sess = _session(manager, server, sconfig, g, task, config, workdir, resume, sync,
-                            started, train_module, timeout)
-            break
-        except tf.errors.UnavailableError as e:
-            if time.monotonic() > deadline:
-                raise unanswered(task, e, timeout) from None
-            if not started.get('waiting'):
-                logging.info('%s: waiting for the other tasks to start', task.name)
-                started['waiting'] = True
-            time.sleep(1)
-    try:
-        return _loop(sess, g, mnist, batches, config, workdir, task, started, stop_requested,
-                     train_module, timeout)
-    finally:
-        close_within(sess, 5)
-
-
 def close_within(sess, seconds):
     """Closes the Session, waiting at most `seconds`: closing asks every task to clean
     up, and a dead parameter server never answers (the chief hung there, measured)."""
@@ -248,111 +394,3 @@ def close_within(sess, seconds):
     if closing.is_alive():
         logging.warning('the session did not close within %d s (a task is gone); leaving it',
                         seconds)
-
-
-def _session(manager, server, sconfig, g, task, config, workdir, resume, sync, started,
-             train_module, timeout):
-    """The chief: a Session with the variables initialised (or restored), and with
-    --sync_replicas the tokens and the thread that applies the aggregated gradients.
-    A worker: a Session once the chief has done that."""
-    ops = g.cluster
-    try:
-        if task.is_chief:
-            def initialise(sess):  # fresh variables, or the checkpoint's with --resume
-                started['first_step'], started['history'] = train_module._start(
-                    sess, g, config, workdir, resume)
-            sess = manager.prepare_session(server.target, init_fn=initialise, config=sconfig)
-            if sync:  # the tokens that let each worker's step go through, and the
-                sess.run(ops['init_tokens'])  # thread that applies the aggregated gradients
-                coordinator = tf.train.Coordinator()
-                ops['queue_runner'].create_threads(sess, coord=coordinator, daemon=True,
-                                                   start=True)
-        else:
-            sess = manager.wait_for_session(server.target, config=sconfig,
-                                            max_wait_secs=timeout)
-            if sess is None:
-                raise ClusterError(f'{task.name}: the chief did not initialise the variables '
-                                   f'within {timeout:.0f} s (--cluster_timeout)')
-    except (tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
-        raise unanswered(task, e, timeout) from None
-    return sess
-
-
-def _loop(sess, g, mnist, batches, config, workdir, task, started, stop_requested,
-          train_module, timeout):
-    book = None
-    if task.is_chief:
-        book = train_module.Bookkeeping(sess, g, mnist, batches, config, workdir,
-                                        started['history'], started['first_step'])
-    local_steps, began = 0, time.perf_counter()
-    last = {'log': None, 'eval': None, 'checkpoint': None}
-
-    def due(kind, every, step):
-        """Whether the global step has reached a new multiple of `every` (with several
-        workers it jumps: the chief acts at the first step it sees past the multiple)."""
-        mark = step // every
-        if last[kind] is not None and mark <= last[kind]:
-            return False
-        last[kind] = mark
-        return True
-
-    try:
-        step = int(sess.run(g.global_step))
-        first_global = step
-        if book:  # the marks of the start: a resumed run checkpoints at its next multiple
-            last['checkpoint'] = step // config.checkpoint_every
-        while step < config.iterations:
-            if stop_requested():
-                if book:
-                    raise train_module.Interrupted(step, book.stop(step))
-                break
-            batch_X, batch_Y = batches(local_steps)
-            if book:
-                if due('checkpoint', config.checkpoint_every, step):
-                    book.checkpoint(step)
-                if due('log', config.log_every, step):
-                    book.training_batch(step, batch_X, batch_Y)
-                if due('eval', config.eval_every, step):
-                    book.evaluate(step)
-            xent, step = sess.run(
-                [g.cross_entropy, g.cluster['step_after']],
-                {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep, g.step: step})
-            step, local_steps = int(step), local_steps + 1
-            if np.isnan(xent):
-                if book:
-                    book.stop_if_nan(xent, step, 'in the training step')
-                raise ClusterError(f'{task.name}: the cross-entropy became NaN at step {step}')
-            if not book and local_steps % 1000 == 0:
-                logging.info('%s: %d steps, global step %d', task.name, local_steps, step)
-        seconds = time.perf_counter() - began
-        logging.info('%s: %d steps of its own in %.1f s (%.1f steps/s); global step %d '
-                     'from %d', task.name, local_steps, seconds, local_steps / seconds, step,
-                     first_global)
-        if not book:
-            return None
-        if g.sync is not None:  # let workers waiting for a token see the end
-            sess.run(g.cluster['init_tokens'])
-        final = max(step, config.iterations)
-        book.evaluate(final, final=True)
-        book.checkpoint(final, final=True)
-        book.history.setdefault('cluster', {}).update(
-            {'replicas': task.replicas, 'ps': len(task.cluster['ps']),
-             'sync_replicas': g.sync is not None, 'chief_steps': local_steps,
-             'chief_steps_per_second': local_steps / seconds})
-        sess.run(g.cluster['done'])  # the parameter servers may go
-        return book.finish()
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-            tf.errors.AbortedError) as e:
-        if book:
-            book.save('interrupted')
-        raise unanswered(task, e, timeout) from None
-    except tf.errors.OutOfRangeError as e:  # the synchronous optimizer's queue closed
-        if book:
-            book.save('interrupted')
-        said = re.findall(r'grpc_message:"([^"]+)"', str(e))
-        raise ClusterError(f'{task.name}: synchronous training stopped (the chief\'s queue '
-                           f'of gradients closed: {said[0] if said else "the chief failed"})'
-                           f'. Resume from the last checkpoint with --resume.') from None
-    finally:
-        if book:
-            book.close_events()

@@ -171,11 +171,8 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
 
     try:
         with tf.variable_creator_scope(same_weights):
-            if g.spec.batch_norm:  # training mode, as the Session ran it
-                logits_eager = g.spec.network(tf.constant(X), 1.0, tf.constant(False),
-                                              tf.constant(0))
-            else:
-                logits_eager = g.spec.network(tf.constant(X), 1.0)
+            # batch norm in training mode (tst False), as the Session ran it
+            logits_eager = g.spec.logits(tf.constant(X), 1.0, tst=False)
     except TypeError as e:  # batch norm: averages of tensors exist only in a graph
         out['eager'] = {'executing_eagerly': tf.executing_eagerly(), 'refused': str(e)}
     else:

@@ -72,11 +72,8 @@ def inference_graph(model):
         in_range = tf.reduce_all(tf.logical_and(X >= 0, X <= 1))  # NaN compares False
         checked = tf.cond(in_range, lambda: tf.identity(X),
                           preprocess.refuse(OUT_OF_RANGE, tf.shape(X), tf.float32))
-        if spec.batch_norm:  # tst True: the averages; the step only moves them (unused here)
-            Ylogits = spec.network(checked, tf.constant(1.0), tf.constant(True),
-                                   tf.constant(0))
-        else:
-            Ylogits = spec.network(checked, tf.constant(1.0))  # pkeep 1: all neurons
+        # pkeep 1: all neurons; batch norm on its moving averages (tst True)
+        Ylogits = spec.logits(checked, tf.constant(1.0), tst=True)
         Y = tf.nn.softmax(Ylogits, name='Y')
         digit = tf.argmax(Y, 1, name='digit')
         # weights, biases (offsets, scales) and batch norm's moving averages, by name

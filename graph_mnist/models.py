@@ -1,10 +1,14 @@
-"""The seven networks of the talk, in the talk's order, written as the talk wrote them.
+"""The networks: the talk's seven, in the talk's order, written as the talk wrote them,
+then the three of its published code's batch-norm chapter; and their settings.
 
 Each network is one function that reads like its slide: weights `W1, B1, ...` as
-`tf.Variable`s, then the model line by line from the input `X` to `Ylogits`. What the
-seven share (placeholders, softmax, cross-entropy, accuracy, learning rate, optimizer)
-is written once, in `build`, which puts one network and its training step into a new
-`tf.Graph` and hands back the tensors a Session will run.
+`tf.Variable`s, then the model line by line from the input `X` to `Ylogits`. What they
+share (placeholders, softmax, cross-entropy, accuracy, learning rate, optimizer) is
+written once, in `build`, which puts one network and its training step into a new
+`tf.Graph` and hands back the tensors a Session will run. How a network is trained
+(optimizer, learning rate, dropout, steps, the talk's figure) is its `Spec` in
+`NETWORKS`; how it is called (batch norm's networks take two more inputs) is known
+there too (`Spec.logits`), and nowhere else.
 
 Nothing here computes anything: these functions only add operations to a graph.
 Nothing here switches TensorFlow modes for the process: every graph is its own
@@ -334,9 +338,6 @@ class ConstantRate(NamedTuple):
     def __call__(self, step):
         return tf.constant(self.rate, tf.float32)
 
-    def at(self, step):
-        return self.rate
-
     def __str__(self):
         return f'{self.rate:g}'
 
@@ -349,10 +350,6 @@ class DecayingRate(NamedTuple):
 
     def __call__(self, step):
         return self.floor + v1.train.exponential_decay(self.start, step, self.period, 1 / math.e)
-
-    def at(self, step):
-        """The same rate as a plain number, for the benchmark's Keras and PyTorch twins."""
-        return self.floor + self.start * math.exp(-step / self.period)
 
     def __str__(self):
         return f'{self.floor:g} + {self.start:g}·e^(−step/{self.period:g})'
@@ -379,6 +376,20 @@ class Spec(NamedTuple):
     def talk_accuracy(self):
         """The talk's figure as written in history.json and the summary line."""
         return self.talk.says
+
+    def testing_flag(self):
+        """Batch norm's placeholder `tst` (default False: training; True: the moving
+        averages), None for the talk's seven (one more op would shift their random
+        seeds). Call inside the graph being built."""
+        return v1.placeholder_with_default(False, [], name='tst') if self.batch_norm else None
+
+    def logits(self, X, pkeep, tst=True, step=0):
+        """Ylogits of this network on X: the talk's seven take (X, pkeep); batch norm's
+        also take tst (testing: use the moving averages) and step (which moves them),
+        tensors or plain values. The one place that knows how a network is called."""
+        if not self.batch_norm:
+            return self.network(X, pkeep)
+        return self.network(X, pkeep, tf.convert_to_tensor(tst), tf.convert_to_tensor(step))
 
 
 SGD, ADAM = v1.train.GradientDescentOptimizer, v1.train.AdamOptimizer
@@ -449,8 +460,8 @@ class Graph(NamedTuple):
     saver: object             # tf.compat.v1.train.Saver of every variable (optimizer's,
                               # batch norm's moving averages too)
     global_step: tf.Variable = None  # on a cluster: the step all workers add to
-    sync: object = None       # on a cluster with --sync_replicas: the SyncReplicasOptimizer
     cluster: dict = None      # on a cluster: the operations its sessions start and end with
+                              # (graph_mnist.distributed.Placement.operations)
 
     def test_feed(self, images, labels=None):
         """The feed that evaluates: all neurons on, batch norm on its moving averages."""
@@ -495,23 +506,14 @@ def session_config(loss):
     return config
 
 
-class Placement(NamedTuple):
-    """Where a cluster task's graph goes (graph_mnist.distributed makes it): variables on
-    the parameter servers, operations on this task (`device`, a replica_device_setter);
-    `replicas` training tasks; `sync`: one gradient from each per step, aggregated."""
-    device: object
-    replicas: int = 1
-    sync: bool = False
-    ps: int = 1
-
-
 def build(name, loss='stable', seed=0, placement=None):
     """Builds network `name` with its loss, accuracy and training step in a new tf.Graph.
 
-    placement: None on one machine; on a cluster, a Placement. Then the variables live on
-    the parameter servers, a global step variable counts every worker's steps (created
-    after the network, so the network's initial weights are those of the same seed on one
-    machine), and with placement.sync the optimizer is wrapped in SyncReplicasOptimizer."""
+    placement: None on one machine. On a cluster, graph_mnist.distributed's Placement,
+    which says where the graph goes (`device`), makes the global step (after the
+    network, so that the initial weights are those of the same seed on one machine),
+    may wrap the optimizer (synchronous replicas) and adds the operations the cluster's
+    sessions start and end with (`operations`, kept in Graph.cluster)."""
     spec = NETWORKS[name]
     graph = tf.Graph()
     on_cluster = graph.device(placement.device) if placement else contextlib.nullcontext()
@@ -521,12 +523,8 @@ def build(name, loss='stable', seed=0, placement=None):
         Y_ = v1.placeholder(tf.float32, [None, 10], name='Y_')
         step = v1.placeholder(tf.int32, name='step')
         pkeep = v1.placeholder(tf.float32, name='pkeep')
-        if spec.batch_norm:  # (not for the seven: a new op would shift their random seeds)
-            tst = v1.placeholder_with_default(False, [], name='tst')
-            Ylogits = spec.network(X, pkeep, tst, step)
-        else:
-            tst, Ylogits = None, spec.network(X, pkeep)
-        Ylogits = tf.identity(Ylogits, name='Ylogits')
+        tst = spec.testing_flag()
+        Ylogits = tf.identity(spec.logits(X, pkeep, tst, step), name='Ylogits')
         Y = tf.nn.softmax(Ylogits, name='Y')
         xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
 
@@ -534,17 +532,14 @@ def build(name, loss='stable', seed=0, placement=None):
         correct_prediction = tf.equal(prediction, tf.argmax(Y_, 1))
         accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
 
-        global_step = v1.train.get_or_create_global_step() if placement else None
-        # on a cluster the decay reads the global step: with --sync_replicas the chief's
-        # queue runner applies the gradients, and it feeds no step
+        global_step = placement.global_step() if placement else None
+        # on a cluster the decay reads the global step: with synchronous replicas the
+        # chief's queue runner applies the gradients, and it feeds no step
         lr = tf.identity(spec.learning_rate(
-            tf.cast(global_step, tf.int32) if placement else step), name='lr')
-        sync, optimizer = None, spec.optimizer(lr)
+            step if global_step is None else tf.cast(global_step, tf.int32)), name='lr')
+        optimizer = spec.optimizer(lr)
         if placement:
-            if placement.sync:
-                optimizer = sync = v1.train.SyncReplicasOptimizer(
-                    optimizer, replicas_to_aggregate=placement.replicas,
-                    total_num_replicas=placement.replicas)
+            optimizer = placement.optimizer(optimizer)
         forward_ops = len(graph.get_operations())
         # minimize adds the gradients (formal differentiation of xent) and the updates;
         # batch norm's moving averages are updated with every training step, never else
@@ -554,39 +549,14 @@ def build(name, loss='stable', seed=0, placement=None):
         init = v1.global_variables_initializer()
         variables = v1.trainable_variables()
         saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
-        cluster = None
-        if placement:
-            cluster = cluster_operations(placement, sync)
-            with tf.control_dependencies([train_step]):  # the global step after this one
-                cluster['step_after'] = tf.identity(global_step.read_value())
+        cluster = placement.operations(optimizer, train_step, global_step) \
+            if placement else None
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
                  train_step, init, spec, session_config(loss), forward_ops, minimize_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
                  biases=[v for v in variables if v.op.name.startswith('B')], saver=saver,
-                 global_step=global_step, sync=sync, cluster=cluster)
-
-
-def done_queue(ps):
-    """A one-slot queue on parameter server `ps` where the chief says the run is over,
-    shared by name between the chief's graph and the parameter server's own."""
-    with tf.device(f'/job:ps/task:{ps}'):
-        return v1.FIFOQueue(1, tf.int32, shared_name=f'graph_mnist_done_{ps}',
-                            name=f'done_{ps}')
-
-
-def cluster_operations(placement, sync):
-    """What a cluster's sessions run besides the training (made before the graph is
-    finalized): readiness, the synchronous optimizer's set-up, the end of the run."""
-    ready = v1.report_uninitialized_variables()
-    getattr(ready, 'mark_used', lambda: None)()  # run by SessionManager, maybe never
-    ops = {'ready': ready,
-           'done': [done_queue(ps).enqueue(1) for ps in range(placement.ps)]}
-    if sync:
-        ops.update(ready_for_local_init=sync.ready_for_local_init_op,
-                   chief_init=sync.chief_init_op, local_init=sync.local_step_init_op,
-                   init_tokens=sync.get_init_tokens_op(), queue_runner=sync.get_chief_queue_runner())
-    return ops
+                 global_step=global_step, cluster=cluster)
 
 
 def trainable_parameters(g):
@@ -679,12 +649,8 @@ def layers(name):
     spec = NETWORKS[name]
     graph = tf.Graph()
     with graph.as_default():
-        X = v1.placeholder(tf.float32, [None, 28, 28, 1])
-        if spec.batch_norm:
-            spec.network(X, v1.placeholder(tf.float32), v1.placeholder(tf.bool),
-                         v1.placeholder(tf.int32))
-        else:
-            spec.network(X, v1.placeholder(tf.float32))
+        spec.logits(v1.placeholder(tf.float32, [None, 28, 28, 1]), v1.placeholder(tf.float32),
+                    v1.placeholder(tf.bool), v1.placeholder(tf.int32))
         initial = {v.op.name: tf.get_static_value(v.initial_value)
                    for v in v1.global_variables()}
     found = []

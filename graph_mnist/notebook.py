@@ -4,7 +4,7 @@ kernel's stop button.
     from graph_mnist import notebook
     history = notebook.run('conv_dropout', iterations=10000)
 
-`run` is `train.train` with what a notebook needs around it: MNIST loaded once per
+`run` is `training.train` with what a notebook needs around it: MNIST loaded once per
 kernel, the dashboard drawn in the cell's output (`vis='notebook'`), a run directory of
 its own under runs/ (history.json, checkpoints, TensorBoard events), and the kernel's
 interrupt (the stop button, or "Interrupt kernel") turned into a clean stop: a
@@ -18,7 +18,7 @@ import threading
 
 from graph_mnist import data
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist import training
 
 _MNIST = {}
 
@@ -46,17 +46,17 @@ def stop_button():
 
 
 def run(model, iterations=None, workdir=None, data_dir=None, vis='notebook', **settings):
-    """Trains `model` (see train.Config for the other settings: seed, batch_size, loss,
+    """Trains `model` (see training.Config for the other settings: seed, batch_size, loss,
     eval_every, log_every, checkpoint_every) and returns its history. Stopped with the
     kernel's interrupt, returns the history so far (status 'interrupted')."""
-    config = train.Config(model, iterations=iterations, vis=vis, **settings)
+    config = training.Config(model, iterations=iterations, vis=vis, **settings)
     images = mnist(data_dir)
     workdir = runs.prepare_workdir(workdir, model)
     with stop_button() as stop_requested:
         try:
-            history = train.train(images, config, workdir, stop_requested=stop_requested)
-        except train.Interrupted as e:
+            history = training.train(images, config, workdir, stop_requested=stop_requested)
+        except training.Interrupted as e:
             print(f'{model}: {e}; the history so far is in {runs.history_path(workdir)}')
             return runs.read_history(workdir)
-    print(train.summary_line(history))
+    print(training.summary_line(history))
     return history

@@ -1,6 +1,6 @@
 """A run's directory and its metrics history, `<workdir>/history.json`.
 
-The history holds the run's settings (train.Config, field by field), then one list per
+The history holds the run's settings (training.Config, field by field), then one list per
 quantity, aligned by index, ready to plot:
 
     train: step, accuracy, loss, lr, time          every --log_every steps (the batch)

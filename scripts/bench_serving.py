@@ -180,9 +180,9 @@ def main(argv):
     if FLAGS.worker == 'inprocess':
         print(json.dumps(inprocess()))
         return 0
-    from benchmark import machine
+    from graph_mnist.machine import machine
     from graph_mnist import export
-    from graph_mnist import serve
+    import server_process
     if FLAGS.model_base_path is None:
         raise UserError('--model_base_path is required')
     if shutil.which('wrk') is None:
@@ -201,7 +201,7 @@ def main(argv):
                    f'--inprocess_batches={FLAGS.inprocess_batches}')
     print(f'in process ({version}, batches of 100): {limit["images_per_second"]:,.0f} images/s')
     levels = []
-    with serve.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags) as server:
+    with server_process.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags) as server:
         print(f'{"images/request":>14} {"concurrency":>11} {"requests":>8} {"req/s":>8} '
               f'{"images/s":>9} {"p50 ms":>7} {"p99 ms":>7} {"errors":>6}')
         for batch in batches:

@@ -281,8 +281,7 @@ def main(argv):
     results = {'command': ' '.join(['python', 'scripts/cluster_drill.py'] + sys.argv[1:]),
                'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'model': FLAGS.model,
                'iterations': iterations, 'seed': FLAGS.seed}
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import machine
+    from graph_mnist.machine import machine
     results['machine'] = machine()
     parts = {
         'single': lambda d: single(d, iterations),

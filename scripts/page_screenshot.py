@@ -113,10 +113,10 @@ def define_flags():
 
 def main(argv):
     del argv
-    from graph_mnist import serve
+    import server_process
     if os.path.exists(FLAGS.out):
         raise UserError(f'{FLAGS.out} exists; choose another --out')
-    with serve.Subprocess(FLAGS.model_base_path) as server:
+    with server_process.Subprocess(FLAGS.model_base_path) as server:
         driver = browser()
         try:
             driver.get(server.url + '/')

@@ -7,6 +7,17 @@ import pytest
 
 from graph_mnist import data
 
+# What makes a test slow (`-m "not slow"` leaves it out): the real MNIST (a download on
+# a fresh machine, then training on 60,000 images), or a trained and exported network.
+# Tests that start browsers, kernels, clusters or load generators say so themselves.
+SLOW_FIXTURES = {'mnist_dir', 'exported'}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope='session')
 def mnist_dir():
@@ -32,6 +43,20 @@ def require(module):
     if os.environ.get('GRAPH_MNIST_REQUIRE_ALL'):
         return __import__(module)
     return pytest.importorskip(module, reason=f'{module} not installed (.ci/run installs it)')
+
+
+def require_tool(command, package):
+    """The path of a system tool a test needs (installed by
+    scripts/install_test_packages.sh). Where it is missing the test is skipped, except
+    in CI (GRAPH_MNIST_REQUIRE_ALL=1), where a missing tool fails the test."""
+    import shutil
+    found = shutil.which(command)
+    if found:
+        return found
+    message = f'{command} not installed (sh scripts/install_test_packages.sh: {package})'
+    if os.environ.get('GRAPH_MNIST_REQUIRE_ALL'):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), '..', 'scripts')
@@ -78,11 +103,11 @@ def exported(mnist_dir, tmp_path_factory):
     """conv_dropout trained 1,500 steps on the real MNIST (about 98.8%, 15 s), exported
     as version 1 of a model base path: (run directory, base path, test images, digits)."""
     from graph_mnist import export
-    from graph_mnist import train
+    from graph_mnist import training
     root = tmp_path_factory.mktemp('served')
     workdir, base = str(root / 'run'), str(root / 'exported')
     mnist = data.load(mnist_dir, log=lambda message: None)
-    train.train(mnist, train.Config('conv_dropout', iterations=1500, eval_every=1500,
+    training.train(mnist, training.Config('conv_dropout', iterations=1500, eval_every=1500,
                                     log_every=100, checkpoint_every=1500), workdir)
     export.export(workdir, base)
     return workdir, base, mnist.test_images[:200], mnist.test_digits[:200]

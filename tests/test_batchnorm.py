@@ -11,7 +11,7 @@ from graph_mnist import checkpoints
 from graph_mnist import export
 from graph_mnist import models
 from graph_mnist import predict
-from graph_mnist import train
+from graph_mnist import training
 
 v1 = tf.compat.v1
 
@@ -46,11 +46,11 @@ def trained():
     """batchnorm_conv after 20 training steps on the generated squares."""
     mnist = synthetic_mnist(n_test=100)
     g = models.build('batchnorm_conv')
-    sess = train.open_session(g)
+    sess = training.open_session(g)
     sess.run(g.init)
-    batches = train.data.Batches(mnist.train_images, mnist.train_labels, 50, 0)
+    batches = training.data.Batches(mnist.train_images, mnist.train_labels, 50, 0)
     for step in range(20):
-        train.training_step(sess, g, *batches(step), step)
+        training.training_step(sess, g, *batches(step), step)
     yield g, sess, mnist
     sess.close()
 
@@ -76,18 +76,19 @@ def test_only_a_training_step_moves_the_averages(trained):
               g.step: 20})
     unchanged = moving_averages(g, sess)
     assert all(np.array_equal(before[k], unchanged[k]) for k in before)
-    train.training_step(sess, g, mnist.train_images[:50], mnist.train_labels[:50], 20)
+    training.training_step(sess, g, mnist.train_images[:50], mnist.train_labels[:50], 20)
     after = moving_averages(g, sess)
     assert all(not np.array_equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow  # trains, stops, resumes and exports
 def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_scored(tmp_path):
     mnist, workdir = synthetic_mnist(n_test=100), str(tmp_path / 'run')
-    config = train.Config('batchnorm_five_layers_sigmoid', iterations=30, eval_every=10,
+    config = training.Config('batchnorm_five_layers_sigmoid', iterations=30, eval_every=10,
                           log_every=10, checkpoint_every=100)
     stops = iter([False] * 12 + [True])
-    with pytest.raises(train.Interrupted):
-        train.train(mnist, config, workdir, stop_requested=lambda: next(stops))
+    with pytest.raises(training.Interrupted):
+        training.train(mnist, config, workdir, stop_requested=lambda: next(stops))
     path, step, _ = checkpoints.latest(workdir)
     saved = {name: tf.train.load_checkpoint(path).get_tensor(name)
              for name, _ in tf.train.list_variables(path) if 'ExponentialMovingAverage' in name
@@ -95,20 +96,20 @@ def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_score
     assert step == 12 and len(saved) == 2 * 4
 
     g = models.build(config.model)
-    with train.open_session(g) as sess:
+    with training.open_session(g) as sess:
         checkpoints.restore(sess, g.saver, path)
         restored = moving_averages(g, sess)
     assert restored.keys() == saved.keys()
     assert all(np.array_equal(saved[k], restored[k]) for k in saved)
 
-    history = train.train(mnist, config, workdir, resume=True)
+    history = training.train(mnist, config, workdir, resume=True)
     export_dir = str(tmp_path / 'exported')
     export.export(workdir, export_dir)
     probabilities, digits = predict.Predictor(export_dir)(mnist.test_images)
     assert (digits == mnist.test_digits).mean() == \
         pytest.approx(history['final_test_accuracy'], abs=1e-6)
     g = models.build(config.model)
-    with train.open_session(g) as sess:
+    with training.open_session(g) as sess:
         checkpoints.restore(sess, g.saver, checkpoints.latest(workdir)[0])
         np.testing.assert_allclose(probabilities, sess.run(g.Y, g.test_feed(mnist.test_images)),
                                    atol=1e-5)

@@ -1,5 +1,5 @@
-"""The networks' operation counts, and scripts/benchmark.py's twins checked against the
-graph layer by layer: no timing is asserted here."""
+"""The networks' operation counts, their Keras and PyTorch twins checked against the
+graph layer by layer, and scripts/benchmark.py's arithmetic: no timing is asserted here."""
 
 import os
 import sys
@@ -7,11 +7,15 @@ import sys
 import numpy as np
 import pytest
 
+import bench_contenders as contenders
+import bench_report as report
+import benchmark
+from conftest import require
+from graph_mnist import machine
 from graph_mnist import models
+from graph_mnist.styles import twins
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))
-import benchmark  # noqa: E402
-from conftest import require  # noqa: E402
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_softmax_operation_count_by_hand():
@@ -41,11 +45,16 @@ def test_layers_are_read_from_the_network_function(monkeypatch):
     """Whatever a network function writes is what models.layers reports."""
     tf = models.tf
 
-    def tiny(X, pkeep):
-        W1 = models._weights([3, 3, 1, 5], 'W1')
-        B1 = models._biases(5, 'B1', 0.2)
-        W2 = models._weights([10 * 10 * 5, 10], 'W2')
-        B2 = models._biases(10, 'B2', 0.0)
+    def tiny(X, pkeep):  # written as models.py writes its networks
+        def normal(shape, name):
+            return tf.Variable(tf.random.truncated_normal(shape, stddev=0.1), name=name)
+
+        def constant(n, name, value):
+            return tf.Variable(tf.constant(value, tf.float32, [n]), name=name)
+        W1 = normal([3, 3, 1, 5], 'W1')
+        B1 = constant(5, 'B1', 0.2)
+        W2 = normal([10 * 10 * 5, 10], 'W2')
+        B2 = constant(10, 'B2', 0.0)
         Y1 = tf.nn.sigmoid(tf.nn.conv2d(X, W1, strides=[1, 3, 3, 1], padding='SAME') + B1)
         return tf.matmul(tf.reshape(tf.nn.dropout(Y1, rate=1 - pkeep), [-1, 500]), W2) + B2
 
@@ -63,7 +72,7 @@ def test_layers_are_read_from_the_network_function(monkeypatch):
 def test_keras_twin_matches_the_graph_layer_by_layer(model):
     import keras
     ours = models.layers(model)
-    net = benchmark.keras_model(benchmark.describe(model))
+    net = twins.keras_model(twins.describe(model))
     kinds = {keras.layers.Conv2D: 'conv', keras.layers.Dense: 'dense',
              keras.layers.Dropout: 'dropout'}
     twin = [l for l in net.layers if type(l) in kinds]
@@ -102,7 +111,7 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
     torch = require('torch')
     from torch import nn
     ours = models.layers(model)
-    net = benchmark.torch_model(benchmark.describe(model))
+    net = twins.torch_model(twins.describe(model))
     kinds = {nn.Conv2d: 'conv', nn.Linear: 'dense', nn.Dropout: 'dropout'}
     shapes, x = [], torch.zeros(2, 1, 28, 28)
     with torch.no_grad():
@@ -144,42 +153,45 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
 
 
 def test_summary_and_ratio_arithmetic():
-    ours = benchmark.summarize([0.020, 0.0205, 0.0195])  # seconds a step of 100 images
+    ours = report.summarize([0.020, 0.0205, 0.0195])  # seconds a step of 100 images
     assert ours['images_per_second'] == pytest.approx(100 / 0.02)
     assert ours['spread'] == pytest.approx(0.001 / 0.02) and not ours['noisy']
-    keras = benchmark.summarize([0.04, 0.05, 0.04])
+    keras = report.summarize([0.04, 0.05, 0.04])
     assert keras['spread'] == pytest.approx(0.25) and keras['noisy']
-    r = benchmark.ratio(ours, keras)
+    r = report.ratio(ours, keras)
     assert r['value'] == pytest.approx(2.0) and r['warning'] == 'spread 25% > 10%'
-    assert benchmark.ratio(ours, {'crashed': 'killed by SIGSEGV'}) is None
-    assert benchmark.ratio(ours, benchmark.summarize([0.01, 0.0105]))['warning'] == ''
-    just_over = benchmark.summarize([0.0100, 0.0110, 0.01113])  # 0.00113 / 0.011: 10.3%
-    assert benchmark.ratio(ours, just_over)['warning'] == 'spread 10.3% > 10%'
-    assert benchmark.ratio(ours, benchmark.summarize([0.0100, 0.0102, 0.0110]))['warning'] \
+    assert report.ratio(ours, {'crashed': 'killed by SIGSEGV'}) is None
+    assert report.ratio(ours, report.summarize([0.01, 0.0105]))['warning'] == ''
+    just_over = report.summarize([0.0100, 0.0110, 0.01113])  # 0.00113 / 0.011: 10.3%
+    assert report.ratio(ours, just_over)['warning'] == 'spread 10.3% > 10%'
+    assert report.ratio(ours, report.summarize([0.0100, 0.0102, 0.0110]))['warning'] \
         == ''  # 9.8%: within
 
 
 def test_keras_is_reported_at_its_faster_mode():
-    measured = {'ours': benchmark.summarize([1.0]),
-                'keras': benchmark.summarize([3.0]),
-                'keras_xla': benchmark.summarize([2.0]),
+    measured = {'ours': report.summarize([1.0]),
+                'keras': report.summarize([3.0]),
+                'keras_xla': report.summarize([2.0]),
                 'keras@onednn_off': {'crashed': 'exit 1'}}
-    assert benchmark.best_keras(measured)[0] == 'keras_xla'
-    assert benchmark.best_keras({'ours': measured['ours']}) == (None, None)
+    assert report.best_keras(measured)[0] == 'keras_xla'
+    assert report.best_keras({'ours': measured['ours']}) == (None, None)
 
 
 def test_learning_rates_for_the_twins_are_the_networks():
-    d = benchmark.describe('conv_dropout')
-    assert benchmark.rate_at(d['rate'], 0) == pytest.approx(0.0031)
-    assert benchmark.rate_at(d['rate'], 2000) == pytest.approx(0.0001 + 0.003 / np.e)
-    assert benchmark.rate_at(benchmark.describe('softmax')['rate'], 500) == 0.005
+    d = twins.describe('conv_dropout')
+    assert twins.rate_at(d['rate'], 0) == pytest.approx(0.0031)
+    assert twins.rate_at(d['rate'], 2000) == pytest.approx(0.0001 + 0.003 / np.e)
+    assert twins.rate_at(twins.describe('softmax')['rate'], 500) == 0.005
 
 
-def test_a_contender_that_crashes_is_reported_and_the_others_are_measured(mnist_dir):
-    row = benchmark.measure('softmax', ['segfault', 'ours'], repeats=2, data_dir=mnist_dir,
-                            log=lambda message: None, warmup=1, window_seconds=0.01,
-                            windows=2)
-    assert row['contenders']['segfault'] == {'crashed': 'killed by SIGSEGV'}
+def test_a_contender_that_crashes_is_reported_and_the_others_are_measured(mnist_dir,
+                                                                         monkeypatch):
+    # the crash double lives in the tests (doubles.py), found by the worker's process
+    monkeypatch.setenv('PYTHONPATH', TESTS + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    row = benchmark.measure('softmax', ['doubles:Segfault', 'ours'], repeats=2,
+                            data_dir=mnist_dir, log=lambda message: None, warmup=1,
+                            window_seconds=0.01, windows=2)
+    assert row['contenders']['doubles:Segfault'] == {'crashed': 'killed by SIGSEGV'}
     ours = row['contenders']['ours']
     assert len(ours['seconds_per_step']) == 2 and ours['images_per_second'] > 0
     assert [len(w) for w in ours['windows']] == [2, 2] and ours['steps_per_window'] == 50
@@ -188,7 +200,7 @@ def test_a_contender_that_crashes_is_reported_and_the_others_are_measured(mnist_
 
 
 def test_machine_names_cpu_cores_versions_and_commit():
-    m = benchmark.machine()
+    m = machine.machine()
     assert m['cpu'] != 'unknown' and m['cores'] >= 1
     assert m['versions']['tensorflow'] and m['versions']['numpy']
     assert m['commit']
@@ -212,7 +224,7 @@ class _Clock:
 def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch):
     # 10 ms a step, but 4 steps of the third window stall, 0.5 s more in all
     clock = _Clock(lambda step: 0.01 + (0.125 if 300 <= step < 304 else 0.0))
-    monkeypatch.setattr(benchmark.time, 'perf_counter', clock.perf_counter)
+    monkeypatch.setattr(contenders.time, 'perf_counter', clock.perf_counter)
 
     class Fake:
         def __init__(self, description, mnist, seed=0):
@@ -222,9 +234,9 @@ def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch
         def parameters(self):
             return 1
 
-    monkeypatch.setitem(benchmark.WORKERS, 'fake', Fake)
-    monkeypatch.setattr(benchmark.data, 'load', lambda *args, **kwargs: None)
-    result = benchmark.work('fake', 'throughput', {}, warmup=50, window_seconds=1.0,
+    monkeypatch.setitem(contenders.WORKERS, 'fake', Fake)
+    monkeypatch.setattr(contenders.data, 'load', lambda *args, **kwargs: None)
+    result = contenders.work('fake', 'throughput', {}, warmup=50, window_seconds=1.0,
                             windows=5)
     # 50 steps of warm-up, 50 timed for the pace (10 ms), so windows of 100 steps (1 s)
     assert clock.step == 50 + 50 + 5 * 100 and result['steps_per_window'] == 100
@@ -233,20 +245,20 @@ def test_a_timing_is_the_median_of_its_windows_a_stall_moves_nothing(monkeypatch
 
 
 def test_windows_are_whole_numbers_of_50_steps_of_about_the_asked_duration():
-    assert benchmark.steps_per_window(0.5, pace=0.0003) == 1700   # a softmax step
-    assert benchmark.steps_per_window(0.5, pace=0.005) == 100     # a convolutional one
-    assert benchmark.steps_per_window(0.5, pace=0.05) == 50       # never fewer than 50
-    assert benchmark.steps_per_window(0.0, pace=0.01) == 50
+    assert contenders.steps_per_window(0.5, pace=0.0003) == 1700   # a softmax step
+    assert contenders.steps_per_window(0.5, pace=0.005) == 100     # a convolutional one
+    assert contenders.steps_per_window(0.5, pace=0.05) == 50       # never fewer than 50
+    assert contenders.steps_per_window(0.0, pace=0.01) == 50
 
 
 def test_keras_windows_are_timed_inside_one_fit_call(mnist_dir, monkeypatch):
     from graph_mnist import data
     mnist = data.load(mnist_dir, log=lambda message: None)
-    keras = benchmark.KerasSteps(benchmark.describe('softmax'), mnist)
+    keras = contenders.KerasSteps(twins.describe('softmax'), mnist)
     fits = []
     real_fit = keras.net.fit
     monkeypatch.setattr(keras.net, 'fit', lambda *a, **k: fits.append(k) or real_fit(*a, **k))
-    windows = benchmark.timed_windows(keras, per_window=100, windows=3)
+    windows = contenders.timed_windows(keras, per_window=100, windows=3)
     assert len(fits) == 1 and len(windows) == 3 and all(w > 0 for w in windows)
     assert keras.net.optimizer.iterations.numpy() == 50 + 300  # 50 lead-in steps left out
     with pytest.raises(ValueError, match='not a multiple of 50'):
@@ -258,16 +270,16 @@ def test_keras_time_to_99_counts_steps_across_epochs(mnist_dir, monkeypatch):
     to epoch (600 steps each) and the fit stops at the first one at 99%."""
     from graph_mnist import data
     mnist = data.load(mnist_dir, log=lambda message: None)
-    keras = benchmark.KerasSteps(benchmark.describe('softmax'), mnist)
+    keras = contenders.KerasSteps(twins.describe('softmax'), mnist)
     evaluations = []
     monkeypatch.setattr(keras, 'evaluate',
                         lambda: evaluations.append(1) or (0.995 if len(evaluations) == 7
                                                           else 0.9))
-    seconds, step = benchmark.time_to_99(keras, limit=1200, every=100)
+    seconds, step = contenders.time_to_99(keras, limit=1200, every=100)
     assert step == 700 and seconds > 0 and len(evaluations) == 7
     assert keras.net.optimizer.iterations.numpy() == 700
     monkeypatch.setattr(keras, 'evaluate', lambda: 0.5)
-    assert benchmark.time_to_99(keras, limit=100, every=100) == (None, None)
+    assert contenders.time_to_99(keras, limit=100, every=100) == (None, None)
     assert keras.net.optimizer.iterations.numpy() == 700 + 100  # stopped at the limit
 
 
@@ -277,6 +289,7 @@ def test_suffixes_set_the_workers_environment():
     assert benchmark.worker_environment('ours', base={}) == {}
 
 
+@pytest.mark.slow  # three processes of the benchmark
 @pytest.mark.parametrize('args, message', [
     (['--contenders=ours@fast'], 'unknown --contenders'),
     (['--eval_batches=1000,all'], 'give positive whole numbers'),
@@ -293,7 +306,7 @@ def test_bad_benchmark_usage_is_one_line_and_exit_1(args, message, tmp_path):
 def test_ours_evaluation_is_the_same_whatever_the_batch(mnist_dir):
     from graph_mnist import data
     mnist = data.load(mnist_dir, log=lambda message: None)
-    ours = benchmark.Ours(benchmark.describe('softmax'), mnist)
+    ours = contenders.Ours(twins.describe('softmax'), mnist)
     ours.train_steps(20)
     whole = ours.evaluate()
     assert 0.5 < whole < 1 and whole * 10000 == round(whole * 10000)
@@ -301,7 +314,7 @@ def test_ours_evaluation_is_the_same_whatever_the_batch(mnist_dir):
 
 
 def test_evaluation_costs_are_timed_per_batch_size(mnist_dir):
-    result = benchmark.work('ours', 'throughput', benchmark.describe('softmax'),
+    result = contenders.work('ours', 'throughput', twins.describe('softmax'),
                             data_dir=mnist_dir, warmup=0, window_seconds=0, windows=1,
                             eval_batches=(10000, 500))
     assert set(result['eval_ms_by_batch']) == {'10000', '500'}

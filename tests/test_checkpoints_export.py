@@ -17,7 +17,7 @@ from graph_mnist import checkpoints
 from graph_mnist import export
 from graph_mnist import models
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist import training
 
 v1 = tf.compat.v1
 
@@ -35,10 +35,10 @@ def assert_continuous(history, log_every, eval_every, last):
 
 def test_stop_then_resume_is_one_continuous_run(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
-    config = train.Config('conv_dropout', iterations=50, eval_every=10, log_every=5,
+    config = training.Config('conv_dropout', iterations=50, eval_every=10, log_every=5,
                           checkpoint_every=20)
-    with pytest.raises(train.Interrupted) as stopped:
-        train.train(mnist, config, workdir, stop_requested=stop_at(33))
+    with pytest.raises(training.Interrupted) as stopped:
+        training.train(mnist, config, workdir, stop_requested=stop_at(33))
     assert stopped.value.step == 33
     assert runs.read_history(workdir)['status'] == 'interrupted'
     path, step, saved = checkpoints.latest(workdir)
@@ -46,51 +46,51 @@ def test_stop_then_resume_is_one_continuous_run(tmp_path):
     # the checkpoint's history claims no step it does not hold
     assert max(saved['train']['step']) < 33 and max(saved['test']['step']) < 33
 
-    history = train.train(mnist, config, workdir, resume=True)
+    history = training.train(mnist, config, workdir, resume=True)
     assert history['status'] == 'finished'
     assert_continuous(history, 5, 10, 50)
     assert history['test']['time'] == sorted(history['test']['time'])
     assert checkpoints.latest(workdir)[1] == 50
 
-    with pytest.raises(train.TrainingError, match='already trained 50 steps'):
-        train.train(mnist, config, workdir, resume=True)
+    with pytest.raises(training.TrainingError, match='already trained 50 steps'):
+        training.train(mnist, config, workdir, resume=True)
 
 
 def test_resume_restores_the_weights_of_the_checkpoint(tmp_path):
     """Uninterrupted and stopped-then-resumed runs of a network without dropout (whose
     only randomness is the initialisation and the data order) end identical."""
     mnist = synthetic_mnist()
-    config = train.Config('five_layers_relu_lrdecay', iterations=40, eval_every=10,
+    config = training.Config('five_layers_relu_lrdecay', iterations=40, eval_every=10,
                           log_every=10, checkpoint_every=100)
-    whole = train.train(mnist, config, str(tmp_path / 'whole'))
-    with pytest.raises(train.Interrupted):
-        train.train(mnist, config, str(tmp_path / 'parts'), stop_requested=stop_at(17))
-    parts = train.train(mnist, config, str(tmp_path / 'parts'), resume=True)
+    whole = training.train(mnist, config, str(tmp_path / 'whole'))
+    with pytest.raises(training.Interrupted):
+        training.train(mnist, config, str(tmp_path / 'parts'), stop_requested=stop_at(17))
+    parts = training.train(mnist, config, str(tmp_path / 'parts'), resume=True)
     assert parts['test']['accuracy'] == whole['test']['accuracy']
     assert parts['train']['loss'] == pytest.approx(whole['train']['loss'], rel=1e-5)
 
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
-    with pytest.raises(train.TrainingError, match='no checkpoint'):
-        train.train(synthetic_mnist(), train.Config('softmax', iterations=10), str(tmp_path),
+    with pytest.raises(training.TrainingError, match='no checkpoint'):
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=10), str(tmp_path),
                     resume=True)
 
 
 def test_damaged_checkpoint_is_detected_with_a_clear_message(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
-    with pytest.raises(train.Interrupted):
-        train.train(mnist, train.Config('softmax', iterations=30),
+    with pytest.raises(training.Interrupted):
+        training.train(mnist, training.Config('softmax', iterations=30),
                     workdir=workdir, stop_requested=stop_at(12))
     data_file, = glob.glob(os.path.join(workdir, 'checkpoints', 'model.ckpt-12.data-*'))
     with open(data_file, 'r+b') as f:
         f.truncate(os.path.getsize(data_file) // 2)
     with pytest.raises(checkpoints.CheckpointError, match='model.ckpt-12 cannot be loaded'):
-        train.train(mnist, train.Config('softmax', iterations=30), workdir, resume=True)
+        training.train(mnist, training.Config('softmax', iterations=30), workdir, resume=True)
 
 
 def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
-    with pytest.raises(train.Interrupted):
-        train.train(synthetic_mnist(), train.Config('softmax', iterations=20), str(tmp_path),
+    with pytest.raises(training.Interrupted):
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=20), str(tmp_path),
                     stop_requested=stop_at(5))
     result = run_module('graph_mnist.train', '--resume', '--model=conv',
                         f'--workdir={tmp_path}', f'--data_dir={mnist_dir}')
@@ -130,8 +130,8 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
     mnist = synthetic_mnist()
-    config = train.Config('conv_dropout', iterations=40, eval_every=20, log_every=20)
-    history = train.train(mnist, config,
+    config = training.Config('conv_dropout', iterations=40, eval_every=20, log_every=20)
+    history = training.train(mnist, config,
                           workdir=workdir)
     return mnist, workdir, history
 

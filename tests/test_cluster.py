@@ -61,6 +61,7 @@ def test_a_bad_tf_config_is_refused_with_what_is_wrong(text, message):
         distributed.task_from_environment({'TF_CONFIG': text})
 
 
+@pytest.mark.slow  # a training process
 def test_a_bad_tf_config_is_one_clear_error_from_the_command(tmp_path):
     result = run_module('graph_mnist.train', '--model=softmax', f'--workdir={tmp_path}/run',
                         env={'TF_CONFIG': BAD[1][0]})

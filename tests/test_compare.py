@@ -2,14 +2,12 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))
-import compare_with_talk as compare  # noqa: E402
-from conftest import run_script  # noqa: E402
+import compare_with_talk as compare
+from conftest import run_script
 
 
 def fake_history(model, final, maximum=None, steps=10000, noise=0.0, loss_rise=0.0,

@@ -3,7 +3,6 @@
 import glob
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +13,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import require_tool
 from conftest import run_module
 from conftest import synthetic_mnist
 from graph_mnist import dashboard
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist import training
 
 
 def test_image_grid_puts_misrecognised_digits_first_on_red_with_both_labels():
@@ -62,8 +62,8 @@ def test_percentile_bands_on_known_data():
 @pytest.fixture(scope='module')
 def saved_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
-    config = train.Config('conv_dropout', iterations=60, eval_every=10, log_every=10, vis='save')
-    history = train.train(synthetic_mnist(n_test=300), config,
+    config = training.Config('conv_dropout', iterations=60, eval_every=10, log_every=10, vis='save')
+    history = training.train(synthetic_mnist(n_test=300), config,
                           workdir=workdir)
     return workdir, history
 
@@ -121,7 +121,7 @@ def test_histogram_and_image_summaries_hold_the_data():
 
 
 def test_vis_none_draws_nothing_but_keeps_tensorboard(tmp_path):
-    train.train(synthetic_mnist(), train.Config('softmax', iterations=20, eval_every=10),
+    training.train(synthetic_mnist(), training.Config('softmax', iterations=20, eval_every=10),
                 workdir=str(tmp_path))
     assert not glob.glob(str(tmp_path / 'dashboard.*'))
     assert 'accuracy/test' in read_events(str(tmp_path))[0]
@@ -151,10 +151,10 @@ def test_vis_live_without_display_is_a_clear_message(tmp_path, mnist_dir):
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.skipif(not shutil.which('Xvfb'), reason='needs Xvfb for a virtual display')
 def test_vis_live_draws_in_a_window_and_waits_for_it(tmp_path, mnist_dir):
     """On a virtual X display: the run finishes, says so, keeps its window open, and
     Ctrl-C then ends the process cleanly."""
+    require_tool('Xvfb', 'xvfb')
     display = f':{50 + os.getpid() % 40}'
     xvfb = subprocess.Popen(['Xvfb', display, '-screen', '0', '1280x800x24'],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

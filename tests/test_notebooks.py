@@ -4,17 +4,15 @@ the kernel's stop button during training."""
 import glob
 import json
 import os
-import sys
 import time
 
 import pytest
 
+import run_notebooks
 from graph_mnist import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, 'notebooks', '*.ipynb')))
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-import run_notebooks  # noqa: E402
 
 
 def outputs(notebook):

@@ -2,21 +2,17 @@
 and chromium-driver, installed by scripts/install_test_packages.sh), driven by selenium:
 digits drawn with mouse strokes and a finger are read on the page."""
 
-import os
 import re
-import sys
 
 import pytest
 
-from graph_mnist import serve
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))
-import page_screenshot as page  # noqa: E402
+import page_screenshot as page
+import server_process
 
 
 @pytest.fixture(scope='module')
 def browser_on_page(exported):
-    with serve.Subprocess(exported[1]) as server:
+    with server_process.Subprocess(exported[1]) as server:
         driver = page.browser()
         try:
             driver.get(server.url + '/')

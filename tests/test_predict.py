@@ -14,7 +14,7 @@ from conftest import synthetic_mnist
 from graph_mnist import export
 from graph_mnist import predict
 from graph_mnist import preprocess
-from graph_mnist import train
+from graph_mnist import training
 
 v1 = tf.compat.v1
 
@@ -123,7 +123,7 @@ def test_bad_files_each_get_their_message(tmp_path, monkeypatch):
 
 def test_predict_command_reads_good_files_despite_bad_ones(tmp_path):
     workdir, export_dir = str(tmp_path / 'run'), str(tmp_path / 'exported')
-    train.train(synthetic_mnist(), train.Config('softmax', iterations=30, eval_every=30),
+    training.train(synthetic_mnist(), training.Config('softmax', iterations=30, eval_every=30),
                 workdir=workdir)
     export.export(workdir, export_dir)
     empty = tmp_path / 'empty.png'

@@ -16,12 +16,10 @@ import sys
 
 import pytest
 
-from conftest import SCRIPTS
+import results_table
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist import training
 
-sys.path.insert(0, SCRIPTS)
-import results_table  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
@@ -89,6 +87,7 @@ def helpfull(name):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow  # starts every program README names (--helpfull)
 def test_every_readme_command_names_a_real_program_flags_and_files():
     pythons = [shlex.split(c) for c in commands() if not c.startswith('python -m pip')
                and not c.startswith('python -m pytest')]
@@ -129,8 +128,8 @@ def clone_after_first_command(tmp_path, mnist_dir, monkeypatch):
         os.symlink(os.path.join(ROOT, folder), tmp_path / folder)
     monkeypatch.chdir(tmp_path)
     workdir = runs.prepare_workdir(None, 'conv_dropout')  # and runs/latest, as main does
-    train.train(data.load(mnist_dir, log=lambda m: None),
-                train.Config('conv_dropout', iterations=30, eval_every=30, log_every=10),
+    training.train(data.load(mnist_dir, log=lambda m: None),
+                training.Config('conv_dropout', iterations=30, eval_every=30, log_every=10),
                 workdir)
     assert os.path.realpath('runs/latest') == os.path.realpath(workdir)
     return tmp_path

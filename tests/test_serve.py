@@ -24,7 +24,9 @@ from PIL import Image
 from conftest import run_module
 from conftest import run_script
 from graph_mnist import predict
-from graph_mnist import serve
+from graph_mnist.serving import batching
+from graph_mnist.serving import errors
+import server_process
 
 DIGITS = os.path.join(os.path.dirname(__file__), 'fixtures', 'digits')
 MAX_BODY = 2 * 1024 * 1024
@@ -53,7 +55,7 @@ def b64(path):
 @pytest.fixture(scope='module')
 def server(exported):
     _, base, _, _ = exported
-    with serve.Subprocess(base, f'--max_body_bytes={MAX_BODY}') as running:
+    with server_process.Subprocess(base, f'--max_body_bytes={MAX_BODY}') as running:
         yield running
     assert 'Traceback' not in running.log()
 
@@ -248,7 +250,7 @@ def test_a_new_version_is_served_without_a_failed_request(exported, tmp_path):
                 failures.append(answer)
             answered[0] += 1
 
-    with serve.Subprocess(mine, '--file_system_poll_wait_seconds=0.2') as running:
+    with server_process.Subprocess(mine, '--file_system_poll_wait_seconds=0.2') as running:
         clients = [threading.Thread(target=client) for _ in range(4)]
         for c in clients:
             c.start()
@@ -312,11 +314,11 @@ def test_requests_arriving_while_a_batch_runs_go_next_together_and_a_refused_one
         calls.append(len(inputs['x']))
         release.wait(10)
         if (inputs['x'] < 0).any():
-            raise serve.bad_request('negative')
+            raise errors.bad_request('negative')
         return {'y': inputs['x'] * 2}
 
     async def scenario():
-        batcher = serve.Batcher(run, max_batch_size=8, timeout=0, name='test')
+        batcher = batching.Batcher(run, max_batch_size=8, timeout=0, name='test')
         first = asyncio.ensure_future(batcher({'x': np.array([100.0])}, 1))
         await asyncio.sleep(0.2)  # the first runs alone, held by `release`
         pairs = [asyncio.ensure_future(batcher({'x': np.array([i, i + 0.5])}, 2))
@@ -327,10 +329,10 @@ def test_requests_arriving_while_a_batch_runs_go_next_together_and_a_refused_one
         assert (await first) == {'y': [200.0]}
         for i, pair in enumerate(pairs):
             np.testing.assert_array_equal((await pair)['y'], [2 * i, 2 * i + 1])
-        with pytest.raises(serve.ServingError, match='negative'):
+        with pytest.raises(errors.ServingError, match='negative'):
             await bad
         await batcher.stop()
-        with pytest.raises(serve.Unloaded):
+        with pytest.raises(errors.Unloaded):
             await batcher({'x': np.array([1.0])}, 1)
     asyncio.run(scenario())
     # 1 alone; then 4 requests (8 examples, the most); then the rest, which fails and is
@@ -340,7 +342,7 @@ def test_requests_arriving_while_a_batch_runs_go_next_together_and_a_refused_one
 
 def test_a_lone_request_does_not_wait_and_stop_answers_what_was_given():
     async def scenario():
-        batcher = serve.Batcher(lambda inputs: (time.sleep(0.2), inputs)[1],
+        batcher = batching.Batcher(lambda inputs: (time.sleep(0.2), inputs)[1],
                                 max_batch_size=64, timeout=0, name='test')
         start = time.monotonic()
         await batcher({'x': np.zeros(1)}, 1)

@@ -8,12 +8,12 @@ import pytest
 
 from conftest import synthetic_mnist
 from graph_mnist import runs
-from graph_mnist import train
+from graph_mnist import training
 
 
 def test_history_records_the_talks_curves(tmp_path):
-    config = train.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10)
-    history = train.train(synthetic_mnist(), config,
+    config = training.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10)
+    history = training.train(synthetic_mnist(), config,
                           workdir=str(tmp_path))
     assert history['status'] == 'finished'
     assert history['train']['step'] == [0, 10, 20, 30, 40, 50]
@@ -32,9 +32,9 @@ def test_history_records_the_talks_curves(tmp_path):
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
     def run(seed):
-        config = train.Config('conv_dropout', iterations=20, seed=seed, eval_every=10,
+        config = training.Config('conv_dropout', iterations=20, seed=seed, eval_every=10,
                               log_every=5)
-        return train.train(synthetic_mnist(), config)
+        return training.train(synthetic_mnist(), config)
 
     a, b, c = run(3), run(3), run(4)
     assert a['train']['loss'] == b['train']['loss']
@@ -46,8 +46,8 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
     # Very bright images make huge logits after one SGD step: a probability underflows
     # to 0 and the talk's -sum(Y_ * log(Y)) turns NaN.
     mnist = synthetic_mnist(brightness=50.0)
-    with pytest.raises(train.TrainingError) as error:
-        train.train(mnist, train.Config('softmax', iterations=200, loss='literal', eval_every=1,
+    with pytest.raises(training.TrainingError) as error:
+        training.train(mnist, training.Config('softmax', iterations=200, loss='literal', eval_every=1,
                                         log_every=1),
                     workdir=str(tmp_path))
     message = str(error.value)
@@ -65,14 +65,14 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
 
 
 def test_stable_loss_survives_what_breaks_the_literal_one():
-    config = train.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50)
-    history = train.train(synthetic_mnist(brightness=50.0), config)
+    config = training.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50)
+    history = training.train(synthetic_mnist(brightness=50.0), config)
     assert history['status'] == 'finished'
     assert np.isfinite(history['test']['loss']).all()
 
 
 def test_workdir_never_overwrites_an_earlier_run(tmp_path):
-    runs.write_history(str(tmp_path), train.new_history(train.Config('softmax')))
+    runs.write_history(str(tmp_path), training.new_history(training.Config('softmax')))
     with pytest.raises(runs.WorkdirError, match='already holds a run'):
         runs.prepare_workdir(str(tmp_path), 'softmax')
 

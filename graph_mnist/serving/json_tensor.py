@@ -1,0 +1,125 @@
+"""JSON tensors: TensorFlow Serving's request formats (row "instances", columnar
+"inputs", {"b64": ...} for bytes) to arrays, and outputs back to its responses."""
+
+import base64
+import binascii
+import itertools
+
+import numpy as np
+
+from graph_mnist.serving.errors import bad_request
+
+
+def decode_binary(value, where):
+    """A DT_STRING value: {"b64": "..."} (decoded) or a plain string."""
+    if isinstance(value, dict):
+        if set(value) != {'b64'} or not isinstance(value['b64'], str):
+            raise bad_request(f'{where}: a binary value is {{"b64": "<base64>"}}')
+        try:
+            return base64.b64decode(value['b64'], validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(f'{where}: "b64" holds no valid base64') from None
+    if isinstance(value, str):
+        return value.encode('utf-8')
+    raise bad_request(f'{where}: expected {{"b64": "<base64>"}} or a string, '
+                      f'got {type(value).__name__}')
+
+
+def to_array(values, dtype, dims, name):
+    """JSON values of one input (a list of examples) -> numpy array,
+    checked against the signature's dtype and shape."""
+    example = dims[1:] if dims else None
+    if dtype.name == 'string':
+        if not isinstance(values, list):
+            raise bad_request(f"'{name}' expects a list of binary values")
+        array = np.array([decode_binary(v, f"'{name}'[{i}]") for i, v in enumerate(values)],
+                         dtype=object)
+    else:
+        try:
+            array = numbers(values, dims, dtype.as_numpy_dtype)
+        except (ValueError, TypeError, OverflowError):
+            raise bad_request(f"'{name}' expects {dtype.name} numbers, every example of "
+                              f"shape {format_shape(example)}") from None
+    if example is not None and (array.ndim != len(dims) or any(
+            want is not None and want != got for want, got in zip(example, array.shape[1:]))):
+        raise bad_request(f"'{name}' expects examples of shape {format_shape(example)}, got "
+                          f"{format_shape(array.shape[1:])}")
+    return array
+
+
+def numbers(values, dims, numpy_dtype):
+    """Nested JSON lists of numbers -> array. When the signature's shape is known, the
+    lists are checked level by level and flattened, and numpy converts one flat list:
+    twice as fast as np.asarray on the nested lists (28 x 28 lists of one number each),
+    which was a fifth of a single-image request's time. Otherwise np.asarray."""
+    if not dims or None in dims[1:]:
+        return np.asarray(values, dtype=numpy_dtype)
+    try:
+        flat = values
+        for size in dims[1:]:
+            if set(map(len, flat)) != {size}:  # TypeError where a number stands for a list
+                raise ValueError('not of the signature\'s shape')
+            flat = list(itertools.chain.from_iterable(flat))
+        return np.array(flat, dtype=numpy_dtype).reshape(len(values), *dims[1:])
+    except (ValueError, TypeError):  # wrong: np.asarray says how (or raises)
+        return np.asarray(values, dtype=numpy_dtype)
+
+
+def format_shape(dims):
+    return '[' + ', '.join('?' if d is None else str(d) for d in dims) + ']' if dims \
+        is not None else 'any'
+
+
+def parse_predict(body, signature):
+    """A :predict request body -> ({input: array}, examples, row format?)."""
+    if not isinstance(body, dict):
+        raise bad_request('the request body must be a JSON object')
+    has_instances, has_inputs = 'instances' in body, 'inputs' in body
+    if has_instances and has_inputs:
+        raise bad_request("Not formatted correctly expecting only one of 'inputs' or "
+                          "'instances' keys to exist")
+    if not (has_instances or has_inputs):
+        raise bad_request("Missing 'inputs' or 'instances' key")
+    names = list(signature.inputs)
+    if has_instances:
+        instances = body['instances']
+        if not isinstance(instances, list):
+            raise bad_request("'instances' must be a list, one element per example")
+        if not instances:
+            raise bad_request("No values in 'instances' array")
+        if len(names) == 1 and not (isinstance(instances[0], dict) and
+                                    set(instances[0]) == {names[0]}):
+            columns = {names[0]: instances}
+        else:
+            if not all(isinstance(x, dict) and set(x) == set(names) for x in instances):
+                raise bad_request(f"every element of 'instances' must be an object with "
+                                  f"the keys {names}")
+            columns = {name: [x[name] for x in instances] for name in names}
+    else:
+        given = body['inputs']
+        if len(names) == 1 and not (isinstance(given, dict) and set(given) == {names[0]}):
+            given = {names[0]: given}
+        if not isinstance(given, dict) or set(given) != set(names):
+            raise bad_request(f"'inputs' must hold the inputs {names}")
+        columns = given
+        for name, value in columns.items():
+            if not isinstance(value, list) or not value:
+                raise bad_request(f"No values in 'inputs' for '{name}'")
+    arrays = {name: to_array(columns[name], *signature.inputs[name], name)
+              for name in names}
+    sizes = {len(a) for a in arrays.values()}
+    if len(sizes) != 1:
+        raise bad_request('every input must hold the same number of examples')
+    return arrays, sizes.pop(), has_instances
+
+
+def format_predict(outputs, row):
+    if row:
+        if len(outputs) == 1:
+            return {'predictions': next(iter(outputs.values())).tolist()}
+        lists = {name: value.tolist() for name, value in outputs.items()}
+        n = len(next(iter(lists.values())))
+        return {'predictions': [{name: lists[name][i] for name in lists} for i in range(n)]}
+    if len(outputs) == 1:
+        return {'outputs': next(iter(outputs.values())).tolist()}
+    return {'outputs': {name: value.tolist() for name, value in outputs.items()}}

@@ -1,0 +1,129 @@
+"""The REST handler: TensorFlow Serving's URLs, verbs and status codes, and the drawing
+page, as a Starlette application over a version manager."""
+
+import asyncio
+import contextlib
+import os
+import re
+
+from absl import logging
+
+from graph_mnist.serving.errors import ServingError
+from graph_mnist.serving.errors import Unloaded
+from graph_mnist.serving.errors import bad_request
+from graph_mnist.serving.json_tensor import format_predict
+from graph_mnist.serving.json_tensor import parse_predict
+
+PAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'static', 'draw.html')
+
+
+ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
+                   r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$')
+
+
+def make_app(manager, max_body_bytes):
+    """The Starlette application: TensorFlow Serving's REST API and the drawing page."""
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    with open(PAGE, encoding='utf-8') as f:
+        page = f.read().replace('{{MODEL_NAME}}', manager.name)
+
+    def error(status, message):
+        return JSONResponse({'error': message}, status_code=status)
+
+    async def read_body(request):
+        declared = request.headers.get('content-length')
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise ServingError(413, f'the request body is {int(declared):,} bytes, more '
+                                    f'than the {max_body_bytes:,} accepted')
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise ServingError(413, f'the request body is more than the '
+                                        f'{max_body_bytes:,} bytes accepted')
+            chunks.append(chunk)
+        return b''.join(chunks)
+
+    def status(name, version):
+        manager.get(name, version)  # 404 when unknown
+        versions = [version] if version is not None else sorted(manager.states, reverse=True)
+        return {'model_version_status': [
+            {'version': str(v), 'state': manager.states[v][0],
+             'status': {'error_code': 'OK' if not manager.states[v][1] else 'UNKNOWN',
+                        'error_message': manager.states[v][1]}} for v in versions]}
+
+    def metadata(name, version):
+        servable = manager.get(name, version)
+        return {'model_spec': {'name': name, 'signature_name': '',
+                               'version': str(servable.version)},
+                'metadata': {'signature_def': {'signature_def': {
+                    key: s.definition for key, s in servable.signatures.items()}}}}
+
+    async def predict(request, name, version):
+        raw = await read_body(request)
+        try:
+            body = orjson.loads(raw)  # strict JSON: NaN and Infinity are refused
+        except orjson.JSONDecodeError as e:
+            if re.search(rb'\bNaN\b|\bInfinity\b', raw):
+                raise bad_request('JSON Parse error: NaN and Infinity are not numbers in '
+                                  'JSON') from None
+            raise bad_request(f'JSON Parse error: {e}') from None
+        signature_name = (body.get('signature_name') or 'serving_default'
+                          if isinstance(body, dict) else 'serving_default')
+        for attempt in range(3):  # the version retired meanwhile: ask the newest
+            servable = manager.get(name, version)
+            signature = servable.signatures.get(signature_name)
+            if signature is None:
+                raise bad_request(f'Serving signature name: "{signature_name}" not '
+                                  f'found in signature def')
+            inputs, n, row = parse_predict(body, signature)
+            try:
+                outputs = await servable.batchers[signature_name](inputs, n)
+                return format_predict(outputs, row)
+            except Unloaded:
+                continue
+        raise ServingError(503, 'the model is being reloaded; try again')
+
+    async def api(request):
+        path = request.url.path
+        found = ROUTE.match(path)
+        try:
+            if not found:
+                raise ServingError(404, f'Malformed request: {request.method} {path}')
+            name, verb = found['name'], found['verb']
+            version = int(found['version']) if found['version'] else None
+            if request.method == 'GET' and verb is None:
+                answer = metadata(name, version) if found['metadata'] else status(name, version)
+            elif request.method == 'POST' and verb == 'predict' and not found['metadata']:
+                answer = await predict(request, name, version)
+            elif request.method == 'POST' and verb in ('classify', 'regress'):
+                raise bad_request(f'{verb} is not offered: these models have predict '
+                                  f'signatures only')
+            else:
+                raise ServingError(404, f'Malformed request: {request.method} {path}')
+            return Response(orjson.dumps(answer),
+                            media_type='application/json')
+        except ServingError as e:
+            return error(e.status, e.message)
+        except Exception as e:  # never a traceback to the client; the server goes on
+            logging.exception('answering %s %s', request.method, path)
+            return error(500, f'internal error: {type(e).__name__}')
+
+    async def home(request):
+        return HTMLResponse(page)
+
+    async def not_found(request, exc):
+        return error(404, f'Malformed request: {request.method} {request.url.path}')
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        manager.loop = asyncio.get_running_loop()  # where retiring versions finish
+        yield
+
+    return Starlette(routes=[Route('/', home), Route('/v1/models/{rest:path}', api,
+                                                     methods=['GET', 'POST'])],
+                     exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)

@@ -1,0 +1,172 @@
+"""The server's process main: the listening socket, the other processes on the same
+port (SO_REUSEPORT), the version manager, and uvicorn serving the REST handler."""
+
+import dataclasses
+import gc
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import logging
+
+from graph_mnist import export
+from graph_mnist.errors import UserError
+from graph_mnist.serving.rest import make_app
+from graph_mnist.serving.versions import Manager
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What graph_mnist.serve's flags say (their names there in brackets)."""
+    model_base_path: str          # --model_base_path
+    model_name: str = 'mnist'     # --model_name
+    host: str = '127.0.0.1'       # --host
+    port: int = 8501              # --rest_api_port
+    poll_seconds: float = 1.0     # --file_system_poll_wait_seconds
+    max_batch_size: int = 64      # --max_batch_size
+    batch_timeout_seconds: float = 0.0  # --batch_timeout_micros / 1e6
+    max_body_bytes: int = 16 * 1024 * 1024  # --max_body_bytes
+    processes: int = 0            # --rest_api_num_processes (0: one per core)
+    intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
+    inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
+    other_process: bool = False   # --other_process (internal)
+    ready_fd: int = None          # --ready_fd (internal)
+
+
+def listen(host, port):
+    """A bound, listening socket, or one clear error. SO_REUSEPORT: the other serving
+    processes (same user) listen on the same port, and the kernel spreads connections
+    among them evenly (one shared socket let one process take most of them)."""
+    try:
+        family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as e:
+        raise UserError(f'cannot listen on {host}:{port}: {e.strerror or e}') from None
+    return sock
+
+
+def start_others(argv, port, count, ready):
+    """The other serving processes: this command (`argv`, its flags) again, on the same
+    port; each writes a byte to the pipe `ready` once its model is loaded and it
+    listens."""
+    command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:],
+               f'--rest_api_port={port}', '--other_process', f'--ready_fd={ready}']
+    return [subprocess.Popen(command, pass_fds=[ready]) for _ in range(count)]
+
+
+def wait_for(others, ready, timeout=600):
+    """Until every other process is ready (or has ended: it said why on stderr). A
+    process still loading takes no connection: a client's keep-alive connections all
+    went to the first one when it announced itself before the others were ready."""
+    waiting, deadline = len(others), time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        if select.select([ready], [], [], 0.5)[0]:
+            got = os.read(ready, waiting)
+            if not got:  # every writer gone
+                break
+            waiting -= len(got)
+        elif all(p.poll() is not None for p in others):
+            break
+    os.close(ready)
+    if waiting:
+        logging.warning('%d of the %d other serving processes did not start', waiting,
+                        len(others))
+
+
+def stop_others(others):
+    for process in others:
+        if process.poll() is None:
+            process.terminate()
+    for process in others:
+        try:
+            process.wait(20)
+        except Exception:
+            process.kill()
+            process.wait()
+
+
+def end_with(parent):
+    """In a process the first one started: stop serving when the first one is gone."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name='parent-watch', daemon=True).start()
+
+
+def threads(options):
+    """TensorFlow's threads per process. Its pools spin while they wait for work: with
+    one pool per core in each of several processes, they took the cores from each other
+    (2 processes on 2 cores: 6,126 single-image requests/s with 2 threads each, 6,669
+    with 1, and p50 at concurrency 1 711 us against 489; BUILD_NOTES.md)."""
+    processes = options.processes or os.cpu_count() or 1
+    intra = options.intra_op_threads or max(1, (os.cpu_count() or 1) // processes)
+    return intra, options.inter_op_threads or intra
+
+
+def run(options, argv):
+    """Serves until SIGTERM or Ctrl-C; the exit code. argv: the command line, which the
+    other processes are started with."""
+    import uvicorn
+    base = options.model_base_path
+    if not options.other_process:
+        if not os.path.isdir(base):
+            raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
+                            f'wrote (it holds numbered versions)')
+        if os.path.isfile(os.path.join(base, export.SAVED_MODEL)):
+            raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
+                            f'move it to {os.path.join(base, "1")} or export again')
+        sock = listen(options.host, options.port)
+        count = options.processes or os.cpu_count() or 1
+        ready, told = os.pipe()
+        others = start_others(argv, sock.getsockname()[1], count - 1, told)
+        os.close(told)
+    else:  # one of the others: quiet, on the first one's port, ending with it
+        logging.set_verbosity(logging.WARNING)
+        sock, others, count = None, [], None
+        end_with(os.getppid())
+    try:
+        manager = Manager(options.model_name, base, options.poll_seconds,
+                          (options.max_batch_size, options.batch_timeout_seconds,
+                           threads(options)))
+        manager.start()
+        gc.freeze()  # see Manager.poll
+        # A request's JSON is about 900 new lists: at the default threshold (700) every
+        # request set off a collection. At 50,000, one per ~55 requests: single-image
+        # requests at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here.
+        gc.set_threshold(50_000, 20, 20)
+        if options.other_process:  # listen only now, loaded, so no connection waits on us
+            sock = listen(options.host, options.port)
+            os.write(options.ready_fd, b'1')
+            os.close(options.ready_fd)
+        else:
+            wait_for(others, ready)
+        if manager.current is None:
+            logging.warning('no version under %s yet: waiting for one (requests get 404)',
+                            base)
+        host, port = sock.getsockname()[:2]
+        shown = f'[{host}]' if ':' in host else host
+        logging.info('listening on http://%s:%d/ (the drawing page; REST API at '
+                     '/v1/models/%s), %d processes', shown, port, options.model_name, count or 0)
+        config = uvicorn.Config(make_app(manager, options.max_body_bytes), log_level='warning',
+                                access_log=False, limit_concurrency=1000, timeout_keep_alive=5)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            manager.stop()
+    finally:
+        stop_others(others)
+        if sock is not None:
+            sock.close()
+    logging.info('stopped')
+    return 0

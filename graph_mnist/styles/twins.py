@@ -1,0 +1,142 @@
+"""The networks in other frameworks, for the benchmark and the lessons: their Keras 3
+and PyTorch twins, built layer by layer from the network's description.
+
+The description is read off the network's own graph (models.layers: layers, initial
+values) and its Spec (optimizer, learning rate), so the network is written once, in
+graph_mnist.models; it is plain data, so that a process without TensorFlow (PyTorch's)
+can build a twin. tests/test_benchmark.py checks the twins layer by layer.
+"""
+
+import math
+import types
+
+
+def describe(model):
+    """Network `model` as its twins need it, read off its graph (models.layers) and its
+    Spec: plain data, so that a process without TensorFlow can build a twin."""
+    from graph_mnist import models
+    spec = models.NETWORKS[model]
+    rate = spec.learning_rate
+    return {'model': model, 'layers': [layer._asdict() for layer in models.layers(model)],
+            'optimizer': 'sgd' if spec.optimizer is models.SGD else 'adam',
+            'rate': {'kind': type(rate).__name__, **rate._asdict()},
+            'loss_scale': models.LOSS_SCALE, 'weight_stddev': models.WEIGHT_STDDEV,
+            'bn_epsilon': models.BN_EPSILON,
+            'training_flops_per_image': models.training_flops_per_image(model)}
+
+
+def layers_of(description):
+    """The description's layers as objects (kind, n_in, n_out, ..., out_size)."""
+    return [types.SimpleNamespace(**layer, out_size=-(-layer['size'] // layer['stride']))
+            for layer in description['layers']]
+
+
+def rate_at(rate, step):
+    """The learning rate of a description at a step, as a number (a process without
+    TensorFlow cannot ask models' schedule: it is a graph op)."""
+    if rate['kind'] == 'ConstantRate':
+        return rate['rate']
+    return rate['floor'] + rate['start'] * math.exp(-step / rate['period'])
+
+
+def keras_learning_rate(rate):
+    """A description's learning rate for Keras: a number, or a schedule."""
+    import keras
+
+    if rate['kind'] == 'ConstantRate':
+        return rate['rate']
+
+    class Decaying(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = keras.ops.cast(step, 'float32')
+            return rate['floor'] + rate['start'] * keras.ops.exp(-step / rate['period'])
+
+        def get_config(self):
+            return dict(rate)
+
+    return Decaying()
+
+
+def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1):
+    """The Keras twin of a network, layer by layer from its description."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    stack = [keras.Input((28, 28, 1))]
+    for layer in layers_of(description):
+        if layer.kind == 'dropout':
+            stack.append(keras.layers.Dropout(layer.rate))
+            continue
+        bias = keras.initializers.Constant(layer.bias)
+        settings = dict(
+            kernel_initializer=keras.initializers.Zeros() if layer.init == 'zeros' else
+            keras.initializers.TruncatedNormal(stddev=description['weight_stddev'], seed=seed))
+        settings.update(use_bias=False) if layer.batch_norm else \
+            settings.update(activation=layer.activation, bias_initializer=bias)
+        if layer.kind == 'conv':
+            stack.append(keras.layers.Conv2D(layer.n_out, layer.patch, strides=layer.stride,
+                                             padding='same', **settings))
+        else:
+            if not any(isinstance(l, keras.layers.Flatten) for l in stack[1:]):
+                stack.append(keras.layers.Flatten())
+            stack.append(keras.layers.Dense(layer.n_out, **settings))
+        if layer.batch_norm:  # the offset takes the bias's place; a scale only if ours has one
+            stack.append(keras.layers.BatchNormalization(
+                epsilon=description['bn_epsilon'], scale=layer.scale, beta_initializer=bias))
+            stack.append(keras.layers.Activation(layer.activation))
+    net = keras.Sequential(stack)
+    rate = keras_learning_rate(description['rate'])
+    if description['optimizer'] == 'sgd':
+        # our loss is the batch mean x loss_scale; Keras' is the mean: the same steps need
+        # a rate loss_scale times larger (Adam does not care about the scale)
+        optimizer = keras.optimizers.SGD(rate * description['loss_scale'])
+    else:
+        optimizer = keras.optimizers.Adam(rate)
+    net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                metrics=['accuracy'], jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution)
+    return net
+
+
+def torch_model(description, seed=0):
+    """The PyTorch twin of a network, layer by layer from its description."""
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    activations = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid}
+    modules, flat = [], False
+    for layer in layers_of(description):
+        if layer.kind == 'dropout':
+            modules.append(nn.Dropout(layer.rate))
+            continue
+        with_bias = not layer.batch_norm  # batch norm's offset takes the bias's place
+        if layer.kind == 'conv':
+            # TensorFlow's SAME padding: as much as the stride needs, the odd pixel after
+            pad = max((layer.out_size - 1) * layer.stride + layer.patch - layer.size, 0)
+            modules.append(nn.ZeroPad2d((pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
+            weighted = nn.Conv2d(layer.n_in, layer.n_out, layer.patch, layer.stride,
+                                 bias=with_bias)
+            norm = nn.BatchNorm2d
+        else:
+            if not flat:
+                modules.append(nn.Flatten())
+                flat = True
+            weighted = nn.Linear(layer.n_in, layer.n_out, bias=with_bias)
+            norm = nn.BatchNorm1d
+        with torch.no_grad():
+            if layer.init == 'zeros':
+                weighted.weight.zero_()
+            else:
+                std = description['weight_stddev']
+                nn.init.trunc_normal_(weighted.weight, std=std, a=-2 * std, b=2 * std)
+            if with_bias:
+                weighted.bias.fill_(layer.bias)
+        modules.append(weighted)
+        if layer.batch_norm:
+            normalise = norm(layer.n_out, eps=description['bn_epsilon'])
+            with torch.no_grad():
+                normalise.bias.fill_(layer.bias)
+            normalise.weight.requires_grad_(layer.scale)  # no scale: stays 1, not trained
+            modules.append(normalise)
+        if layer.activation:
+            modules.append(activations[layer.activation]())
+    return nn.Sequential(*modules)

@@ -1,0 +1,120 @@
+"""The benchmark's statistics and report: medians, spreads, ratios, the markdown table."""
+
+import statistics
+
+SPREAD_LIMIT = 0.10
+# where a whole run's time goes: README's command, then without the dashboard, then
+# also without the test evaluations but the first and last (the talk's run has 101)
+RUN_PARTS = {'readme_command': [], 'vis_none': ['--vis=none'],
+             'vis_none_2_evaluations': ['--vis=none', '--eval_every=10000']}
+
+
+def summarize(seconds_per_step, batch=100):
+    """Median images per second of the processes' figures, and their spread: (max -
+    min) / median of their seconds per step."""
+    median = statistics.median(seconds_per_step)
+    spread = (max(seconds_per_step) - min(seconds_per_step)) / median
+    return {'seconds_per_step': seconds_per_step, 'images_per_second': batch / median,
+            'spread': spread, 'noisy': spread > SPREAD_LIMIT}
+
+
+def ratio(ours, theirs):
+    """ours / theirs in images per second, with a warning when either side is noisy."""
+    if not ours or not theirs or 'images_per_second' not in ours or \
+            'images_per_second' not in theirs:
+        return None
+    warning = ''
+    if ours['noisy'] or theirs['noisy']:
+        widest = max(ours['spread'], theirs['spread'])
+        # one decimal where a whole percent would print the limit itself ("10% > 10%")
+        warning = (f'spread {widest:.{0 if widest >= SPREAD_LIMIT + 0.005 else 1}%} > '
+                   f'{SPREAD_LIMIT:.0%}')
+    return {'value': ours['images_per_second'] / theirs['images_per_second'],
+            'warning': warning}
+
+
+def best_keras(measured):
+    """The faster of the Keras modes measured (name, result), or (None, None)."""
+    modes = [(name, r) for name, r in measured.items()
+             if name.split('@')[0].startswith('keras') and 'images_per_second' in r]
+    return max(modes, key=lambda m: m[1]['images_per_second'], default=(None, None))
+
+
+
+
+def rate_text(r):
+    if 'images_per_second' in r:
+        return f"{r['images_per_second']:,.0f} (±{r['spread'] / 2:.0%})"
+    if 'crashed' in r:
+        return f"crashed ({r['crashed']})"
+    return r.get('unavailable', 'not measured')
+
+
+def ratio_text(r):
+    if not r:
+        return '–'
+    return f"**{r['value']:.2f}**" + (f" ({r['warning']})" if r['warning'] else '')
+
+
+def markdown(results):
+    m = results['machine']
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {' '.join(m['vector_extensions'])}; "
+             + ', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)
+             + f"; commit {m['commit']}; {results['date']}; `{results['command']}`", '',
+             f"float32 matrix multiply peak (numpy, 2048x2048): {results['peak_gflops']:.0f} "
+             'GFLOP/s', '',
+             '| network | ours img/s | Keras img/s (mode) | PyTorch img/s | ours / Keras '
+             '| ours / PyTorch | ours eval 10k (ms) | start-up (s) | ours GFLOP/s | of peak |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for model, r in results['models'].items():
+        c = r['contenders']
+        keras = c.get(r['keras_best']) if r['keras_best'] else None
+        ours_gflops = r['achieved_gflops'].get('ours')
+        lines.append(
+            f"| `{model}` | {rate_text(c.get('ours', {}))} "
+            f"| {rate_text(keras) + ' (' + r['keras_best'] + ')' if keras else '–'} "
+            f"| {rate_text(c['torch']) if 'torch' in c else '–'} "
+            f"| {ratio_text(r['ours_over_keras'])} | {ratio_text(r['ours_over_torch'])} "
+            f"| {c.get('ours', {}).get('eval_ms', float('nan')):.0f} "
+            f"| {r.get('startup_s', float('nan')):.1f} "
+            + (f"| {ours_gflops:.1f} | {ours_gflops / results['peak_gflops']:.1%} |"
+               if ours_gflops else '| – | – |'))
+    others = sorted({n for r in results['models'].values() for n in r['contenders']
+                     if n not in ('ours', 'torch')})
+    if others:
+        lines += ['', 'Every contender (images per second, median ± half the spread):', '',
+                  '| network | ' + ' | '.join(others) + ' |',
+                  '|---|' + '---|' * len(others)]
+        for model, r in results['models'].items():
+            lines.append(f'| `{model}` | ' + ' | '.join(
+                rate_text(r['contenders'][n]) if n in r['contenders'] else '–' for n in others)
+                + ' |')
+    costs = [(model, name, c['eval_ms_by_batch']) for model, r in results['models'].items()
+             for name, c in r['contenders'].items() if len(c.get('eval_ms_by_batch', {})) > 1]
+    if costs:
+        lines += ['', 'Evaluation of all 10,000 test images by images per Session.run '
+                  '(ms, median):', '']
+        for model, name, by_batch in costs:
+            lines.append(f'- `{model}`, {name}: ' + ', '.join(
+                f'{int(b):,}: {ms:.0f}' for b, ms in by_batch.items()))
+    if 'time_to_99' in results:
+        lines += ['', 'Time to 99% test accuracy, conv_dropout (evaluations every 100 steps '
+                  'included):', '']
+        for name, per_seed in results['time_to_99'].items():
+            lines.append(f'- {name}: ' + ', '.join(
+                f"seed {s['seed']}: " + (f"{s['seconds']:.1f} s (step {s['step']:,})"
+                                         if s.get('seconds') else s.get('crashed', 'never'))
+                for s in per_seed))
+    if 'run_parts' in results:
+        p = results['run_parts']
+        whole, no_vis, two = (p[k]['seconds'] for k in RUN_PARTS)
+        lines += ['', f"Where the README command's time goes (whole processes, one each): "
+                  f"{whole:.0f} s as it is, {no_vis:.0f} s with --vis=none (the dashboard: "
+                  f"{whole - no_vis:.0f} s), {two:.0f} s with --vis=none --eval_every=10000 "
+                  f"(99 test evaluations fewer: {(no_vis - two) / 99 * 1000:.0f} ms each)"]
+    if 'readme_command' in results:
+        r = results['readme_command']
+        lines += ['', f"README command (`python -m graph_mnist.train --model=conv_dropout`): "
+                  f"{r['seconds']:.0f} s whole process, {r['wall_time']:.0f} s of training; "
+                  f"final test accuracy {r['final_test_accuracy']:.4f}"]
+    return '\n'.join(lines)

@@ -1,0 +1,55 @@
+"""A graph_mnist.serve server in a process of its own, for the tests, the load
+benchmark and the page's screenshot (not part of the package: nothing a user serves
+with needs it)."""
+
+import re
+import subprocess
+import sys
+import threading
+
+
+class Subprocess:
+    """`python -m graph_mnist.serve` in a process of its own on a free loopback port, for
+    tests, the load benchmark and the screenshot: `with Subprocess(base) as server:
+    server.url`. Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
+
+    LISTENING = re.compile(r'listening on (http://[^/\s]+)/')
+
+    def __init__(self, model_base_path, *flags, timeout=120):
+        self.lines = []
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'graph_mnist.serve', f'--model_base_path={model_base_path}',
+             '--host=127.0.0.1', '--rest_api_port=0', *flags],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        found = threading.Event()
+
+        def drain():  # keep reading, or the server would block on a full pipe
+            for line in self.process.stderr:
+                self.lines.append(line)
+                if self.LISTENING.search(line):
+                    found.set()
+            found.set()
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(timeout) or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError('the server did not start:\n' + ''.join(self.lines[-20:]))
+        self.url = next(m[1] for m in map(self.LISTENING.search, self.lines) if m)
+
+    def log(self):
+        return ''.join(self.lines)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
