@@ -22,7 +22,7 @@ from graph_mnist import distributed
 from graph_mnist import models
 from graph_mnist import training
 
-Config = training.Config
+Config = training.Config  # the settings the flags make
 
 FLAGS = flags.FLAGS
 

@@ -45,8 +45,8 @@ class TrainingError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The settings of one run: built from the flags in one place (`main`), stored field
-    by field in its history.json, read back from there to resume it."""
+    """The settings of one run: built from the flags in one place (graph_mnist.train),
+    stored field by field in its history.json, read back from there to resume it."""
     model: str = 'conv_dropout'
     iterations: int = None     # training steps; None: the talk's count for the model
     batch_size: int = 100

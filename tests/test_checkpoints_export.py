@@ -190,6 +190,10 @@ def test_export_refuses_what_it_cannot_do(trained, tmp_path):
         export.export(workdir, str(old))
     with pytest.raises(runs.WorkdirError, match='no readable training run'):
         export.export(str(tmp_path / 'nothing'), str(tmp_path / 'out'))
+
+
+@pytest.mark.slow  # a process of its own
+def test_export_command_refuses_a_missing_run_in_one_line(tmp_path):
     result = run_module('graph_mnist.export', f'--workdir={tmp_path / "nothing"}',
                         f'--export_dir={tmp_path / "out"}')
     assert result.returncode == 1 and 'no readable training run' in result.stderr
