@@ -11,9 +11,14 @@ the others have followed. Ctrl-C asks the chief to save a checkpoint and stop
 (`--resume` goes on from there) and stops every other task, and so does SIGTERM; a task
 whose launcher is gone (even by SIGKILL) stops by itself: nothing is left running.
 
-TensorFlow's gRPC servers listen on every interface, whatever address TF_CONFIG names:
---private_network runs the whole cluster in a network namespace of its own with loopback
-only (the tests and the drill do), unreachable from outside.
+Safe by default: TensorFlow's gRPC servers listen on every interface, whatever
+address TF_CONFIG names, and run whatever graph they are sent, unauthenticated. So the
+launcher runs the whole cluster in a network namespace of its own whose only interface
+is loopback (Linux: unshare and ip, as an unprivileged user through a user namespace):
+nothing outside this machine's processes can reach the tasks. Where that cannot be made
+(not Linux, the tools missing, user namespaces disabled), it refuses with one line;
+--expose_on_network runs the tasks in the machine's network instead, on every interface,
+for a user who accepts that (on a private network only).
 
 On several machines, run the same `python -m graph_mnist.train` on each with its own
 TF_CONFIG (README: "Train on a cluster").
@@ -21,35 +26,75 @@ TF_CONFIG (README: "Train on a cluster").
 
 import os
 import shutil
+import subprocess
 import sys
 
-PRIVATE = 'GRAPH_MNIST_PRIVATE_NETWORK'  # set inside the private network
+from graph_mnist import exposure
+
+EXPOSE = '--expose_on_network'
+# the private network: a new network namespace (as root of a user namespace of its own,
+# so no privilege is needed) with loopback up, then the command
+UNSHARE = ['unshare', '--net', '--map-root-user', '--',
+           'sh', '-c', 'ip link set lo up && exec "$0" "$@"']
 
 
-def in_private_network(argv):
+class NoPrivateNetwork(Exception):
+    """A private network cannot be made here; the message says why."""
+
+
+def why_no_private_network():
+    """None when a private network can be made here, else the reason (tried for real:
+    user namespaces may be disabled, or forbidden inside a container)."""
+    if not sys.platform.startswith('linux'):
+        return f'network namespaces are Linux\'s, and this is {sys.platform}'
+    missing = [tool for tool in ('unshare', 'ip') if shutil.which(tool) is None]
+    if missing:
+        return f'{" and ".join(missing)} not found (Debian: apt-get install util-linux iproute2)'
+    try:
+        tried = subprocess.run([*UNSHARE, 'true'], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f'unshare failed: {e}'
+    if tried.returncode != 0:
+        said = (tried.stderr.strip().splitlines() or [f'exit {tried.returncode}'])[-1]
+        return f'unshare --net --map-root-user failed: {said}'
+    return None
+
+
+def in_private_network(argv, exposed_flag=EXPOSE):
     """Runs `argv` again (os.exec: the same process, its signals and exit code) in a
     network namespace of its own whose only interface is loopback, up; the processes it
     starts share it. TensorFlow's gRPC servers listen on every interface (0.0.0.0 is
     hard-coded in TensorFlow), whatever host TF_CONFIG names: so that a cluster on one
-    machine cannot be reached from outside, it runs here (Linux: unshare and ip)."""
-    if os.environ.get(PRIVATE):
+    machine cannot be reached from outside, it runs here. Where that cannot be made, one
+    line saying what would be exposed and which flag accepts it, and exit 1."""
+    if exposure.in_private_network():
         return
-    missing = [tool for tool in ('unshare', 'ip') if shutil.which(tool) is None]
-    if missing:
-        sys.exit(f'E --private_network needs {" and ".join(missing)} (util-linux, iproute2)')
-    os.environ[PRIVATE] = '1'
-    os.execvp('unshare', ['unshare', '--net', '--map-root-user', '--', 'sh', '-c',
-                          'ip link set lo up && exec "$0" "$@"', *argv])
+    reason = why_no_private_network()
+    if reason:
+        sys.exit(f'E cannot run the cluster in a private network: {reason}. Without one, '
+                 'TensorFlow\'s servers of every task listen on all interfaces, '
+                 'unauthenticated, and run any graph they are sent (files on this machine '
+                 f'included); pass {exposed_flag} to accept that, on a network you trust')
+    os.environ[exposure.PRIVATE_NETWORK] = '1'
+    os.execvp(UNSHARE[0], [*UNSHARE, *argv])
 
 
-def asks_private_network(argv):
-    """--private_network among the launcher's own flags (before --)."""
-    own = argv[:argv.index('--')] if '--' in argv else argv
-    return any(a in ('--private_network', '--private_network=true') for a in own)
+def own_flags(argv):
+    """The launcher's own flags: those before --."""
+    return argv[:argv.index('--')] if '--' in argv else argv
+
+
+def wants_private_network(argv):
+    """The default; not with --expose_on_network, nor to print the help."""
+    own = own_flags(argv)
+    asks_help = any(a.split('=')[0] in ('--help', '--helpshort', '--helpfull', '-h', '-?')
+                    for a in own)
+    return not asks_help and not any(a in (EXPOSE, EXPOSE + '=true', EXPOSE + '=1')
+                                     for a in own)
 
 
 if __name__ == '__main__':
-    if asks_private_network(sys.argv[1:]):  # before anything else holds a descriptor
+    if wants_private_network(sys.argv[1:]):  # before anything else holds a descriptor
         in_private_network([sys.executable, '-m', 'graph_mnist.cluster', *sys.argv[1:]])
     from graph_mnist import cli
     cli.before_tensorflow()
@@ -57,7 +102,6 @@ if __name__ == '__main__':
 import json
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -185,9 +229,10 @@ def define_flags():
     flags.DEFINE_integer('workers', 2, 'Training tasks, the chief included.', lower_bound=1,
                          upper_bound=16)
     flags.DEFINE_string('host', '127.0.0.1', 'The address the tasks name in TF_CONFIG.')
-    flags.DEFINE_bool('private_network', False, 'Run every task in a network namespace of '
-                      'its own with loopback only (Linux: unshare, ip): TensorFlow\'s gRPC '
-                      'servers listen on every interface, whatever --host says.')
+    flags.DEFINE_bool('expose_on_network', False, 'Run the tasks in this machine\'s network '
+                      'rather than in a private network namespace with loopback only (the '
+                      'default): TensorFlow\'s gRPC servers then listen on every interface, '
+                      'unauthenticated, whatever --host says. Only on a network you trust.')
 
 
 def main(argv):
@@ -197,6 +242,12 @@ def main(argv):
                              'graph_mnist.train --helpfull')
     tasks = [Task(name, tf_config, train_args) for name, tf_config in
              plan(FLAGS.ps, FLAGS.workers, FLAGS.host)]
+    if FLAGS.expose_on_network:
+        logging.warning('--expose_on_network: the tasks\' TensorFlow servers listen on every '
+                        'interface of this machine, unauthenticated; anyone who can reach '
+                        'them can run operations here while the cluster runs')
+    else:
+        logging.info('in a private network: loopback only, unreachable from outside')
     logging.info('%d ps and %d workers (the first is the chief) on %s: python -m '
                  'graph_mnist.train %s', FLAGS.ps, FLAGS.workers, FLAGS.host,
                  ' '.join(train_args))

@@ -43,6 +43,7 @@ from absl import logging
 import tensorflow as tf
 
 from graph_mnist import data
+from graph_mnist import exposure
 from graph_mnist import models
 from graph_mnist.errors import UserError
 
@@ -143,13 +144,23 @@ def end_with_launcher(environ=None):
 
 
 def start_server(task):
-    """This task's tf.distribute.Server, or one clear error (a busy port, say)."""
+    """This task's tf.distribute.Server, or one clear error (a busy port, say). Outside
+    graph_mnist.cluster's private network, one warning: TensorFlow's server listens on
+    every interface, whatever TF_CONFIG names, and runs what it is sent."""
     try:
-        return tf.distribute.Server(task.spec(), job_name=task.type, task_index=task.index,
-                                    start=True)
+        server = tf.distribute.Server(task.spec(), job_name=task.type,
+                                      task_index=task.index, start=True)
     except (tf.errors.OpError, ValueError) as e:
         raise ClusterError(f'{task.name} cannot serve on {task.address}: '
                            f'{str(e).strip().splitlines()[0]}') from None
+    if not exposure.in_private_network():
+        port = task.address.rpartition(':')[2]
+        logging.warning('%s: TensorFlow\'s server listens on port %s of every interface, '
+                        'unauthenticated: anyone who can reach it can run operations on '
+                        'this machine (read and write its files among them). Keep the '
+                        'cluster on a private network (README: "Train on a cluster")',
+                        task.name, port)
+    return server
 
 
 # ----------------------------------------------------------------------- parameter server

@@ -17,8 +17,9 @@ graph_mnist.cluster's tasks, every process stopped at the end however it ends):
             with --resume, the parameter server killed at 70% (the others must stop by
             themselves with a message) and the whole cluster started again with --resume
 
-The drill runs in a network namespace of its own with loopback only (graph_mnist.cluster's
---private_network; TensorFlow's gRPC servers listen on every interface).
+The drill runs in a network namespace of its own with loopback only, as graph_mnist.cluster
+does (TensorFlow's gRPC servers listen on every interface); --expose_on_network runs it in
+the machine's network.
 
 Reported (printed, and drill.json in --workdir, which must not exist): final and best
 test accuracy, steps per second of each task and of the run, the checks of each fault
@@ -28,7 +29,7 @@ test accuracy, steps per second of each task and of the run, the checks of each 
 if __name__ == '__main__':
     import sys
     from graph_mnist import cluster
-    if '--noprivate_network' not in sys.argv:  # TensorFlow listens on every interface
+    if cluster.wants_private_network(sys.argv[1:]):  # TensorFlow listens everywhere
         cluster.in_private_network([sys.executable, *sys.argv])
     from graph_mnist import cli
     cli.before_tensorflow()
@@ -66,9 +67,9 @@ def define_flags():
     flags.DEFINE_list('parts', ['single', 'async', 'sync', 'alone', 'faults'],
                       'Which parts to run (also: ps_loss, the parameter server killed at 30%% '
                       'alone).')
-    flags.DEFINE_bool('private_network', True, 'Run in a network namespace of its own with '
-                      'loopback only (TensorFlow listens on every interface); '
-                      '--noprivate_network to run in the machine\'s network.')
+    flags.DEFINE_bool('expose_on_network', False, 'Run in this machine\'s network rather '
+                      'than in a network namespace of its own with loopback only (the '
+                      'default): TensorFlow\'s servers then listen on every interface.')
     flags.DEFINE_float('cluster_timeout', 60, 'Given to every task (--cluster_timeout).',
                        lower_bound=5)
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')

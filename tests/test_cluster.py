@@ -1,7 +1,7 @@
 """Training on a cluster: TF_CONFIG, a parameter server and two workers on loopback, the
-launcher, a lost parameter server. Tiny softmax runs, each cluster in a network namespace
-of its own with loopback only (TensorFlow's servers listen on every interface); every
-process is stopped."""
+launcher, a lost parameter server, and what it exposes. Tiny softmax runs, each cluster
+in a network namespace of its own with loopback only (the launcher's default:
+TensorFlow's servers listen on every interface); every process is stopped."""
 
 import json
 import os
@@ -16,6 +16,7 @@ from conftest import run_module
 from conftest import run_script
 from graph_mnist import checkpoints
 from graph_mnist import distributed
+from graph_mnist import exposure
 from graph_mnist import runs
 
 CLUSTER = {'chief': ['127.0.0.1:2222'], 'worker': ['127.0.0.1:2223', '127.0.0.1:2224'],
@@ -73,7 +74,7 @@ def test_a_bad_tf_config_is_one_clear_error_from_the_command(tmp_path):
 
 def launcher(tmp_path, mnist_dir, *train_args, workers=2):
     return [sys.executable, '-m', 'graph_mnist.cluster', '--ps=1', f'--workers={workers}',
-            '--private_network', '--', '--model=softmax', f'--workdir={tmp_path / "run"}', '--vis=none',
+            '--', '--model=softmax', f'--workdir={tmp_path / "run"}', '--vis=none',
             f'--data_dir={mnist_dir}', '--cluster_timeout=60', *train_args]
 
 
@@ -116,8 +117,52 @@ def processes_of(marker):
     return found
 
 
-def test_the_launcher_stops_every_task_on_ctrl_c(tmp_path, mnist_dir):
+def listening(tables=('/proc/net/tcp', '/proc/net/tcp6')):
+    """{(address, port)} of the TCP sockets listening in this process's network view."""
+    found = set()
+    for table in tables:
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == '0A':  # LISTEN
+                found.add(parse_address(fields[1]))
+    return found
+
+
+def parse_address(text):
+    """'0100007F:1F90' -> ('127.0.0.1', 8080); IPv6 as the kernel writes it, 32 hex digits
+    in four little-endian words."""
+    import ipaddress
+    address, port = text.split(':')
+    raw = bytes.fromhex(address)
+    raw = b''.join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw)), int(port, 16)
+
+
+def outside_loopback(sockets):
+    return {(a, p) for a, p in sockets if not exposure.is_loopback(a)
+            and not a.startswith('::ffff:127.')}
+
+
+def test_proc_net_tcp_addresses_are_read_as_the_kernel_writes_them():
+    assert parse_address('0100007F:1F90') == ('127.0.0.1', 8080)
+    assert parse_address('00000000:A2B1') == ('0.0.0.0', 41649)
+    assert parse_address('00000000000000000000000001000000:0016') == ('::1', 22)
+    assert parse_address('00000000000000000000000000000000:0050') == ('::', 80)
+    assert outside_loopback({('0.0.0.0', 1), ('127.0.0.1', 2), ('::1', 3), ('::', 4),
+                             ('10.0.0.2', 5)}) == {('0.0.0.0', 1), ('::', 4), ('10.0.0.2', 5)}
+
+
+def test_the_launcher_opens_nothing_outside_loopback_and_stops_every_task_on_ctrl_c(
+        tmp_path, mnist_dir):
+    """Its defaults: the tasks in a private network, so while they train no new socket
+    listens outside loopback in this test's network view; Ctrl-C then stops them all."""
     marker = str(tmp_path / 'run')
+    before = outside_loopback(listening())
     process = subprocess.Popen(launcher(tmp_path, mnist_dir, '--iterations=1000000'),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -125,6 +170,7 @@ def test_the_launcher_stops_every_task_on_ctrl_c(tmp_path, mnist_dir):
             if line.startswith('[chief]') and 'accuracy' in line:
                 break
         assert len(processes_of(marker)) == 4  # the launcher and its three tasks
+        assert outside_loopback(listening()) - before == set()
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=120)[0]
     finally:
@@ -137,6 +183,49 @@ def test_the_launcher_stops_every_task_on_ctrl_c(tmp_path, mnist_dir):
     history = runs.read_history(marker)
     assert history['status'] == 'interrupted'
     assert checkpoints.latest(marker) is not None  # --resume goes on from there
+
+
+def test_without_a_private_network_the_launcher_refuses_in_one_line(tmp_path):
+    """No unshare on the PATH: no silent fallback to every interface, one line saying
+    what would be exposed and which flag accepts it, exit 1, nothing started."""
+    result = run_module('graph_mnist.cluster', '--ps=1', '--workers=2', '--',
+                        '--model=softmax', f'--workdir={tmp_path / "run"}',
+                        env={'PATH': str(tmp_path)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('E cannot run the cluster in a private '
+                                                   'network: unshare and ip not found')
+    assert 'listen on all interfaces' in lines[0] and '--expose_on_network' in lines[0]
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_task_outside_the_private_network_says_it_listens_everywhere(monkeypatch,
+                                                                         caplog):
+    """A task started by hand (TF_CONFIG) warns once; inside the launcher's private
+    network it does not. TensorFlow's server is replaced: nothing listens here."""
+    started = []
+    monkeypatch.setattr(distributed.tf.distribute, 'Server',
+                        lambda *args, **kwargs: started.append(kwargs) or object())
+    task = distributed.task_from_environment(tf_config(kind='worker', index=0))
+    monkeypatch.delenv(exposure.PRIVATE_NETWORK, raising=False)
+    with caplog.at_level('WARNING'):
+        distributed.start_server(task)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert len(warned) == 1
+    assert 'listens on port 2223 of every interface, unauthenticated' in warned[0]
+    assert 'private network' in warned[0]
+    caplog.clear()
+    monkeypatch.setenv(exposure.PRIVATE_NETWORK, '1')
+    with caplog.at_level('WARNING'):
+        distributed.start_server(task)
+    assert not [r for r in caplog.records if r.levelname == 'WARNING']
+    assert len(started) == 2
+
+
+def test_loopback_addresses():
+    assert all(map(exposure.is_loopback, ['127.0.0.1', '127.8.8.8', '::1', '[::1]',
+                                          'localhost']))
+    assert not any(map(exposure.is_loopback, ['0.0.0.0', '::', '10.0.0.1', 'example.org']))
 
 
 def test_a_lost_parameter_server_stops_the_others_with_a_message(tmp_path, mnist_dir):

@@ -15,6 +15,7 @@ import time
 from absl import logging
 
 from graph_mnist import export
+from graph_mnist import exposure
 from graph_mnist.errors import UserError
 from graph_mnist.serving.rest import make_app
 from graph_mnist.serving.versions import Manager
@@ -127,6 +128,12 @@ def run(options, argv):
             raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
                             f'move it to {os.path.join(base, "1")} or export again')
         sock = listen(options.host, options.port)
+        if not exposure.is_loopback(options.host):
+            logging.warning('--host=%s: the REST API and the drawing page are open to every '
+                            'machine that can reach this address, without authentication '
+                            '(they can send predictions, read the models\' status and '
+                            'signatures, and load the server); the default 127.0.0.1 keeps '
+                            'them to this machine', options.host)
         count = options.processes or os.cpu_count() or 1
         ready, told = os.pipe()
         others = start_others(argv, sock.getsockname()[1], count - 1, told)
