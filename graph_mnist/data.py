@@ -355,12 +355,16 @@ class Batches:
         """Fractional epoch reached after `step` batches."""
         return step / self.steps_per_epoch
 
-    def __call__(self, step):
+    def indices(self, step):
+        """Which images make batch `step` (what a loop held in the graph is fed)."""
         epoch, index = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])
             self._epoch, self._order = epoch, rng.permutation(len(self.images))
-        chosen = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def __call__(self, step):
+        chosen = self.indices(step)
         return self.images[chosen], self.labels[chosen]
 
 

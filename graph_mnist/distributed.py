@@ -262,6 +262,10 @@ class Cluster:
         return serve_parameters(self.task, stop_requested)
 
     def build(self, config):
+        if config.steps_per_run > 1:
+            raise ClusterError('--steps_per_run is for one machine: on a cluster each step '
+                               'goes through the parameter servers and adds to the global '
+                               'step, one Session.run each; leave it at 1')
         task = self.task
         device = v1.train.replica_device_setter(
             worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())

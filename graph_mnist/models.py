@@ -462,6 +462,8 @@ class Graph(NamedTuple):
     global_step: tf.Variable = None  # on a cluster: the step all workers add to
     cluster: dict = None      # on a cluster: the operations its sessions start and end with
                               # (graph_mnist.distributed.Placement.operations)
+    loop: dict = None         # build(loop=True): the training loop in the graph
+                              # (training_loop: load, images, labels, indices, first, run)
 
     def test_feed(self, images, labels=None):
         """The feed that evaluates: all neurons on, batch norm on its moving averages."""
@@ -506,14 +508,16 @@ def session_config(loss):
     return config
 
 
-def build(name, loss='stable', seed=0, placement=None):
+def build(name, loss='stable', seed=0, placement=None, loop=False):
     """Builds network `name` with its loss, accuracy and training step in a new tf.Graph.
 
     placement: None on one machine. On a cluster, graph_mnist.distributed's Placement,
     which says where the graph goes (`device`), makes the global step (after the
     network, so that the initial weights are those of the same seed on one machine),
     may wrap the optimizer (synchronous replicas) and adds the operations the cluster's
-    sessions start and end with (`operations`, kept in Graph.cluster)."""
+    sessions start and end with (`operations`, kept in Graph.cluster).
+    loop: also the training loop moved into the graph (`Graph.loop`, see
+    `training_loop`): many training steps in one Session.run."""
     spec = NETWORKS[name]
     graph = tf.Graph()
     on_cluster = graph.device(placement.device) if placement else contextlib.nullcontext()
@@ -524,7 +528,9 @@ def build(name, loss='stable', seed=0, placement=None):
         step = v1.placeholder(tf.int32, name='step')
         pkeep = v1.placeholder(tf.float32, name='pkeep')
         tst = spec.testing_flag()
+        created = len(v1.global_variables())
         Ylogits = tf.identity(spec.logits(X, pkeep, tst, step), name='Ylogits')
+        network_variables = v1.global_variables()[created:]  # in the order made
         Y = tf.nn.softmax(Ylogits, name='Y')
         xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
 
@@ -537,7 +543,8 @@ def build(name, loss='stable', seed=0, placement=None):
         # chief's queue runner applies the gradients, and it feeds no step
         lr = tf.identity(spec.learning_rate(
             step if global_step is None else tf.cast(global_step, tf.int32)), name='lr')
-        optimizer = spec.optimizer(lr)
+        rate = {'lr': lr}  # with the loop in the graph, each step inside has its own
+        optimizer = spec.optimizer((lambda: rate['lr']) if loop else lr)
         if placement:
             optimizer = placement.optimizer(optimizer)
         forward_ops = len(graph.get_operations())
@@ -551,12 +558,59 @@ def build(name, loss='stable', seed=0, placement=None):
         saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
         cluster = placement.operations(optimizer, train_step, global_step) \
             if placement else None
+        in_graph = training_loop(spec, loss, network_variables, optimizer, rate, pkeep) \
+            if loop else None
     graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
                  train_step, init, spec, session_config(loss), forward_ops, minimize_ops,
                  weights=[v for v in variables if v.op.name.startswith('W')],
                  biases=[v for v in variables if v.op.name.startswith('B')], saver=saver,
-                 global_step=global_step, cluster=cluster)
+                 global_step=global_step, cluster=cluster, loop=in_graph)
+
+
+def training_loop(spec, loss, network_variables, optimizer, rate, pkeep):
+    """The training loop moved into the graph: the training set held in the graph once,
+    then `tf.while_loop` runs one training step per row of `indices` (the images of each
+    batch, as data.Batches draws them), step numbers counting from `first`. Each step is
+    the talk's: the network written once more inside the loop on the same variables
+    (`tf.variable_creator_scope` hands back the ones `build` made, batch norm's averages
+    included), the same cross-entropy, the learning rate of its own step, the same
+    optimizer and slots, batch norm's averages moved by the step. Returns the tensors
+    a Session feeds and runs (Graph.loop)."""
+    images = v1.placeholder(tf.float32, [None, 28, 28, 1], name='training_images')
+    labels = v1.placeholder(tf.float32, [None, 10], name='training_labels')
+    local = [v1.GraphKeys.LOCAL_VARIABLES]  # not saved: the data, not the run's state
+    data_X = v1.Variable(images, trainable=False, collections=local, name='data_X')
+    data_Y = v1.Variable(labels, trainable=False, collections=local, name='data_Y')
+    indices = v1.placeholder(tf.int32, [None, None], name='indices')  # [steps, batch]
+    first = v1.placeholder(tf.int32, [], name='first_step')
+    trained = [v for v in network_variables if v.trainable]
+    same = iter(())
+
+    def the_same_variables(next_creator, **kwargs):  # in the order build made them
+        return next(same)
+
+    def step(i, _):
+        nonlocal same
+        same = iter(network_variables)
+        with tf.variable_creator_scope(the_same_variables):
+            updates = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+            Ylogits = spec.logits(tf.gather(data_X, indices[i]), pkeep, False, first + i)
+            moved = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates:]
+        xent = cross_entropy(Ylogits, tf.gather(data_Y, indices[i]), loss)
+        rate['lr'] = spec.learning_rate(first + i)
+        with tf.control_dependencies(moved):
+            update = optimizer.apply_gradients(zip(tf.gradients(xent, trained), trained))
+        with tf.control_dependencies([update]):
+            return i + 1, tf.identity(xent)
+
+    # batch norm's averages make their variables outside the loop's graph (init_scope):
+    # the same hand-over there
+    with tf.variable_creator_scope(the_same_variables):
+        _, last = v1.while_loop(lambda i, _: i < tf.shape(indices)[0], step,
+                                [tf.constant(0), tf.constant(0.0)], name='training_loop')
+    return {'load': [data_X.initializer, data_Y.initializer], 'images': images,
+            'labels': labels, 'indices': indices, 'first': first, 'run': last}
 
 
 def trainable_parameters(g):

@@ -66,6 +66,13 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_float('cluster_timeout', 120, 'On a cluster: the longest wait, in seconds, for '
                        'another task (a Session call, the chief\'s initialisation).',
                        lower_bound=1, **own)
+    flags.DEFINE_integer('steps_per_run', defaults.steps_per_run, 'Training steps per '
+                         'Session.run. 1: the talk\'s loop, one Session.run with its '
+                         'feed_dict per step. More: the loop moved into the graph, the '
+                         'training set held there and that many steps in a tf.while_loop '
+                         '(the same batches and the same numbers; it must divide '
+                         '--log_every, --eval_every and --checkpoint_every).', lower_bound=1,
+                         **own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
                       'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',

@@ -31,16 +31,18 @@ from graph_mnist import checkpoints
 from graph_mnist import cli
 from graph_mnist import dashboard
 from graph_mnist import data
-from graph_mnist import events as graph_events
 from graph_mnist import models
 from graph_mnist import runs
+from graph_mnist.bookkeeping import Bookkeeping
+from graph_mnist.bookkeeping import TrainingError
+from graph_mnist.bookkeeping import summary_line
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
 
 
-class TrainingError(UserError):
-    """A run that cannot go on (loss gone NaN, nothing to resume); the message says why."""
+class SettingsError(UserError, ValueError):
+    """Settings that do not go together; the message says which."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Config:
     log_every: int = 20        # the training batch's accuracy and loss
     checkpoint_every: int = 1000
     vis: str = 'none'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
+    steps_per_run: int = 1     # training steps per Session.run: 1 is the talk's loop; more
+                               # moves the loop into the graph (models.training_loop)
 
     # what a resumed run must keep; the other settings may change between sessions
     FIXED = ('model', 'seed', 'batch_size', 'loss')
@@ -66,6 +70,15 @@ class Config:
         if self.loss not in models.LOSSES or self.vis not in ('auto', *dashboard.MODES):
             raise ValueError(f'loss must be one of {models.LOSSES}, vis one of '
                              f'{("auto", *dashboard.MODES)}')
+        if self.steps_per_run < 1:
+            raise SettingsError(f'steps_per_run must be at least 1, got {self.steps_per_run}')
+        uneven = [f'--{name}={getattr(self, name)}' for name in
+                  ('log_every', 'eval_every', 'checkpoint_every')
+                  if getattr(self, name) % self.steps_per_run]
+        if uneven:
+            raise SettingsError(
+                f'--steps_per_run={self.steps_per_run} must divide {", ".join(uneven)}: '
+                'the loop in the graph logs, evaluates and checkpoints between its runs')
         object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
             object.__setattr__(self, 'iterations', models.NETWORKS[self.model].iterations)
@@ -115,7 +128,8 @@ class OneMachine:
     keeps_books = True       # evaluates, writes the history, checkpoints, the dashboard
 
     def build(self, config):
-        return models.build(config.model, loss=config.loss, seed=config.seed)
+        return models.build(config.model, loss=config.loss, seed=config.seed,
+                            loop=config.steps_per_run > 1)
 
     def batches(self, mnist, config):
         return data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
@@ -141,6 +155,16 @@ class OneMachine:
     def train_step(self, sess, g, batch_X, batch_Y, step):
         """(the batch's cross-entropy, the step after this one)."""
         return training_step(sess, g, batch_X, batch_Y, step), step + 1
+
+    def train_run(self, sess, g, batches, step, count):
+        """`count` training steps from `step` in one Session.run of the loop in the graph,
+        on the batches the talk's loop would take: (the last one's cross-entropy, the
+        step after them)."""
+        loop = g.loop
+        indices = np.stack([batches.indices(s) for s in range(step, step + count)])
+        xent = sess.run(loop['run'], {loop['indices']: indices, loop['first']: step,
+                                      g.pkeep: g.spec.pkeep})
+        return xent, step + count
 
     def nan(self, step):
         return None  # the bookkeeping reports it
@@ -189,6 +213,9 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
     sess = place.open(g, start)
     book = None
     try:
+        if g.loop:  # the training set, into the graph once
+            sess.run(g.loop['load'], {g.loop['images']: batches.images,
+                                      g.loop['labels']: batches.labels})
         if place.keeps_books:
             book = Bookkeeping(sess, g, mnist, batches, config, workdir, started['history'],
                                started['step'])
@@ -243,18 +270,27 @@ def _loop(sess, g, batches, book, place, config, started, stop_requested):
             break
         if book and due('checkpoint', step):
             book.checkpoint(step)
-        batch_X, batch_Y = batches(place.batch_index(step, local_steps))
-        if book and due('log', step):
+        log = book and due('log', step)
+        if log or not g.loop:
+            batch_X, batch_Y = batches(place.batch_index(step, local_steps))
+        if log:
             book.training_batch(step, batch_X, batch_Y)  # the talk's display line
         if book and due('eval', step):
             book.evaluate(step)  # "it is just for display": the test set trains nothing
 
-        xent, after = place.train_step(sess, g, batch_X, batch_Y, step)
+        if g.loop:  # steps_per_run steps at once, in the graph
+            count = min(config.steps_per_run, config.iterations - step)
+            xent, after = place.train_run(sess, g, batches, step, count)
+            where = f'in the training steps {step} to {after - 1}'
+        else:
+            count = 1
+            xent, after = place.train_step(sess, g, batch_X, batch_Y, step)
+            where = 'in the training step'
         if math.isnan(xent):
             if book:
-                book.stop_if_nan(xent, step, 'in the training step')
+                book.stop_if_nan(xent, step, where)
             raise place.nan(step)
-        step, local_steps = after, local_steps + 1
+        step, local_steps = after, local_steps + count  # this task's own steps
         place.progress(local_steps, step)
     seconds = time.perf_counter() - began
     place.ran(local_steps, seconds, first, step)
@@ -284,152 +320,6 @@ def start_from(sess, g, config, workdir, resume):
     history.update(dataclasses.asdict(config))  # the settings of this session
     logging.info('resuming from %s at step %d', path, step)
     return step, history
-
-
-# --------------------------------------------------------------------- the bookkeeping
-
-
-class Bookkeeping:
-    """Everything a run keeps beside its training steps: the history and its file, the
-    clock, TensorBoard events, the dashboard, checkpoints, the NaN watch."""
-
-    def __init__(self, sess, g, mnist, batches, config, workdir, history, first_step):
-        self.sess, self.g, self.mnist, self.batches = sess, g, mnist, batches
-        self.config, self.workdir, self.history = config, workdir, history
-        self.test_feed = g.test_feed(mnist.test_images, mnist.test_labels)
-        self.variables = g.weights + g.biases
-        self.board = None
-        if config.vis != 'none':
-            self.board = dashboard.Dashboard(
-                config.vis, workdir, f'{config.model}, seed {config.seed}',
-                evaluations=(config.iterations - first_step) // config.eval_every + 2)
-        self.events = graph_events.EventLog(workdir, g.graph) if workdir else None
-        logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
-                     'loss %s', config.model, f'{models.trainable_parameters(g):,}',
-                     g.spec.optimizer.__name__, config.iterations, config.batch_size,
-                     g.spec.pkeep, config.loss)
-        self.elapsed_before = history.get('elapsed', 0.0)
-        self.start = time.perf_counter()
-        history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up
-
-    def clock(self):
-        """Seconds of training so far, earlier sessions of a resumed run included."""
-        return self.elapsed_before + time.perf_counter() - self.start
-
-    def save(self, status):
-        self.history['status'] = status
-        if self.workdir:
-            runs.write_history(self.workdir, self.history)
-
-    def checkpoint(self, step, final=False):
-        if final:
-            self.history['wall_time'] = self.clock()
-        if not self.workdir:
-            return None
-        self.history['elapsed'] = self.clock()
-        return checkpoints.save(self.sess, self.g.saver, self.workdir, step,
-                                runs.history_before(self.history, step))
-
-    def stop(self, step):
-        """A checkpoint, then the history marked interrupted: the path of the checkpoint."""
-        path = self.checkpoint(step)
-        self.save('interrupted')
-        return path
-
-    def stop_if_nan(self, xent, step, where):
-        if math.isnan(xent):
-            self.history['nan_step'], self.history['nan_where'] = step, where
-            self.save('nan')
-            raise TrainingError(nan_message(step, where, self.config.loss, self.workdir))
-
-    def training_batch(self, step, batch_X, batch_Y):
-        """This batch's accuracy and loss, all neurons on (pkeep 1), logged and kept."""
-        g = self.g
-        acc, xent, lr, predicted = self.sess.run(
-            [g.accuracy, g.cross_entropy, g.lr, g.prediction],
-            {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
-        train = self.history['train']
-        runs.record(train, step=step, accuracy=float(acc), loss=float(xent), lr=float(lr),
-                    time=self.clock())
-        logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s', step, acc,
-                     xent, lr, step, self.config.iterations, _eta(train, self.config.iterations))
-        if self.events:
-            self.events.training(step, acc, xent, lr)
-        if self.board:
-            self.board.training_batch(batch_X, batch_Y.argmax(1), predicted)
-        self.stop_if_nan(xent, step, 'on the training batch')
-
-    def evaluate(self, step, final=False):
-        """Accuracy and loss on all 10,000 test images, and the spread of the variables."""
-        g, mnist = self.g, self.mnist
-        acc, xent, predicted, values = self.sess.run(
-            [g.accuracy, g.cross_entropy, g.prediction, self.variables], self.test_feed)
-        weights, biases = values[:len(g.weights)], values[len(g.weights):]
-        epoch = self.batches.epoch(step)
-        runs.record(self.history['test'], step=step, epoch=epoch, accuracy=float(acc),
-                    loss=float(xent), time=self.clock(),
-                    weights=dashboard.percentile_bands(weights),
-                    biases=dashboard.percentile_bands(biases))
-        logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
-                     'test loss: %.4f', step, epoch, acc, xent)
-        if self.events:
-            wrong = np.flatnonzero(predicted != mnist.test_digits)[:100]
-            grid, _ = dashboard.image_grid(mnist.test_images[wrong], mnist.test_digits[wrong],
-                                           predicted[wrong])
-            self.events.test(step, acc, xent, {v.op.name: value for v, value in
-                                               zip(self.variables, values)}, grid)
-        if self.board:
-            self.board.evaluation(self.history, mnist.test_images, mnist.test_digits,
-                                  predicted, final=final)
-        self.stop_if_nan(xent, step, 'on the test set')
-        self.save('running')
-
-    def close_events(self):
-        if self.events:
-            self.events.close()
-
-    def finish(self):
-        if self.board:
-            self.history['dashboard'] = self.board.close()
-        self.save('finished')
-        return runs.summarize(self.history)
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
-
-
-def _eta(train_records, iterations):
-    """Time left at the pace of the last ~25 log lines, evaluations in; the first
-    interval (TensorFlow warming up, the first evaluation) is left out."""
-    steps, times = train_records['step'], train_records['time']
-    if len(steps) < 3:
-        return '...'
-    first = max(1, len(steps) - 26)
-    pace = (times[-1] - times[first]) / (steps[-1] - steps[first])
-    return _duration(pace * (iterations - steps[-1]))
-
-
-def nan_message(step, where, loss, workdir):
-    kept = f' The metrics up to step {step} are in {runs.history_path(workdir)}.' \
-        if workdir else ''
-    if loss == 'literal':
-        return (f'the cross-entropy became NaN {where} at step {step}: with --loss=literal, '
-                '-sum(Y_ * log(Y)) takes log(0) = -inf as soon as a softmax probability '
-                'underflows to 0, and 0 * -inf = NaN (in a training step the NaN then spreads into '
-                'every weight). '
-                'Run with --loss=stable (the default), the same formula computed as '
-                'log_softmax, which never takes log(0).' + kept)
-    return (f'the cross-entropy became NaN {where} at step {step}: training diverged. '
-            'Try another --seed or fewer --iterations.' + kept)
-
-
-def summary_line(history):
-    return (f"{history['model']}: final test accuracy {history['final_test_accuracy']:.4f}, "
-            f"max {history['max_test_accuracy']:.4f} at step {history['max_test_step']}, "
-            f"{history['final_step']} steps in {history['wall_time']:.1f} s "
-            f"(the talk: {history['talk_accuracy']})")
 
 
 # ---------------------------------------------------------------- the command's job

@@ -17,6 +17,7 @@ NEVER = {
     'models': {'data', 'training', 'train', 'dashboard', 'distributed', 'runs', 'serving'},
     'dashboard': {'training', 'train', 'models', 'distributed'},
     'training': {'train', 'distributed', 'cluster', 'serve', 'serving'},
+    'bookkeeping': {'training', 'train', 'distributed', 'cluster', 'serving', 'data'},
     'distributed': {'train', 'cluster'},
     'predict': {'models', 'training', 'train'},
     'serving': {'models', 'training', 'train', 'distributed'},

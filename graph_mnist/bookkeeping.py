@@ -1,0 +1,163 @@
+"""Everything a run keeps beside its training steps: the history and its file, the
+clock and the ETA, TensorBoard events, the dashboard, checkpoints, the NaN watch and the
+summary line. graph_mnist.training's loop tells it what happened; it drives nothing."""
+
+import math
+import time
+
+from absl import logging
+import numpy as np
+
+from graph_mnist import checkpoints
+from graph_mnist import dashboard
+from graph_mnist import events as graph_events
+from graph_mnist import models
+from graph_mnist import runs
+from graph_mnist.errors import UserError
+
+
+class TrainingError(UserError):
+    """A run that cannot go on (loss gone NaN, nothing to resume); the message says why."""
+
+
+class Bookkeeping:
+    """Everything a run keeps beside its training steps: the history and its file, the
+    clock, TensorBoard events, the dashboard, checkpoints, the NaN watch."""
+
+    def __init__(self, sess, g, mnist, batches, config, workdir, history, first_step):
+        self.sess, self.g, self.mnist, self.batches = sess, g, mnist, batches
+        self.config, self.workdir, self.history = config, workdir, history
+        self.test_feed = g.test_feed(mnist.test_images, mnist.test_labels)
+        self.variables = g.weights + g.biases
+        self.board = None
+        if config.vis != 'none':
+            self.board = dashboard.Dashboard(
+                config.vis, workdir, f'{config.model}, seed {config.seed}',
+                evaluations=(config.iterations - first_step) // config.eval_every + 2)
+        self.events = graph_events.EventLog(workdir, g.graph) if workdir else None
+        logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
+                     'loss %s', config.model, f'{models.trainable_parameters(g):,}',
+                     g.spec.optimizer.__name__, config.iterations, config.batch_size,
+                     g.spec.pkeep, config.loss)
+        self.elapsed_before = history.get('elapsed', 0.0)
+        self.start = time.perf_counter()
+        history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up
+
+    def clock(self):
+        """Seconds of training so far, earlier sessions of a resumed run included."""
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def save(self, status):
+        self.history['status'] = status
+        if self.workdir:
+            runs.write_history(self.workdir, self.history)
+
+    def checkpoint(self, step, final=False):
+        if final:
+            self.history['wall_time'] = self.clock()
+        if not self.workdir:
+            return None
+        self.history['elapsed'] = self.clock()
+        return checkpoints.save(self.sess, self.g.saver, self.workdir, step,
+                                runs.history_before(self.history, step))
+
+    def stop(self, step):
+        """A checkpoint, then the history marked interrupted: the path of the checkpoint."""
+        path = self.checkpoint(step)
+        self.save('interrupted')
+        return path
+
+    def stop_if_nan(self, xent, step, where):
+        if math.isnan(xent):
+            self.history['nan_step'], self.history['nan_where'] = step, where
+            self.save('nan')
+            raise TrainingError(nan_message(step, where, self.config.loss, self.workdir))
+
+    def training_batch(self, step, batch_X, batch_Y):
+        """This batch's accuracy and loss, all neurons on (pkeep 1), logged and kept."""
+        g = self.g
+        acc, xent, lr, predicted = self.sess.run(
+            [g.accuracy, g.cross_entropy, g.lr, g.prediction],
+            {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
+        train = self.history['train']
+        runs.record(train, step=step, accuracy=float(acc), loss=float(xent), lr=float(lr),
+                    time=self.clock())
+        logging.info('%5d: accuracy: %.4f loss: %.4f (lr: %.6f)   %d/%d, ETA %s', step, acc,
+                     xent, lr, step, self.config.iterations, _eta(train, self.config.iterations))
+        if self.events:
+            self.events.training(step, acc, xent, lr)
+        if self.board:
+            self.board.training_batch(batch_X, batch_Y.argmax(1), predicted)
+        self.stop_if_nan(xent, step, 'on the training batch')
+
+    def evaluate(self, step, final=False):
+        """Accuracy and loss on all 10,000 test images, and the spread of the variables."""
+        g, mnist = self.g, self.mnist
+        acc, xent, predicted, values = self.sess.run(
+            [g.accuracy, g.cross_entropy, g.prediction, self.variables], self.test_feed)
+        weights, biases = values[:len(g.weights)], values[len(g.weights):]
+        epoch = self.batches.epoch(step)
+        runs.record(self.history['test'], step=step, epoch=epoch, accuracy=float(acc),
+                    loss=float(xent), time=self.clock(),
+                    weights=dashboard.percentile_bands(weights),
+                    biases=dashboard.percentile_bands(biases))
+        logging.info('%5d: ********* epoch %.2f ********* test accuracy: %.4f '
+                     'test loss: %.4f', step, epoch, acc, xent)
+        if self.events:
+            wrong = np.flatnonzero(predicted != mnist.test_digits)[:100]
+            grid, _ = dashboard.image_grid(mnist.test_images[wrong], mnist.test_digits[wrong],
+                                           predicted[wrong])
+            self.events.test(step, acc, xent, {v.op.name: value for v, value in
+                                               zip(self.variables, values)}, grid)
+        if self.board:
+            self.board.evaluation(self.history, mnist.test_images, mnist.test_digits,
+                                  predicted, final=final)
+        self.stop_if_nan(xent, step, 'on the test set')
+        self.save('running')
+
+    def close_events(self):
+        if self.events:
+            self.events.close()
+
+    def finish(self):
+        if self.board:
+            self.history['dashboard'] = self.board.close()
+        self.save('finished')
+        return runs.summarize(self.history)
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
+
+
+def _eta(train_records, iterations):
+    """Time left at the pace of the last ~25 log lines, evaluations in; the first
+    interval (TensorFlow warming up, the first evaluation) is left out."""
+    steps, times = train_records['step'], train_records['time']
+    if len(steps) < 3:
+        return '...'
+    first = max(1, len(steps) - 26)
+    pace = (times[-1] - times[first]) / (steps[-1] - steps[first])
+    return _duration(pace * (iterations - steps[-1]))
+
+
+def nan_message(step, where, loss, workdir):
+    kept = f' The metrics up to step {step} are in {runs.history_path(workdir)}.' \
+        if workdir else ''
+    if loss == 'literal':
+        return (f'the cross-entropy became NaN {where} at step {step}: with --loss=literal, '
+                '-sum(Y_ * log(Y)) takes log(0) = -inf as soon as a softmax probability '
+                'underflows to 0, and 0 * -inf = NaN (in a training step the NaN then spreads into '
+                'every weight). '
+                'Run with --loss=stable (the default), the same formula computed as '
+                'log_softmax, which never takes log(0).' + kept)
+    return (f'the cross-entropy became NaN {where} at step {step}: training diverged. '
+            'Try another --seed or fewer --iterations.' + kept)
+
+
+def summary_line(history):
+    return (f"{history['model']}: final test accuracy {history['final_test_accuracy']:.4f}, "
+            f"max {history['max_test_accuracy']:.4f} at step {history['max_test_step']}, "
+            f"{history['final_step']} steps in {history['wall_time']:.1f} s "
+            f"(the talk: {history['talk_accuracy']})")
