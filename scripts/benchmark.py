@@ -62,9 +62,10 @@ from bench_contenders import timed
 from bench_contenders import work
 from bench_report import RUN_PARTS
 from bench_report import ratio_text
+from bench_report import PAIRS
 from bench_report import best_keras
 from bench_report import markdown
-from bench_report import ratio
+from bench_report import pairs
 from bench_report import summarize
 from graph_mnist import data
 from graph_mnist import files
@@ -175,11 +176,10 @@ def measure(model, contenders, repeats, data_dir=None, log=print, eval_batches=(
                             for batch in evaluations[name][0]}
                 measured[name]['eval_ms_by_batch'] = by_batch
                 measured[name]['eval_ms'] = by_batch[str(eval_batches[0])]
-    keras_name, keras = best_keras(measured)
+    keras_name, _ = best_keras(measured)
     flops = description['training_flops_per_image']
     return {'contenders': measured, 'keras_best': keras_name,
-            'ours_over_keras': ratio(measured.get('ours'), keras),
-            'ours_over_torch': ratio(measured.get('ours'), measured.get('torch')),
+            **pairs(measured, keras_name),
             'training_mflop_per_image': flops / 1e6,
             'achieved_gflops': {name: r['images_per_second'] * flops / 1e9
                                 for name, r in measured.items() if 'images_per_second' in r}}
@@ -274,7 +274,8 @@ def contenders_from_flags():
     if unknown:
         raise app.UsageError(f'unknown --contenders {unknown}; choose from {list(WORKERS)}, '
                              f'each with any suffixes of {["@" + s for s in SETTINGS]}')
-    tf_side = [c for c in chosen if issubclass(contender_class(c), (contenders.Ours, contenders.Keras))]
+    tf_side = [c for c in chosen
+               if issubclass(contender_class(c), (contenders.Ours, contenders.Keras))]
     if FLAGS.onednn == 'off':
         chosen = [c + '@onednn_off' if c in tf_side else c for c in chosen]
     elif FLAGS.onednn == 'both':
@@ -316,8 +317,8 @@ def main(argv):
                       eval_batches=eval_batches(), **timing_from_flags())
         row['startup_s'] = startup_seconds(model, FLAGS.data_dir)
         results['models'][model] = row
-        logging.info('%s: ours/Keras %s, ours/PyTorch %s', model,
-                     ratio_text(row['ours_over_keras']), ratio_text(row['ours_over_torch']))
+        logging.info('%s: %s', model, ', '.join(f'{key} {ratio_text(row[key])}'
+                                                for key in PAIRS))
     if FLAGS.time_to_99:
         keras_mode = results['models'].get('conv_dropout', {}).get('keras_best') or 'keras'
         description = twins.describe('conv_dropout')
@@ -325,7 +326,8 @@ def main(argv):
             json.dump(description, f)
         results['time_to_99'] = {}
         for i, seed in enumerate(map(int, FLAGS.seeds)):
-            for name in (('ours', keras_mode) if i % 2 == 0 else (keras_mode, 'ours')):
+            order = ('ours', 'ours_loop', keras_mode)
+            for name in order[i % 3:] + order[:i % 3]:  # rotated from seed to seed
                 result = run_worker(name, 'time_to_99', f.name, seed=seed,
                                     data_dir=FLAGS.data_dir)
                 results['time_to_99'].setdefault(name, []).append({'seed': seed, **result})

@@ -17,7 +17,6 @@ import os
 
 from absl import flags
 from absl import logging
-import numpy as np
 
 from graph_mnist import data
 from graph_mnist import export
