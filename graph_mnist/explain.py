@@ -10,7 +10,9 @@ prints what it observes in the graph, never a number typed in:
 
   1. building computes nothing        4. running it: one Session.run of the train step
   2. what each value needs fed        5. the same forward pass in eager mode
-  3. what minimize() added            6. where to look next: TensorBoard, GraphDef text
+  3. what minimize() added            6. the loop moved into the graph: what one
+                                         Session.run costs beside a step's arithmetic
+                                      7. where to look next: TensorBoard, GraphDef text
 """
 
 if __name__ == '__main__':
@@ -20,6 +22,8 @@ if __name__ == '__main__':
 import collections
 import json
 import os
+import statistics
+import time
 
 from absl import flags
 from absl import logging
@@ -197,6 +201,64 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
     return out
 
 
+def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
+    """What a Session.run costs beside a training step's arithmetic, timed here: the
+    talk's loop (one Session.run with its feed_dict per step) against the loop moved
+    into the graph (`steps` steps in one Session.run, the images held in the graph), and
+    a Session.run that computes next to nothing (the learning rate). Medians of
+    `repeats` timings, interleaved; per step."""
+    g = models.build(model, seed=seed, loop=True)
+    loop = g.loop
+    sess = v1.Session(graph=g.graph, config=g.config)
+    try:
+        sess.run(g.init)
+        sess.run(loop['load'], {loop['images']: images, loop['labels']: labels})
+        order = np.random.default_rng(seed).permutation(len(images))
+        batches = order[:steps * 100].reshape(steps, 100) % len(images)
+
+        def literal():
+            for i, chosen in enumerate(batches):
+                sess.run(g.train_step, {g.X: images[chosen], g.Y_: labels[chosen],
+                                        g.step: i, g.pkeep: g.spec.pkeep})
+
+        def in_graph():
+            sess.run(loop['run'], {loop['indices']: batches, loop['first']: 0,
+                                   g.pkeep: g.spec.pkeep})
+
+        def nothing():
+            for i in range(steps):
+                sess.run(g.lr, {g.step: i})
+
+        with g.graph.as_default():
+            counter = [v for v in v1.global_variables() if v.op.name == 'beta1_power']
+        before = sess.run(counter)
+        in_graph()  # also the first run of each: not timed
+        after = sess.run(counter)
+        sess.run(g.train_step, {g.X: images[:100], g.Y_: labels[:100], g.step: 0,
+                                g.pkeep: g.spec.pkeep})  # one update: Adam's beta1
+        one_more = sess.run(counter)
+        literal()
+        nothing()
+        timed = {'literal': [], 'in_graph': [], 'nothing': []}
+        for _ in range(repeats):
+            for name, fn in (('literal', literal), ('in_graph', in_graph),
+                             ('nothing', nothing)):
+                start = time.perf_counter()
+                fn()
+                timed[name].append((time.perf_counter() - start) / steps)
+    finally:
+        sess.close()
+    per_step = {name: statistics.median(t) * 1e6 for name, t in timed.items()}
+    out = {'steps_per_run': steps, 'literal_us': per_step['literal'],
+           'in_graph_us': per_step['in_graph'], 'call_us': per_step['nothing'],
+           'outside_arithmetic': 1 - per_step['in_graph'] / per_step['literal'],
+           'timings_s_per_step': timed}
+    if counter:  # Adam counts its updates in beta1_power, times beta1 per update
+        beta1 = one_more[0] / after[0]
+        out['updates_in_one_run'] = round(float(np.log(after[0] / before[0]) / np.log(beta1)))
+    return out
+
+
 # --------------------------------------------------------------------------- the lesson
 
 
@@ -275,10 +337,25 @@ def lesson(o):
     lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
                  'TensorFlow sees the whole computation: to differentiate it, optimise it, '
                  'distribute it.')
+    if 'loop' in o:
+        p = o['loop']
+        lines.append('')
+        lines.append(f"6. The loop moved into the graph: {p['steps_per_run']} training steps "
+                     'in one Session.run.')
+        if 'updates_in_one_run' in p:
+            lines.append(f"   One Session.run of the loop, and the optimizer counted "
+                         f"{p['updates_in_one_run']} updates.")
+        lines.append(f"   per step, timed here: the talk's loop {p['literal_us']:,.0f} us, "
+                     f"the loop in the graph {p['in_graph_us']:,.0f} us;")
+        lines.append(f"   a Session.run that computes next to nothing: {p['call_us']:,.0f} us.")
+        lines.append(f"   So {p['outside_arithmetic']:.0%} of the talk's step is spent outside "
+                     "the step's arithmetic: the call, its feed_dict,")
+        lines.append('   the batch copied in. Deferred execution carried to its end: the '
+                     'whole loop is a graph, Python waits for it.')
     if 'written' in o:
         w = o['written']
         lines.append('')
-        lines.append('6. Where to look next:')
+        lines.append('7. Where to look next:')
         lines.append(f"   the graph as GraphDef text: {w['graphdef_text']}")
         lines.append(f"   the graph in TensorBoard:   {w['command']}   (tab 'Graphs')")
     return '\n'.join(lines)
@@ -293,6 +370,9 @@ def define_flags():
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
     flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+    flags.DEFINE_integer('loop_steps', 50, 'Steps per Session.run of the loop moved into the '
+                         'graph, timed against the talk\'s loop (0: leave that part out).',
+                         lower_bound=0)
 
 
 def main(argv):
@@ -304,6 +384,9 @@ def main(argv):
         observations = observe(FLAGS.model, batch, FLAGS.loss, workdir=workdir)
     except OSError as e:
         raise UserError(f'cannot write into {workdir}: {e.strerror}') from None
+    if FLAGS.loop_steps:
+        observations['loop'] = observe_loop(FLAGS.model, mnist.train_images,
+                                            mnist.train_labels, steps=FLAGS.loop_steps)
     print(json.dumps(observations, indent=1) if FLAGS.format == 'json' else lesson(observations))
     return 0
 

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_module
 from conftest import synthetic_batch
+from conftest import synthetic_mnist
 from graph_mnist import explain
 
 
@@ -118,3 +119,17 @@ def test_batch_norm_averages_move_only_with_the_training_step(tmp_path):
     assert 'does not support non-Variable tensors' in o['eager']['refused']
     text = explain.lesson(o)
     assert 'moved 0 of them; one training step moved 8' in text
+
+
+def test_the_loop_in_the_graph_runs_many_steps_in_one_session_run():
+    """One Session.run of the loop, and Adam counted that many updates; every timing
+    is taken (the lesson prints them, no figure is asserted)."""
+    mnist = synthetic_mnist(n_train=1000)
+    loop = explain.observe_loop('five_layers_relu', mnist.train_images, mnist.train_labels,
+                                steps=10, repeats=1)
+    assert loop['updates_in_one_run'] == 10 and loop['steps_per_run'] == 10
+    assert loop['literal_us'] > 0 and loop['in_graph_us'] > 0 and loop['call_us'] > 0
+    assert len(loop['timings_s_per_step']['literal']) == 1
+    assert '6. The loop moved into the graph: 10 training steps' in explain.lesson(
+        {**explain.observe('softmax', (mnist.train_images[:100], mnist.train_labels[:100])),
+         'loop': loop})
