@@ -22,6 +22,8 @@ setup(
         'pillow',  # predict reads PNG and JPEG; the dashboard writes GIFs
     ],
     extras_require={
+        # train on an NVIDIA GPU: TensorFlow with its CUDA libraries (several GB; Linux)
+        'gpu': ['tensorflow[and-cuda]'],
         # open the notebooks: JupyterLab and a kernel
         'notebook': ['jupyterlab', 'ipykernel'],
         # serve with TensorFlow Serving's REST API: Starlette on uvicorn (uvloop, httptools:

@@ -36,9 +36,9 @@ class Bookkeeping:
                 evaluations=(config.iterations - first_step) // config.eval_every + 2)
         self.events = graph_events.EventLog(workdir, g.graph) if workdir else None
         logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
-                     'loss %s', config.model, f'{models.trainable_parameters(g):,}',
+                     'loss %s, on %s', config.model, f'{models.trainable_parameters(g):,}',
                      g.spec.optimizer.__name__, config.iterations, config.batch_size,
-                     g.spec.pkeep, config.loss)
+                     g.spec.pkeep, config.loss, history.get('device', 'CPU'))
         self.elapsed_before = history.get('elapsed', 0.0)
         self.start = time.perf_counter()
         history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up

@@ -45,19 +45,28 @@ from absl import logging
 
 from graph_mnist.errors import UserError
 
-# C++ info lines ("I0000 00:00:1795777936.866249  3790 port.cc:153] ..."), the CUDA
-# probe's complaints on a machine without a GPU, and the two banner lines.
+# C++ info lines ("I0000 00:00:1795777936.866249  3790 port.cc:153] ..."), the two
+# banner lines, a Jupyter kernel's note on loopback TCP.
 _NOISE = re.compile(
     rb'^(I\d{4} [\d:.]+ +\d+ \S+:\d+\]'
-    rb'|[WE]\d{4} [\d:.]+ +\d+ (cuda\w*|cudart_stub)\.cc:\d+\]'
     rb'|WARNING: All log messages before absl::InitializeLog\(\) is called'
     rb'|To enable the following instructions: '
     # a Jupyter kernel started by papermill or the tests, talking over loopback TCP
     rb'|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption)')
+# The CUDA probe's complaints (cuInit failing, no driver) are noise only on a machine
+# with no NVIDIA GPU at all; where one is, every CUDA warning and error is shown.
+_NO_GPU_PROBE = re.compile(rb'^[WE]\d{4} [\d:.]+ +\d+ (cuda\w*|cudart_stub)\.cc:\d+\]')
 
 
-def is_noise(line):
-    return bool(_NOISE.match(line))
+def has_nvidia_gpu():
+    """Whether this machine has an NVIDIA driver loaded (a GPU TensorFlow could use)."""
+    return os.path.exists('/proc/driver/nvidia') or os.path.exists('/dev/nvidia0')
+
+
+def is_noise(line, gpu=None):
+    if _NOISE.match(line):
+        return True
+    return not (has_nvidia_gpu() if gpu is None else gpu) and bool(_NO_GPU_PROBE.match(line))
 
 
 def before_tensorflow():
@@ -82,10 +91,12 @@ def _filter_stderr():
     except OSError:
         return  # no usable descriptor 2 (some notebooks, services): nothing to filter
 
+    gpu = has_nvidia_gpu()
+
     def pump():
         with os.fdopen(read_end, 'rb') as lines, os.fdopen(terminal, 'wb', buffering=0) as out:
             for line in lines:
-                if not is_noise(line):
+                if not is_noise(line, gpu):
                     out.write(line)
 
     thread = threading.Thread(target=pump, name='stderr-filter', daemon=True)

@@ -93,7 +93,18 @@ class Config:
 def new_history(config):
     spec = models.NETWORKS[config.model]
     return runs.new_history(dataclasses.asdict(config), pkeep=spec.pkeep,
-                            talk_accuracy=spec.talk_accuracy, tensorflow=tf.__version__)
+                            talk_accuracy=spec.talk_accuracy, tensorflow=tf.__version__,
+                            device=device())
+
+
+def device():
+    """Where TensorFlow places a run's operations: its first GPU when it sees one (its
+    default), else the CPU. Written in history.json and logged at the start."""
+    gpus = tf.config.list_physical_devices('GPU')
+    if not gpus:
+        return 'CPU'
+    name = tf.config.experimental.get_device_details(gpus[0]).get('device_name', '')
+    return f'GPU:0 {name}'.strip()
 
 
 class Interrupted(Exception):

@@ -106,3 +106,14 @@ def test_data_command_summarises_real_mnist(mnist_dir):
         in result.stdout
     assert 'first ten labels: 5 0 4 1 9 2 1 3 1 4' in result.stdout
     assert 'first ten labels: 7 2 1 0 4 1 4 9 5 9' in result.stdout
+
+
+def test_the_quiet_start_never_hides_a_cuda_error_where_a_gpu_is():
+    from graph_mnist import cli
+    probe = (b'E0000 00:00:1796054318.294585   30927 cuda_platform.cc:52] failed call to '
+             b'cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n')
+    assert cli.is_noise(probe, gpu=False)  # no NVIDIA GPU: the probe's complaint
+    assert not cli.is_noise(probe, gpu=True)  # a GPU that fails to start: shown
+    info = b'I0000 00:00:1796053536.944575   13870 cudart_stub.cc:31] Could not find cuda\n'
+    assert cli.is_noise(info, gpu=True)  # info lines stay hidden
+    assert not cli.is_noise(b'E0000 00:00:1.0   1 some_kernel.cc:1] real trouble\n', gpu=False)
