@@ -344,3 +344,23 @@ def test_ours_with_the_loop_in_the_graph_trains_what_the_literal_loop_trains():
     loop.train_steps(150)  # a run of 100, then one of 50
     assert loop.step == literal.step == 150
     assert loop.evaluate() == literal.evaluate()
+
+
+def test_profile_sums_each_kind_of_operation_over_threads_per_step(tmp_path):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    import profile_step
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name='/host:CPU')
+    for key, name in enumerate(['conv/Conv2D:_MklNativeFusedConv2D', 'ExecutorState::Process',
+                                'adam/W1:ResourceApplyAdam'], 1):
+        plane.event_metadata[key].name = name
+    for thread in ('tf_Compute/1', 'tf_Compute/2', 'python'):
+        line = plane.lines.add(name=thread)
+        for key, ps in ((1, 4_000_000), (2, 9_000_000), (3, 1_000_000)):
+            line.events.add(metadata_id=key, duration_ps=ps)
+    path = tmp_path / 'trace.xplane.pb'
+    path.write_bytes(space.SerializeToString())
+    # two compute threads, 2 steps: (4 + 4) us / 2 and (1 + 1) us / 2; the executor's own
+    # events and the python thread left out
+    assert profile_step.op_times(str(path), steps=2) == {'_MklNativeFusedConv2D': 4.0,
+                                                         'ResourceApplyAdam': 1.0}
