@@ -212,7 +212,7 @@ def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
     sess = v1.Session(graph=g.graph, config=g.config)
     try:
         sess.run(g.init)
-        sess.run(loop['load'], {loop['images']: images, loop['labels']: labels})
+        sess.run(loop['load'], {loop['images']: images, loop['labels']: labels})  # once
         order = np.random.default_rng(seed).permutation(len(images))
         batches = order[:steps * 100].reshape(steps, 100) % len(images)
 

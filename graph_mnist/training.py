@@ -131,6 +131,11 @@ def training_step(sess, g, batch_X, batch_Y, step):
     return xent
 
 
+def load_training_set(sess, g, images, labels):
+    """The training set, into the graph once, for the loop in the graph (g.loop)."""
+    sess.run(g.loop['load'], {g.loop['images']: images, g.loop['labels']: labels})
+
+
 class OneMachine:
     """Where a run trains when it trains alone: this process holds the variables and
     keeps the books, its steps are consecutive. graph_mnist.distributed.Cluster answers
@@ -224,9 +229,8 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
     sess = place.open(g, start)
     book = None
     try:
-        if g.loop:  # the training set, into the graph once
-            sess.run(g.loop['load'], {g.loop['images']: batches.images,
-                                      g.loop['labels']: batches.labels})
+        if g.loop:
+            load_training_set(sess, g, batches.images, batches.labels)
         if place.keeps_books:
             book = Bookkeeping(sess, g, mnist, batches, config, workdir, started['history'],
                                started['step'])

@@ -46,8 +46,8 @@ class Ours:
         self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
         self.mnist, self.step = mnist, 0
         if self.g.loop:  # the training set, into the graph once (not timed)
-            self.sess.run(self.g.loop['load'], {self.g.loop['images']: mnist.train_images,
-                                                self.g.loop['labels']: mnist.train_labels})
+            training.load_training_set(self.sess, self.g, mnist.train_images,
+                                       mnist.train_labels)
 
     def train_steps(self, count):
         for _ in range(count):
