@@ -70,8 +70,10 @@ def define_flags(flag_values=FLAGS):
                          'Session.run. 1: the talk\'s loop, one Session.run with its '
                          'feed_dict per step. More: the loop moved into the graph, the '
                          'training set held there and that many steps in a tf.while_loop '
-                         '(the same batches and the same numbers; it must divide '
-                         '--log_every, --eval_every and --checkpoint_every).', lower_bound=1,
+                         '(the same batches and the same numbers). Logging, evaluation and '
+                         'checkpoints happen between runs: --log_every, --eval_every and '
+                         '--checkpoint_every not given are rounded up to whole runs; given, '
+                         'they must be multiples of it.', lower_bound=1,
                          **own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '

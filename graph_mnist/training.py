@@ -340,6 +340,19 @@ def start_from(sess, g, config, workdir, resume):
 # ---------------------------------------------------------------- the command's job
 
 
+def periods_for_the_runs(settings, given):
+    """With the loop in the graph, the periods the user did not give (log, evaluation,
+    checkpoint) rounded up to whole runs: `--steps_per_run=100` alone logs every 100
+    steps instead of 20. Given ones are kept (Config refuses them when they do not fit)."""
+    n = settings.get('steps_per_run') or 1
+    fitted = dict(settings)
+    for name in ('log_every', 'eval_every', 'checkpoint_every'):
+        if name not in given and name in fitted and fitted[name] % n:
+            fitted[name] = -(-fitted[name] // n) * n
+            logging.info('--%s=%d: whole runs of --steps_per_run=%d', name, fitted[name], n)
+    return fitted
+
+
 def config_to_resume(workdir, settings, given):
     """The settings of the run in `workdir`, changed by the `given` names of `settings`
     (the flags given explicitly); one that contradicts what the run must keep is
@@ -366,6 +379,7 @@ def train_and_evaluate(settings, workdir=None, data_dir=None, resume=False, give
     stop_requested = cli.stop_on_signals(saving=place.keeps_books)
     if place.holds_variables:
         return place.serve(stop_requested)
+    settings = periods_for_the_runs(settings, given)
     config = config_to_resume(workdir, settings, given) if resume else Config(**settings)
     if not place.keeps_books:
         config = dataclasses.replace(config, vis='none')  # the chief alone shows and writes

@@ -79,3 +79,14 @@ def test_a_cluster_refuses_the_loop_in_the_graph_in_one_line():
     with pytest.raises(distributed.ClusterError, match='--steps_per_run is for one machine'):
         distributed.Cluster(task).build(training.Config('softmax', steps_per_run=10,
                                                         log_every=10))
+
+
+def test_periods_not_given_are_rounded_up_to_whole_runs_given_ones_kept():
+    settings = {'steps_per_run': 100, 'log_every': 20, 'eval_every': 100,
+                'checkpoint_every': 1000}
+    assert training.periods_for_the_runs(settings, given={'steps_per_run'}) == \
+        {'steps_per_run': 100, 'log_every': 100, 'eval_every': 100, 'checkpoint_every': 1000}
+    kept = training.periods_for_the_runs(settings, given={'steps_per_run', 'log_every'})
+    assert kept['log_every'] == 20  # the user's: Config refuses it, saying why
+    with pytest.raises(training.SettingsError, match='must divide --log_every=20'):
+        training.Config('softmax', **kept)
