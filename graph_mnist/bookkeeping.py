@@ -31,8 +31,10 @@ class Bookkeeping:
         self.variables = g.weights + g.biases
         self.board = None
         if config.vis != 'none':
+            changed = models.describe_changes(config.model, config.changes)
             self.board = dashboard.Dashboard(
-                config.vis, workdir, f'{config.model}, seed {config.seed}',
+                config.vis, workdir, f'{config.model}, seed {config.seed}'
+                + (f'; changed: {changed}' if changed else ''),
                 evaluations=(config.iterations - first_step) // config.eval_every + 2)
         self.events = graph_events.EventLog(workdir, g.graph) if workdir else None
         logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '

@@ -272,7 +272,7 @@ class Cluster:
         placement = Placement(device, replicas=task.replicas, sync=self.sync,
                               ps=len(task.cluster['ps']))
         return models.build(config.model, loss=config.loss, seed=config.seed,
-                            placement=placement)
+                            placement=placement, changes=config.changes)
 
     def batches(self, mnist, config):
         """Each task reads the whole training set in an order of its own."""

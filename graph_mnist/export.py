@@ -59,11 +59,12 @@ class Inference(NamedTuple):
     saver: v1.train.Saver
 
 
-def inference_graph(model):
+def inference_graph(model, layers=None):
     """The network alone, for serving, no dropout; batch norm with the moving averages
     gathered in training (tst True). X is fed images, or else the pictures prepared from
-    image_bytes: one network behind both signatures."""
-    spec = models.NETWORKS[model]
+    image_bytes: one network behind both signatures. layers: a dense network's depth
+    when the run changed it (--layers)."""
+    spec = models.with_changes(model, layers=layers)
     graph = tf.Graph()
     with graph.as_default():
         image_bytes = v1.placeholder(tf.string, [None], name='image_bytes')
@@ -107,7 +108,8 @@ def resolve(path):
 def export(workdir, export_dir):
     """Writes the latest checkpoint of `workdir` as the next version under the base path
     `export_dir`; returns (model, step, version directory)."""
-    model = runs.read_history(workdir)['model']
+    history = runs.read_history(workdir)
+    model = history['model']
     found = checkpoints.latest(workdir)
     if found is None:
         raise ExportError(f'{workdir} holds no checkpoint to export')
@@ -120,7 +122,7 @@ def export(workdir, export_dir):
     version = max(existing, default=0) + 1
     target = os.path.join(export_dir, str(version))
     partial = os.path.join(export_dir, f'.{version}.partial-{os.getpid()}')
-    net = inference_graph(model)
+    net = inference_graph(model, history.get('layers'))
     with net.graph.as_default(), v1.Session(graph=net.graph) as sess:
         checkpoints.restore(sess, net.saver, path)
         predict_def = v1.saved_model.signature_def_utils.predict_signature_def

@@ -1,4 +1,4 @@
-"""The networks: the talk's seven, in the talk's order, written as the talk wrote them,
+"""The networks: the talk's eight, in the talk's order, written as the talk wrote them,
 then the three of its published code's batch-norm chapter; and their settings.
 
 Each network is one function that reads like its slide: weights `W1, B1, ...` as
@@ -16,6 +16,7 @@ Nothing here switches TensorFlow modes for the process: every graph is its own
 """
 
 import contextlib
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -53,7 +54,10 @@ def softmax(X, pkeep):
 
 
 # ------------------------------------------------------------ 2-5. five dense layers
-def _five_layers(X, activation, bias_init, pkeep=None):
+HIDDEN = (200, 100, 60, 30)  # the talk's hidden layers, widest first
+
+
+def _five_layers(X, activation, bias_init, pkeep=None, layers=5):
     r"""Five fully connected layers, 200-100-60-30-10; dropout after each hidden one
     when pkeep is given.
 
@@ -68,44 +72,41 @@ def _five_layers(X, activation, bias_init, pkeep=None):
                · · · · ·             Y4 [batch, 30]
                 \x/x\x/             -- fully connected (softmax)  W5 [30, 10]    B5 [10]
                  · · ·               Ylogits [batch, 10]
+
+    `layers` fewer than five keeps the first hidden layers ("I tried, I promise, with
+    four and three and two": --layers=4 is 784-200-100-60-10). With five, the
+    variables and operations are made in the talk's order, W1, B1, ... W5, B5, then
+    Y1 ... Ylogits, so a seed gives the same initial weights as the talk's lines would.
     """
-    L, M, N, O = 200, 100, 60, 30
-    W1 = _weights([784, L], 'W1')
-    B1 = _biases(L, 'B1', bias_init)
-    W2 = _weights([L, M], 'W2')
-    B2 = _biases(M, 'B2', bias_init)
-    W3 = _weights([M, N], 'W3')
-    B3 = _biases(N, 'B3', bias_init)
-    W4 = _weights([N, O], 'W4')
-    B4 = _biases(O, 'B4', bias_init)
-    W5 = _weights([O, 10], 'W5')
-    B5 = _biases(10, 'B5', bias_init)
+    sizes = [784, *HIDDEN[:layers - 1], 10]
+    W, B = [], []
+    for i in range(1, layers + 1):  # W1 [784, 200], B1 [200], W2 [200, 100], ...
+        W.append(_weights([sizes[i - 1], sizes[i]], f'W{i}'))
+        B.append(_biases(sizes[i], f'B{i}', bias_init))
 
     def dropout(Y):  # "shoot" a fraction 1 - pkeep of the neurons, in training only
         return Y if pkeep is None else tf.nn.dropout(Y, rate=1 - pkeep)
 
-    XX = tf.reshape(X, [-1, 784])
-    Y1 = dropout(activation(tf.matmul(XX, W1) + B1))
-    Y2 = dropout(activation(tf.matmul(Y1, W2) + B2))
-    Y3 = dropout(activation(tf.matmul(Y2, W3) + B3))
-    Y4 = dropout(activation(tf.matmul(Y3, W4) + B4))
-    Ylogits = tf.matmul(Y4, W5) + B5
+    Y = XX = tf.reshape(X, [-1, 784])  # the image flattened
+    for Wi, Bi in zip(W[:-1], B[:-1]):  # Y1 = dropout(activation(XX.W1 + B1)), Y2, ...
+        Y = dropout(activation(tf.matmul(Y, Wi) + Bi))
+    Ylogits = tf.matmul(Y, W[-1]) + B[-1]
     return Ylogits
 
 
-def five_layers_sigmoid(X, pkeep):
+def five_layers_sigmoid(X, pkeep, layers=5):
     """2. Five layers, sigmoid activations, biases at zero."""
-    return _five_layers(X, tf.nn.sigmoid, bias_init=0.0)
+    return _five_layers(X, tf.nn.sigmoid, bias_init=0.0, layers=layers)
 
 
-def five_layers_relu(X, pkeep):
+def five_layers_relu(X, pkeep, layers=5):
     """3 and 4. Five layers, ReLU activations, biases at 0.1."""
-    return _five_layers(X, tf.nn.relu, bias_init=0.1)
+    return _five_layers(X, tf.nn.relu, bias_init=0.1, layers=layers)
 
 
-def five_layers_relu_dropout(X, pkeep):
+def five_layers_relu_dropout(X, pkeep, layers=5):
     """5. The same five ReLU layers with dropout after each hidden layer."""
-    return _five_layers(X, tf.nn.relu, bias_init=0.1, pkeep=pkeep)
+    return _five_layers(X, tf.nn.relu, bias_init=0.1, pkeep=pkeep, layers=layers)
 
 
 # ------------------------------------------------------------------------- 6. conv
@@ -356,9 +357,13 @@ class DecayingRate(NamedTuple):
 
 
 class Talk(NamedTuple):
-    """What the talk (or the code published with it) says a network reaches."""
-    accuracy: float   # the figure to check, e.g. 0.993 for "99.3%"; None: no figure
-    says: str         # the words, quoted
+    """One step of the talk: what it changed, why, and what it reached, in its words."""
+    accuracy: float    # the talk's figure to check (0.993 for "99.3%"); None: it gives none
+    says: str          # its words about the result, verbatim ("..." where words are left out)
+    code: float = None  # the published code's note for this network: a final accuracy
+    change: str = ''   # what this step changes from the one before (our words)
+    why: str = ''      # the talk's reason for the change, verbatim
+    settings: str = ''  # where each setting comes from: the talk, its published code, or us
 
 
 class Spec(NamedTuple):
@@ -377,14 +382,25 @@ class Spec(NamedTuple):
         """The talk's figure as written in history.json and the summary line."""
         return self.talk.says
 
+    @property
+    def has_dropout(self):
+        """Does the network shoot neurons when fed pkeep < 1 (--pkeep means something)?"""
+        return _base(self.network) in (five_layers_relu_dropout, conv_dropout, batchnorm_conv)
+
+    @property
+    def dense(self):
+        """One of the five dense layers networks (--layers means something)?"""
+        return _base(self.network) in (five_layers_sigmoid, five_layers_relu,
+                                       five_layers_relu_dropout)
+
     def testing_flag(self):
         """Batch norm's placeholder `tst` (default False: training; True: the moving
-        averages), None for the talk's seven (one more op would shift their random
+        averages), None for the talk's eight (one more op would shift their random
         seeds). Call inside the graph being built."""
         return v1.placeholder_with_default(False, [], name='tst') if self.batch_norm else None
 
     def logits(self, X, pkeep, tst=True, step=0):
-        """Ylogits of this network on X: the talk's seven take (X, pkeep); batch norm's
+        """Ylogits of this network on X: the talk's eight take (X, pkeep); batch norm's
         also take tst (testing: use the moving averages) and step (which moves them),
         tensors or plain values. The one place that knows how a network is called."""
         if not self.batch_norm:
@@ -392,26 +408,67 @@ class Spec(NamedTuple):
         return self.network(X, pkeep, tf.convert_to_tensor(tst), tf.convert_to_tensor(step))
 
 
+def _base(network):
+    return network.func if isinstance(network, functools.partial) else network
+
+
 SGD, ADAM = v1.train.GradientDescentOptimizer, v1.train.AdamOptimizer
 DECAY = DecayingRate()  # 0.0001 + 0.003·e^(−step/2000)
+_ADAM_DECAY = 'code: Adam, the decay 0.0001 + 0.003·e^(−step/2000)'
 
-# The talk's order. Names are the --model values.
+# The talk's order. Names are the --model values. Quotes are the transcript's words.
 NETWORKS = {
-    'softmax': Spec(softmax, SGD, ConstantRate(0.005), 1.0, 2000,
-                    Talk(0.92, '"92%" after 2,000 rounds')),
+    'softmax': Spec(softmax, SGD, ConstantRate(0.005), 1.0, 2000, Talk(
+        0.92, '"after 2,000 rounds of training ... it\'s already capable of recognizing 92% '
+              'of our images"',
+        change='one layer of 10 softmax neurons on the 784 pixels',
+        why='"from the simplest possible network all the way to 99% accuracy"',
+        settings='talk: the layer, cross-entropy, batches of 100, 2,000 steps; '
+                 'code: gradient descent at 0.005, weights at 0')),
     'five_layers_sigmoid': Spec(five_layers_sigmoid, ADAM, ConstantRate(0.003), 1.0, 10000,
-                                Talk(0.979, '"97.9% using five layers"')),
-    'five_layers_relu': Spec(five_layers_relu, ADAM, ConstantRate(0.003), 1.0, 10000,
-                             Talk(0.9825, '"a couple of fractions of a percent" better '
-                                          '(code notes: 0.9825)')),
-    'five_layers_relu_lrdecay': Spec(five_layers_relu, ADAM, DECAY, 1.0, 10000,
-                                     Talk(0.98, '"stable above 98%"')),
+                                Talk(0.979, '"The accuracy got up to 97.9% using five layers."',
+                                     code=0.9788,
+                                     change='five layers, 200-100-60-30-10, sigmoid',
+                                     why='"We\'ll go deep. We can just stack those layers."',
+                                     settings='talk: the layers, sigmoid, 10,000 steps; code: '
+                                              'Adam at 0.003, weights truncated normal 0.1, '
+                                              'biases 0')),
+    'five_layers_relu': Spec(five_layers_relu, ADAM, ConstantRate(0.003), 1.0, 10000, Talk(
+        0.98, '"Let\'s do this for 10,000 iterations, five layers, look at that. 98% '
+              'accuracy."', code=0.9825,
+        change='ReLU instead of sigmoid, biases 0.1',
+        why='"The accuracy shoots up really sharp."',
+        settings='talk: ReLU; code: biases 0.1, Adam at 0.003')),
+    'five_layers_relu_lrdecay': Spec(five_layers_relu, ADAM, DECAY, 1.0, 10000, Talk(
+        0.98, '"now we are stable or above 98% accuracy"', code=0.9824,
+        change='the learning rate decays from 0.003 to 0.0001',
+        why='"when you see noise like that, it means that you are going too fast"',
+        settings='talk: an exponential decay; ' + _ADAM_DECAY)),
     'five_layers_relu_lrdecay_dropout': Spec(five_layers_relu_dropout, ADAM, DECAY, 0.75,
-                                             10000, Talk(0.9817, 'accuracy "no improvement" '
-                                                                 '(code notes: 0.9817)')),
-    'conv': Spec(conv, ADAM, DECAY, 1.0, 10000, Talk(0.989, '"98.9%"')),
-    'conv_dropout': Spec(conv_dropout, ADAM, DECAY, 0.75, 10000,
-                         Talk(0.993, '"99.3%", "quite comfortably above 99"')),
+                                             10000, Talk(
+        None, '"Let\'s look at the accuracy. No improvement."', code=0.9817,
+        change='dropout after each hidden layer, pkeep 0.75',
+        why='"it\'s called overfitting. You look at the solutions, they tell you '
+            'overfitting, you need regularization."',
+        settings='talk: dropout ("pick a probability, let\'s say 50%"); code: pkeep 0.75')),
+    'conv': Spec(conv, ADAM, DECAY, 1.0, 10000, Talk(
+        0.989, '"We\'ll have to do something more, 98.9."', code=0.989,
+        change='three convolutional layers, 4, 8, 12 patches of 5x5, 4x4, 4x4, strides 1, '
+               '2, 2; dense 200',
+        why='"So all that shape information is lost."',
+        settings='talk: the layers, patches, strides; ' + _ADAM_DECAY)),
+    'conv_bigger': Spec(conv_dropout, ADAM, DECAY, 1.0, 10000, Talk(
+        0.99, '"You see, we are already above 99%."',
+        change='6, 12, 24 patches of 6x6, 5x5, 4x4: conv_dropout\'s layers, no dropout',
+        why='"I give it a little bit more freedom and apply dropout"',
+        settings='talk: the layers (shown only as curves); ' + _ADAM_DECAY)),
+    'conv_dropout': Spec(conv_dropout, ADAM, DECAY, 0.75, 10000, Talk(
+        0.993, '"I promised you will get above 99 and we are actually quite comfortably '
+               'above. We get to 99.3%."', code=0.9931,
+        change='dropout on the dense layer, pkeep 0.75',
+        why='"there is a lot more neurons in the fully connected layer. So it\'s a lot more '
+            'efficient to be shooting them there."',
+        settings='talk: dropout on the dense layer; code: pkeep 0.75, the decay, Adam')),
     # beyond the talk: the published code's batch-norm chapter, its settings and notes
     'batchnorm_five_layers_sigmoid': Spec(
         batchnorm_five_layers_sigmoid, ADAM, DecayingRate(0.03, 1000), 1.0, 10000,
@@ -426,8 +483,63 @@ NETWORKS = {
         Talk(0.995, 'max 0.9956, "stable above 0.995" (mnist_4.2 notes)'), batch_norm=True,
         plain='conv_dropout'),
 }
-TALK = [name for name, spec in NETWORKS.items() if not spec.batch_norm]  # the talk's seven
+TALK = [name for name, spec in NETWORKS.items() if not spec.batch_norm]  # the talk's eight
 BEYOND = [name for name, spec in NETWORKS.items() if spec.batch_norm]
+
+# The experiments the talk invites, one flag each (graph_mnist.train): another learning
+# rate, another pkeep ("pick a probability, let's say 50%"), fewer dense layers ("I
+# tried, I promise, with four and three and two").
+EXPERIMENTS = ('learning_rate', 'pkeep', 'layers')
+
+
+def with_changes(name, learning_rate=None, pkeep=None, layers=None):
+    """NETWORKS[name] with the talk's experiments applied (None: the network's own
+    setting). learning_rate replaces a constant rate, or the decay's start; pkeep the
+    keep probability of a network with dropout; layers (2 to 5) the depth of the dense
+    networks. ValueError, saying why, where a change would change nothing."""
+    spec = NETWORKS[name]
+    if learning_rate is not None:
+        if not learning_rate > 0:
+            raise ValueError(f'--learning_rate must be above 0, got {learning_rate}')
+        rate = spec.learning_rate
+        spec = spec._replace(learning_rate=rate._replace(
+            **{'rate' if isinstance(rate, ConstantRate) else 'start': learning_rate}))
+    if pkeep is not None:
+        if not 0 < pkeep <= 1:
+            raise ValueError(f'--pkeep is a probability of keeping a neuron, in (0, 1], '
+                             f'got {pkeep}')
+        if not spec.has_dropout:
+            raise ValueError(f'--pkeep changes nothing on {name}: it has no dropout; the '
+                             f'networks with dropout: {", ".join(_with(Spec.has_dropout))}')
+        spec = spec._replace(pkeep=pkeep)
+    if layers is not None:
+        if not spec.dense:
+            raise ValueError(f'--layers is for the dense networks '
+                             f'({", ".join(_with(Spec.dense))}), not {name}')
+        if not 2 <= layers <= 5:
+            raise ValueError(f'--layers must be 2, 3, 4 or 5 (the talk\'s), got {layers}')
+        spec = spec._replace(network=functools.partial(spec.network, layers=layers))
+    return spec
+
+
+def _with(prop):
+    return [name for name, spec in NETWORKS.items() if prop.fget(spec)]
+
+
+def describe_changes(name, changes):
+    """The experiments of a run as a change from the network's settings, in words
+    ('' when there is none): for the dashboard's title and the log."""
+    spec, parts = NETWORKS[name], []
+    if changes.get('learning_rate') is not None:
+        rate = spec.learning_rate
+        was = rate.rate if isinstance(rate, ConstantRate) else rate.start
+        kind = 'learning rate' if isinstance(rate, ConstantRate) else 'decay from'
+        parts.append(f'{kind} {changes["learning_rate"]:g} (the talk\'s: {was:g})')
+    if changes.get('pkeep') is not None:
+        parts.append(f'pkeep {changes["pkeep"]:g} (the talk\'s: {spec.pkeep:g})')
+    if changes.get('layers') is not None:
+        parts.append(f'{changes["layers"]} layers (the talk\'s: 5)')
+    return ', '.join(parts)
 
 LOSSES = ('stable', 'literal')
 LOSS_SCALE = 100  # the cross-entropy is the batch mean times this: the sum over 100 images
@@ -442,7 +554,7 @@ class Graph(NamedTuple):
     pkeep: tf.Tensor          # placeholder: probability of keeping a neuron (dropout);
                               # fed 1.0 to evaluate, used by the dropout networks only
     tst: tf.Tensor            # placeholder (default False): testing? Batch norm networks
-                              # only (None for the talk's seven): True uses the averages
+                              # only (None for the talk's eight): True uses the averages
     Ylogits: tf.Tensor
     Y: tf.Tensor              # the ten probabilities
     prediction: tf.Tensor     # the recognised digit, argmax of Y
@@ -508,8 +620,10 @@ def session_config(loss):
     return config
 
 
-def build(name, loss='stable', seed=0, placement=None, loop=False):
+def build(name, loss='stable', seed=0, placement=None, loop=False, changes=None):
     """Builds network `name` with its loss, accuracy and training step in a new tf.Graph.
+
+    changes: the talk's experiments (`with_changes`'s arguments), None for none.
 
     placement: None on one machine. On a cluster, graph_mnist.distributed's Placement,
     which says where the graph goes (`device`), makes the global step (after the
@@ -518,7 +632,7 @@ def build(name, loss='stable', seed=0, placement=None, loop=False):
     sessions start and end with (`operations`, kept in Graph.cluster).
     loop: also the training loop moved into the graph (`Graph.loop`, see
     `training_loop`): many training steps in one Session.run."""
-    spec = NETWORKS[name]
+    spec = with_changes(name, **(changes or {}))
     graph = tf.Graph()
     on_cluster = graph.device(placement.device) if placement else contextlib.nullcontext()
     with graph.as_default(), on_cluster:

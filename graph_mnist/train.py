@@ -75,10 +75,37 @@ def define_flags(flag_values=FLAGS):
                          '--checkpoint_every not given are rounded up to whole runs; given, '
                          'they must be multiples of it.', lower_bound=1,
                          **own)
+    _define_experiments(own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
                       'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',
                       **own)
+
+
+def _by_value(value_of, networks):
+    """'0.003: a, b; 0.005: c': the networks grouped by a setting, in the talk's order."""
+    groups = {}
+    for name in networks:
+        groups.setdefault(value_of(models.NETWORKS[name]), []).append(name)
+    return '; '.join(f'{value}: {", ".join(names)}' for value, names in groups.items())
+
+
+def _define_experiments(own):
+    """The experiments the talk invites; each default is the network's own setting."""
+    talk = models.TALK
+    flags.DEFINE_float('learning_rate', None, 'The learning rate: the constant rate, or where '
+                       'the decay starts (default: the network\'s own, '
+                       + _by_value(lambda s: str(s.learning_rate), talk) + ').', **own)
+    dropout = [name for name in talk if models.NETWORKS[name].has_dropout]
+    flags.DEFINE_float('pkeep', None, 'Probability of keeping a neuron in training, for the '
+                       'networks with dropout (default: the talk\'s code\'s, '
+                       + _by_value(lambda s: s.pkeep, dropout) + '; the talk: "pick a '
+                       'probability, let\'s say 50%"; --model=conv_bigger --pkeep=0.75 is '
+                       'conv_dropout).', **own)
+    flags.DEFINE_integer('layers', None, 'Layers of a dense network (five_layers_*), 2 to 5 '
+                         '(default 5, the talk\'s; it says "I tried, I promise, with four '
+                         'and three and two"): the first hidden layers of 200-100-60-30 are '
+                         'kept.', **own)
 
 
 def main(argv):

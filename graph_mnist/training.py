@@ -60,9 +60,13 @@ class Config:
     vis: str = 'none'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
     steps_per_run: int = 1     # training steps per Session.run: 1 is the talk's loop; more
                                # moves the loop into the graph (models.training_loop)
+    # the talk's experiments (models.with_changes); None: the network's own setting
+    learning_rate: float = None  # a constant rate, or the decay's start
+    pkeep: float = None          # keep probability of a network with dropout
+    layers: int = None           # depth of a dense network, 2 to 5
 
     # what a resumed run must keep; the other settings may change between sessions
-    FIXED = ('model', 'seed', 'batch_size', 'loss')
+    FIXED = ('model', 'seed', 'batch_size', 'loss', *models.EXPERIMENTS)
 
     def __post_init__(self):
         if self.model not in models.NETWORKS:
@@ -79,20 +83,32 @@ class Config:
             raise SettingsError(
                 f'--steps_per_run={self.steps_per_run} must divide {", ".join(uneven)}: '
                 'the loop in the graph logs, evaluates and checkpoints between its runs')
+        try:
+            models.with_changes(self.model, **self.changes)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
         object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
             object.__setattr__(self, 'iterations', models.NETWORKS[self.model].iterations)
+
+    @property
+    def changes(self):
+        """The talk's experiments this run makes: {name: value} of those given."""
+        return {name: getattr(self, name) for name in models.EXPERIMENTS
+                if getattr(self, name) is not None}
 
     @classmethod
     def of_run(cls, history, **changes):
         """The settings stored in a run's history, with `changes`."""
         stored = {f.name: history[f.name] for f in dataclasses.fields(cls) if f.name in history}
+        if 'layers' not in history:  # written before the experiments: its pkeep was a fact
+            stored.pop('pkeep', None)
         return cls(**{**stored, **changes})
 
 
 def new_history(config):
-    spec = models.NETWORKS[config.model]
-    return runs.new_history(dataclasses.asdict(config), pkeep=spec.pkeep,
+    spec = models.with_changes(config.model, **config.changes)
+    return runs.new_history(dataclasses.asdict(config), pkeep_in_training=spec.pkeep,
                             talk_accuracy=spec.talk_accuracy, tensorflow=tf.__version__,
                             device=device())
 
@@ -145,7 +161,7 @@ class OneMachine:
 
     def build(self, config):
         return models.build(config.model, loss=config.loss, seed=config.seed,
-                            loop=config.steps_per_run > 1)
+                            loop=config.steps_per_run > 1, changes=config.changes)
 
     def batches(self, mnist, config):
         return data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,

@@ -34,7 +34,7 @@ from graph_mnist import models
 from graph_mnist import runs
 from graph_mnist.errors import UserError
 
-TALK = models.TALK      # the talk's seven, in its order; figures in models.NETWORKS
+TALK = models.TALK      # the talk's eight, in its order; figures in models.NETWORKS
 BEYOND = models.BEYOND  # the published code's batch-norm chapter, reported apart
 
 # The talk quotes one decimal of a percent: 99.3% covers [0.9925, 0.9935).

@@ -1,6 +1,7 @@
-"""The seven networks: shapes, parameter counts, losses, learning rates, one step down."""
+"""The networks: shapes, parameter counts, losses, learning rates, one step down."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ PARAMETERS = {
     'conv_dropout': conv(6, 1, 6) + conv(5, 6, 12) + conv(4, 12, 24) + dense(7 * 7 * 24, 200)
     + dense(200, 10),
 }
+PARAMETERS['conv_bigger'] = PARAMETERS['conv_dropout']  # the same layers, no dropout
 for name in ('five_layers_relu', 'five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'):
     PARAMETERS[name] = PARAMETERS['five_layers_sigmoid']
 # Batch norm: an offset per neuron instead of its bias (same count), a scale per neuron
@@ -41,15 +43,15 @@ PARAMETERS['batchnorm_conv'] = conv(6, 1, 24) + conv(5, 24, 48) + conv(4, 48, 64
     + dense(7 * 7 * 64, 200) + dense(200, 10)
 
 
-def test_the_seven_networks_in_the_talks_order_then_the_batch_norm_chapter():
+def test_the_eight_networks_in_the_talks_order_then_the_batch_norm_chapter():
     assert models.TALK == [
         'softmax', 'five_layers_sigmoid', 'five_layers_relu', 'five_layers_relu_lrdecay',
-        'five_layers_relu_lrdecay_dropout', 'conv', 'conv_dropout']
+        'five_layers_relu_lrdecay_dropout', 'conv', 'conv_bigger', 'conv_dropout']
     assert models.BEYOND == ['batchnorm_five_layers_sigmoid', 'batchnorm_five_layers_relu',
                              'batchnorm_conv']
     assert list(models.NETWORKS) == models.TALK + models.BEYOND
-    assert [models.NETWORKS[n].iterations for n in models.TALK] == [2000] + [10000] * 6
-    assert [models.NETWORKS[n].pkeep for n in models.TALK] == [1, 1, 1, 1, 0.75, 1, 0.75]
+    assert [models.NETWORKS[n].iterations for n in models.TALK] == [2000] + [10000] * 7
+    assert [models.NETWORKS[n].pkeep for n in models.TALK] == [1, 1, 1, 1, 0.75, 1, 1, 0.75]
     assert [models.NETWORKS[n].pkeep for n in models.BEYOND] == [1, 1, 0.75]
     assert [models.NETWORKS[n].plain for n in models.BEYOND] == [
         'five_layers_sigmoid', 'five_layers_relu_lrdecay', 'conv_dropout']
@@ -124,7 +126,8 @@ def test_learning_rate_schedules():
 
 
 def test_dropout_only_where_the_talk_put_it():
-    """Dropout networks give different outputs for pkeep < 1 on the same input."""
+    """Dropout networks give different outputs for pkeep < 1 on the same input; the
+    others (conv_bigger: conv_dropout's network trained with pkeep 1) ignore pkeep."""
     X, _ = synthetic_batch(n=20)
     for name, spec in models.NETWORKS.items():
         g = models.build(name)
@@ -132,7 +135,8 @@ def test_dropout_only_where_the_talk_put_it():
             sess.run(g.init)
             full = sess.run(g.Ylogits, {g.X: X, g.pkeep: 1.0})
             dropped = sess.run(g.Ylogits, {g.X: X, g.pkeep: 0.5})
-        assert np.allclose(full, dropped) == (spec.pkeep == 1.0), name
+        assert np.allclose(full, dropped) == (not spec.has_dropout), name
+        assert spec.has_dropout == (spec.pkeep < 1 or name == 'conv_bigger'), name
 
 
 def test_same_seed_same_initial_weights():
@@ -153,3 +157,63 @@ def test_building_leaves_eager_mode_alone():
     models.build('softmax')
     assert tf.executing_eagerly()
     assert float(tf.constant(2.0) * 3) == 6.0
+
+
+def _initial_values(g):
+    with v1.Session(graph=g.graph) as sess:
+        sess.run(g.init)
+        return sess.run(g.weights + g.biases)
+
+
+def test_conv_bigger_is_conv_dropout_without_dropout_from_the_same_initial_weights():
+    bigger, dropout = models.build('conv_bigger', seed=3), models.build('conv_dropout', seed=3)
+    for a, b in zip(_initial_values(bigger), _initial_values(dropout), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert bigger.spec.pkeep == 1.0 and dropout.spec.pkeep == 0.75
+    X, Y_ = synthetic_batch(20)
+    with v1.Session(graph=bigger.graph) as sess:  # pkeep 1: the training pass is deterministic
+        sess.run(bigger.init)
+        feed = {bigger.X: X, bigger.Y_: Y_, bigger.pkeep: bigger.spec.pkeep}
+        assert sess.run(bigger.Ylogits, feed) == pytest.approx(sess.run(bigger.Ylogits, feed))
+
+
+def test_fewer_layers_keep_the_first_hidden_layers():
+    for layers, sizes in ((5, [784, 200, 100, 60, 30, 10]), (4, [784, 200, 100, 60, 10]),
+                          (2, [784, 200, 10])):
+        g = models.build('five_layers_relu', changes={'layers': layers})
+        assert [w.shape.as_list() for w in g.weights] == \
+            [[m, n] for m, n in zip(sizes, sizes[1:])]
+        assert [w.name for w in g.weights] == [f'W{i}:0' for i in range(1, layers + 1)]
+
+
+def test_five_layers_are_the_talks_with_or_without_the_flag():
+    plain, flagged = models.build('five_layers_relu', seed=1), \
+        models.build('five_layers_relu', seed=1, changes={'layers': 5})
+    for a, b in zip(_initial_values(plain), _initial_values(flagged), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_experiments_change_the_settings_they_name():
+    spec = models.with_changes('five_layers_relu', learning_rate=0.01)
+    assert spec.learning_rate == models.ConstantRate(0.01)
+    spec = models.with_changes('conv', learning_rate=0.01)
+    assert spec.learning_rate == models.DecayingRate(start=0.01)  # period and floor kept
+    assert models.with_changes('conv_dropout', pkeep=0.5).pkeep == 0.5
+    assert models.with_changes('conv_bigger', pkeep=0.75).pkeep == \
+        models.NETWORKS['conv_dropout'].pkeep
+    assert models.describe_changes('conv_dropout', {'pkeep': 0.5}) == \
+        "pkeep 0.5 (the talk's: 0.75)"
+    assert models.describe_changes('conv', {}) == ''
+
+
+@pytest.mark.parametrize('name, changes, says', [
+    ('conv', {'pkeep': 0.5}, 'no dropout'),
+    ('conv_dropout', {'pkeep': 0}, 'in (0, 1]'),
+    ('conv_dropout', {'pkeep': 1.5}, 'in (0, 1]'),
+    ('conv', {'layers': 3}, 'dense networks'),
+    ('five_layers_relu', {'layers': 1}, '2, 3, 4 or 5'),
+    ('softmax', {'learning_rate': -1.0}, 'above 0'),
+])
+def test_an_experiment_that_changes_nothing_or_is_out_of_range_is_refused(name, changes, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        models.with_changes(name, **changes)
