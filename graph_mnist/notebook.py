@@ -60,3 +60,28 @@ def run(model, iterations=None, workdir=None, data_dir=None, vis='notebook', **s
             return runs.read_history(workdir)
     print(training.summary_line(history))
     return history
+
+
+def curves(lines, title, ylabel, xlim=None, ylim=None):
+    """One small plot of several runs' curves, for the point a step of the talk makes.
+    lines: (label, history, 'train' or 'test', 'accuracy' or 'loss'). Returns a PNG
+    picture, which a notebook shows as the cell's value."""
+    import io
+    from IPython.display import Image
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(8, 3.2), dpi=80)
+    ax = figure.add_subplot()
+    for label, history, table, key in lines:
+        ax.plot(history[table]['step'], history[table][key], lw=1.2, label=label)
+    ax.set(title=title, xlabel='training step', ylabel=ylabel)
+    if xlim:
+        ax.set_xlim(*xlim)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    png = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(png)
+    return Image(data=png.getvalue(), format='png')

@@ -37,15 +37,18 @@ from graph_mnist.errors import UserError
 TALK = models.TALK      # the talk's eight, in its order; figures in models.NETWORKS
 BEYOND = models.BEYOND  # the published code's batch-norm chapter, reported apart
 
-# The talk quotes one decimal of a percent: 99.3% covers [0.9925, 0.9935).
-ROUNDING = 0.0005
+# The talk quotes one decimal of a percent: 99.3% covers [0.9925, 0.9935). The published
+# code's notes give four decimals.
+ROUNDING, CODE_ROUNDING = 0.0005, 0.00005
 
 VERDICT_RULE = (
-    'Verdict, on the max test accuracy (the number the talk\'s code printed): '
-    '**reproduced** when our mean over seeds reaches the talk\'s figure less 0.05 points '
-    '(its rounding); **within noise** when it does not, but the talk\'s figure lies within '
-    'two standard deviations of our mean, or our best seed reaches it; **not reproduced** '
-    'otherwise.')
+    'Verdict against the talk\'s figure, on the max test accuracy (what the talk\'s '
+    'dashboard and code showed; chosen on the test set, as they did: the best of 101 '
+    'evaluations, so it flatters): **reproduced** when our mean over seeds reaches the '
+    'figure less its rounding (0.05 points for the talk\'s one decimal); **within noise** '
+    'when it does not, but the figure lies within two standard deviations of our mean, or '
+    'our best seed reaches it; **not reproduced** otherwise. Against the published code\'s '
+    'note (four decimals) by the same rule, on our final or our max as the note is one.')
 
 
 # --------------------------------------------------------------------------- runs
@@ -107,13 +110,14 @@ def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None):
 # --------------------------------------------------------------------------- numbers
 
 
-def verdict(talk, maxima):
-    if talk is None:
+def verdict(figure, values, rounding=ROUNDING):
+    """How our values over seeds stand against a published figure (VERDICT_RULE)."""
+    if figure is None:
         return 'no figure to check'
-    mean, std = float(np.mean(maxima)), float(np.std(maxima))
-    if mean >= talk - ROUNDING:
+    mean, std = float(np.mean(values)), float(np.std(values))
+    if mean >= figure - rounding:
         return 'reproduced'
-    if talk - ROUNDING <= mean + 2 * std or max(maxima) >= talk - ROUNDING:
+    if figure - rounding <= mean + 2 * std or max(values) >= figure - rounding:
         return 'within noise'
     return 'not reproduced'
 
@@ -134,25 +138,59 @@ def table_rows(histories, networks=TALK):
         maxima = [h['max_test_accuracy'] for h in done]
         rows.append({
             'model': model, 'talk': talk.accuracy, 'talk_words': talk.says,
-            'seeds': len(done), 'final': finals, 'max': maxima,
+            'code': talk.code, 'code_is': talk.code_is, 'seeds': len(done),
+            'final': finals, 'max': maxima,
             'steps': done[0]['final_step'],
             'wall_time': float(np.mean([h['wall_time'] for h in done])),
             'verdict': verdict(talk.accuracy, maxima),
+            'code_verdict': verdict(talk.code, finals if talk.code_is == 'final' else maxima,
+                                    CODE_ROUNDING),
         })
     return rows
 
 
 def markdown_table(rows, source='the talk says'):
     lines = [f'| network | {source} | ours: final test accuracy | ours: max test accuracy '
-             '| steps | wall time per run | verdict |',
-             '|---|---|---|---|---|---|---|']
+             '| steps | wall time per run | verdict | its published code\'s note |',
+             '|---|---|---|---|---|---|---|---|']
     for r in rows:
         talk = f"{r['talk']:.2%}: " if r['talk'] is not None else ''
+        code = f"{r['code']:.4f} ({r['code_is']}): {r['code_verdict']}" if r.get('code') \
+            else '–'
         lines.append(
             f"| `{r['model']}` | {talk}{r['talk_words']} "
             f"| {_mean_std(r['final'])} | {_mean_std(r['max'])} (best {max(r['max']):.4f}) "
-            f"| {r['steps']:,} | {r['wall_time']:.0f} s | {r['verdict']} |")
+            f"| {r['steps']:,} | {r['wall_time']:.0f} s | {r['verdict']} | {code} |")
     return '\n'.join(lines)
+
+
+def follow_the_talk(rows):
+    """README's "Follow the talk" table: each step of the talk, its command, what
+    changed and why in the talk's words, what it reached, where the settings come from,
+    our result over seeds and the verdicts. Printed by every comparison of the talk's
+    networks; a test keeps README equal to it."""
+    lines = ['| step: command | what changed, and why (the talk) | the talk says it reaches '
+             '| settings from | ours, 3 seeds: final (max†) | verdict: the talk; its code\'s '
+             'note |', '|---|---|---|---|---|---|']
+    for i, r in enumerate(rows, 1):
+        talk = models.NETWORKS[r['model']].talk
+        code = f"; code: {r['code']:.4f} ({r['code_is']}), {r['code_verdict']}" \
+            if r.get('code') else ''
+        reached = talk.says if r['talk'] is None else \
+            f"{r['talk']:.1%} ({talk.says})".replace('.0%', '%')
+        lines.append(
+            f"| {i}. `python -m graph_mnist.train --model={r['model']}` "
+            f"| {talk.change}: {talk.why} | {reached} | {talk.settings} "
+            f"| {_mean_std(r['final'])} ({np.mean(r['max']):.4f}) "
+            f"| {r['verdict']}{code} |")
+    return '\n'.join(lines)
+
+
+FOLLOW_NOTE = (
+    '† max: the best of 101 evaluations on the test set, chosen on the test set as the '
+    'talk\'s code did, so it flatters; the final accuracy is the honest one. "code" is the '
+    'note the published code keeps for that network (mnist_*.py): a final accuracy for the '
+    'dense networks, the best (max) for the convolutional ones, compared with our like.')
 
 
 def _test_value(history, key, step):
@@ -161,8 +199,29 @@ def _test_value(history, key, step):
     return history['test'][key][index]
 
 
+def _difference(a, b):
+    """Mean of a minus mean of b, and the standard error of that difference."""
+    se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)) \
+        if len(a) > 1 and len(b) > 1 else float('nan')
+    return float(np.mean(a) - np.mean(b)), float(se)
+
+
+def gain_verdict(diff, se, claimed):
+    """A claimed gain against a measured difference of means and its standard error:
+    True when the difference is consistent with the claim (within two standard errors)
+    and clearly above zero; 'within noise' when consistent with both the claim and no
+    gain at all; False when inconsistent with the claim."""
+    if se != se:  # one seed: no standard error
+        return 'within noise' if diff > 0 else False
+    consistent = abs(diff - claimed) <= 2 * se
+    if not consistent:
+        return False
+    return True if diff > 2 * se else 'within noise'
+
+
 def claims(histories):
-    """The talk's qualitative claims as measured checks: (claim, measurement, holds)."""
+    """The talk's qualitative claims, in its words, as measured checks:
+    (claim, measurement, holds)."""
     by_model = {}
     for (model, _), h in histories.items():
         by_model.setdefault(model, []).append(h)
@@ -171,14 +230,20 @@ def claims(histories):
     def mean(model, fn):
         return float(np.mean([fn(h) for h in by_model[model]]))
 
+    def each(model, fn):
+        return [fn(h) for h in by_model[model]]
+
     def have(*models):
         return all(m in by_model for m in models)
+
+    def final(h):
+        return h['final_test_accuracy']
 
     if have('five_layers_sigmoid', 'five_layers_relu'):
         step = 300
         relu = mean('five_layers_relu', lambda h: _test_value(h, 'accuracy', step))
         sigmoid = mean('five_layers_sigmoid', lambda h: _test_value(h, 'accuracy', step))
-        checks.append(('ReLU starts faster than sigmoid',
+        checks.append(('ReLU: "it\'s faster to converge at the beginning"',
                        f'test accuracy after {step} steps: ReLU {relu:.4f}, sigmoid {sigmoid:.4f}',
                        relu > sigmoid))
 
@@ -191,7 +256,7 @@ def claims(histories):
     if have('five_layers_relu', 'five_layers_relu_lrdecay'):
         fixed = mean('five_layers_relu', late_noise)
         decay = mean('five_layers_relu_lrdecay', late_noise)
-        checks.append(('Learning-rate decay removes the noise',
+        checks.append(('Learning-rate decay: "All the noise is gone."',
                        f'std of the test accuracy over the last 2,000 steps: fixed rate '
                        f'{fixed:.4f}, decaying {decay:.4f} ({fixed / decay:.1f}x less)',
                        decay < fixed))
@@ -203,7 +268,7 @@ def claims(histories):
 
     if have('five_layers_relu_lrdecay'):
         acc = mean('five_layers_relu_lrdecay', late_train_accuracy)
-        checks.append(('With decay the training set is learned perfectly',
+        checks.append(('With decay: "We got 100% at least on the training."',
                        f'training-batch accuracy over the last 1,000 steps: {acc:.4f}',
                        acc >= 0.998))
 
@@ -211,33 +276,67 @@ def claims(histories):
         losses = h['test']['loss']
         return losses[-1] - min(losses)
 
+    def disconnect(h):  # test loss at the end over the training batches' of the last 1,000
+        train = h['train']
+        late = [v for s, v in zip(train['step'], train['loss']) if s >= train['step'][-1] - 1000]
+        return h['test']['loss'][-1] - float(np.mean(late))
+
     for plain, dropped in (('five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'),
-                           ('conv', 'conv_dropout')):
+                           ('conv_bigger', 'conv_dropout')):
         if have(plain, dropped):
             rise, rise_d = mean(plain, loss_rise), mean(dropped, loss_rise)
-            acc, acc_d = (mean(m, lambda h: h['final_test_accuracy']) for m in (plain, dropped))
-            checks.append((f'Dropout brings the test cross-entropy under control ({plain})',
+            checks.append((f'Dropout: "The test cross entropy function is brought in under '
+                           f'control." ({plain} with and without)',
                            f'rise of the test loss from its minimum to the end: without '
-                           f'dropout {rise:.2f}, with {rise_d:.2f}; final accuracy '
-                           f'{acc:.4f} vs {acc_d:.4f}', rise_d < rise))
+                           f'dropout {rise:.2f}, with {rise_d:.2f}', rise_d < rise))
+
+    if have('five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'):
+        diff, se = _difference(each('five_layers_relu_lrdecay_dropout', final),
+                               each('five_layers_relu_lrdecay', final))
+        checks.append(('Dropout on the dense network: "Let\'s look at the accuracy. No '
+                       'improvement."', f'final accuracy with dropout minus without: '
+                       f'{diff * 100:+.2f} points (standard error {se * 100:.2f})',
+                       bool(diff < 2 * se) if se == se else diff <= 0))
 
     dense = [m for m in by_model if m.startswith('five_layers')]
     if have('conv') and dense:
-        best_dense = max(dense, key=lambda m: mean(m, lambda h: h['final_test_accuracy']))
-        conv = mean('conv', lambda h: h['final_test_accuracy'])
-        dense_acc = mean(best_dense, lambda h: h['final_test_accuracy'])
-        checks.append(('Convolutions beat dense layers',
+        best_dense = max(dense, key=lambda m: mean(m, final))
+        conv = mean('conv', final)
+        dense_acc = mean(best_dense, final)
+        checks.append(('Convolutions beat dense layers (98.9% against 98%)',
                        f'final test accuracy: conv {conv:.4f}, best dense ({best_dense}) '
                        f'{dense_acc:.4f}', conv > dense_acc))
+
+    if have('conv_bigger'):
+        finals = each('conv_bigger', final)
+        maxima = each('conv_bigger', lambda h: h['max_test_accuracy'])
+        checks.append(('The bigger network without dropout: "You see, we are already above '
+                       '99%."', f'final accuracy per seed {", ".join(f"{a:.4f}" for a in finals)} '
+                       f'(mean {np.mean(finals):.4f}); max per seed '
+                       f'{", ".join(f"{a:.4f}" for a in maxima)}', float(np.mean(finals)) >= 0.99))
+
+    if have('conv_bigger', 'conv_dropout'):
+        gap, gap_d = mean('conv_bigger', disconnect), mean('conv_dropout', disconnect)
+        checks.append(('"But we have this big disconnect between the test and the training '
+                       'cross entropy." (conv_bigger, then with dropout)',
+                       f'test loss at the end minus the training batches\' (last 1,000 '
+                       f'steps): without dropout {gap:.2f}, with {gap_d:.2f}', gap > gap_d))
+        diff, se = _difference(each('conv_dropout', final), each('conv_bigger', final))
+        diff_max, _ = _difference(each('conv_dropout', lambda h: h['max_test_accuracy']),
+                                  each('conv_bigger', lambda h: h['max_test_accuracy']))
+        checks.append(('"With just applying dropout, we got 2/10 of a percent more accuracy."',
+                       f'final accuracy with dropout minus without, same network and seeds: '
+                       f'{diff * 100:+.2f} points (standard error {se * 100:.2f}); on the max '
+                       f'{diff_max * 100:+.2f}', gain_verdict(diff, se, 0.002)))
 
     if have('conv_dropout'):
         firsts = []
         for h in by_model['conv_dropout']:
             above = [s for s, a in zip(h['test']['step'], h['test']['accuracy']) if a >= 0.99]
             firsts.append(above[0] if above else None)
-        finals = [h['final_test_accuracy'] for h in by_model['conv_dropout']]
+        finals = each('conv_dropout', final)
         reached = [f for f in firsts if f is not None]
-        checks.append(('The bigger conv net with dropout passes 99%',
+        checks.append(('conv_dropout: "I promised you will get above 99"',
                        f'first step at or above 0.99, per seed: '
                        f'{", ".join(str(f) if f is not None else "never" for f in firsts)}; '
                        f'final accuracy {", ".join(f"{a:.4f}" for a in finals)}',
@@ -293,10 +392,13 @@ def beyond_claims(histories):
     return checks
 
 
+def _holds(ok):
+    return 'yes' if ok is True else '**no**' if ok is False else ok
+
+
 def markdown_claims(checks):
     lines = ['| the talk\'s claim | measured (mean over seeds) | holds |', '|---|---|---|']
-    lines += [f'| {claim} | {measure} | {"yes" if ok else "**no**"} |'
-              for claim, measure, ok in checks]
+    lines += [f'| {claim} | {measure} | {_holds(ok)} |' for claim, measure, ok in checks]
     return '\n'.join(lines)
 
 
@@ -361,7 +463,9 @@ def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None):
     histories = train_all(workdir, networks, seeds, iterations, jobs, data_dir)
     rows = table_rows(histories)
     checks = claims(histories)
-    parts = [markdown_table(rows), VERDICT_RULE, markdown_claims(checks)] if rows else []
+    parts = ['## Follow the talk', follow_the_talk(rows), FOLLOW_NOTE,
+             '## The talk\'s figures and its code\'s notes', markdown_table(rows), VERDICT_RULE,
+             '## The talk\'s claims, measured', markdown_claims(checks)] if rows else []
     beyond = table_rows(histories, BEYOND)
     if beyond:
         checks += beyond_claims(histories)

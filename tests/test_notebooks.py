@@ -43,14 +43,20 @@ def test_notebook_runs_with_small_parameters(path, tmp_path, mnist_dir, monkeypa
     if path.endswith('talk.ipynb'):
         trainings = [c for c in executed['cells'] if c['cell_type'] == 'code'
                      and 'notebook.run(' in ''.join(c['source'])]
-        assert len(trainings) == 7  # softmax, then each step of the talk
+        assert len(trainings) == 8  # softmax, then each step of the talk
         for cell in trainings:  # each shows the dashboard in its output, and its result
             kinds = [o for o in cell['outputs'] if 'image/png' in o.get('data', {})]
             assert len(kinds) == 1, ''.join(cell['source'])
-        assert text.count('final test accuracy') == 7
-        assert '(the talk: "99.3%", "quite comfortably above 99")' in text
+        assert text.count('final test accuracy') == 8
+        assert 'We get to 99.3%.")' in text  # the talk's words beside the result
         assert 'step 19: test accuracy' in text  # the hand-written loop
-        assert len(glob.glob(str(tmp_path / 'runs' / '*-*' / runs.HISTORY))) == 7  # + latest
+        assert len(glob.glob(str(tmp_path / 'runs' / '*-*' / runs.HISTORY))) == 8  # + latest
+        pictures = [c for c in executed['cells'] if c['cell_type'] == 'code'
+                    and 'notebook.curves(' in ''.join(c['source'])]
+        assert len(pictures) == 6 and all(  # each point of the talk shown as a picture
+            any('image/png' in o.get('data', {}) for o in c['outputs']) for c in pictures)
+        assert 'installed graph_mnist' not in text  # the install cell: a no-op here
+        assert 'graph_mnist from ' + os.path.join(ROOT, 'graph_mnist') in text
     else:
         assert "Tensor(\"Ylogits:0\", shape=(None, 10), dtype=float32)" in text
         assert 'You must feed a value for placeholder tensor' in text
@@ -115,3 +121,39 @@ def test_the_stop_button_stops_training_cleanly_and_the_kernel_trains_again(tmp_
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.slow  # a new virtual environment, TensorFlow installed into it (about a minute)
+def test_the_install_cell_installs_the_package_in_a_fresh_kernel(tmp_path, monkeypatch):
+    """talk.ipynb's first code cell, in the kernel of a new virtual environment that has
+    nothing but ipykernel (as Colab or a new venv would be): it installs graph_mnist from
+    the repository the notebook sits in, and the next cell imports it."""
+    import subprocess
+    import sys
+    import nbformat
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    python = str(venv / 'bin' / 'python')
+    subprocess.run([python, '-m', 'pip', 'install', '--quiet', 'ipykernel'], check=True,
+                   timeout=600, capture_output=True)
+    assert subprocess.run([python, '-c', 'import graph_mnist'], cwd=tmp_path,
+                          capture_output=True).returncode != 0  # not there yet
+    subprocess.run([python, '-m', 'ipykernel', 'install', '--prefix', str(tmp_path / 'jupyter'),
+                    '--name', 'fresh_venv'], check=True, capture_output=True)
+    monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter' / 'share' / 'jupyter'))
+    talk = json.load(open(os.path.join(ROOT, 'notebooks', 'talk.ipynb')))
+    install = next(c for c in talk['cells'] if c['cell_type'] == 'code'
+                   and "find_spec('graph_mnist')" in ''.join(c['source']))
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(''.join(install['source'])),
+        nbformat.v4.new_code_cell('import sys\nfrom graph_mnist import models\n'
+                                  'print(sys.prefix, len(models.NETWORKS))')])
+    source, output = tmp_path / 'install.ipynb', tmp_path / 'out.ipynb'
+    nbformat.write(notebook, str(source))
+    import papermill
+    papermill.execute_notebook(str(source), str(output), kernel_name='fresh_venv',
+                               progress_bar=False, cwd=os.path.join(ROOT, 'notebooks'))
+    executed = json.load(open(output))
+    text = ''.join(''.join(o.get('text', '')) for _, o in outputs(executed))
+    assert 'installed graph_mnist and its dependencies from ' + ROOT in text
+    assert f'{venv} 11' in text  # the kernel is the new environment's, and imports it

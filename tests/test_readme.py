@@ -8,6 +8,7 @@ stands in for the first command's `runs/latest`.
 
 import concurrent.futures
 import glob
+import json
 import os
 import re
 import shlex
@@ -23,6 +24,8 @@ from graph_mnist import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+DOCS = {path: open(path, encoding='utf-8').read()
+        for path in sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))}
 
 # run as written (seconds each); the others train for minutes and are only checked
 CHEAP = ('graph_mnist.data', 'graph_mnist.export', 'graph_mnist.predict',
@@ -30,14 +33,16 @@ CHEAP = ('graph_mnist.data', 'graph_mnist.export', 'graph_mnist.predict',
 
 
 def commands():
-    """Every python command of README: code-block lines and inline code spans."""
+    """Every python command of README and the docs pages: code-block lines and inline
+    code spans."""
     found = []
-    for line in README.splitlines():
-        line = line.strip().removeprefix('$ ')
-        if line.startswith('python '):
-            found.append(line)
-    for span in re.findall(r'`(python [^`]+)`', README):
-        found.append(' '.join(span.split()))
+    for text in (README, *DOCS.values()):
+        for line in text.splitlines():
+            line = line.strip().removeprefix('$ ')
+            if line.startswith('python '):
+                found.append(line)
+        for span in re.findall(r'`(python [^`]+)`', text):
+            found.append(' '.join(span.split()))
     result = []
     for command in found:
         command = command.split('  #')[0].strip()
@@ -66,17 +71,46 @@ def test_readme_opens_with_title_paragraph_and_the_two_commands():
     assert ci[-1] == test, 'the test command of README is exactly what CI runs'
 
 
-def test_readme_network_tables_are_the_ones_models_py_prints():
+def test_the_network_tables_are_the_ones_models_py_prints():
     from graph_mnist import models
-    assert results_table.networks_table(models.TALK) in README
-    assert results_table.networks_table(models.BEYOND, results_table.BEYOND_SOURCE) in README
+    page = DOCS[os.path.join(ROOT, 'docs', 'networks.md')]
+    assert results_table.networks_table(models.TALK) in page
+    assert results_table.networks_table(models.BEYOND, results_table.BEYOND_SOURCE) in page
 
 
-def test_readme_refers_to_nothing_outside_the_repository():
-    assert 'shared/' not in README and 'REFERENCE.md' not in README
-    for link in re.findall(r'\]\(([^)#]+)\)', README):
-        if not link.startswith('http'):
-            assert os.path.exists(os.path.join(ROOT, link)), link
+def test_readme_follow_the_talk_table_is_what_the_comparison_prints():
+    """README's table is the committed comparison's, rendered by compare_with_talk from
+    its results and the talk's words in models.NETWORKS: one row per step of the talk,
+    each with its command and a result over 3 seeds."""
+    import compare_with_talk
+    from graph_mnist import models
+    with open(os.path.join(ROOT, 'results', 'talk_comparison', 'comparison.json')) as f:
+        rows = [r for r in json.load(f)['rows'] if r['model'] in models.TALK]
+    assert [r['model'] for r in rows] == models.TALK and len(rows) == 8
+    assert all(r['seeds'] == 3 for r in rows)
+    table = compare_with_talk.follow_the_talk(rows)
+    assert table in README
+    assert compare_with_talk.FOLLOW_NOTE in README
+    with open(os.path.join(ROOT, 'results', 'talk_comparison', 'comparison.md')) as f:
+        assert table in f.read(), 'README and the committed comparison.md differ'
+
+
+def test_readme_is_short_and_links_every_docs_page():
+    assert len(README.encode()) <= 15 * 1024
+    linked = set(re.findall(r'\]\((docs/[^)#]+)', README))
+    pages = {os.path.relpath(p, ROOT) for p in DOCS}
+    assert pages <= linked, f'not linked from README: {sorted(pages - linked)}'
+    for text in (README, *DOCS.values()):
+        assert not re.search(r'\bissue \d|last session', text, re.I)
+
+
+def test_readme_and_docs_refer_to_nothing_outside_the_repository():
+    for path, text in (('README.md', README), *DOCS.items()):
+        assert 'shared/' not in text and 'REFERENCE.md' not in text, path
+        for link in re.findall(r'\]\(([^)#]+)', text):
+            if not link.startswith('http'):
+                here = ROOT if path == 'README.md' else os.path.dirname(path)
+                assert os.path.exists(os.path.join(here, link)), f'{path}: {link}'
 
 
 def helpfull(name):
