@@ -375,9 +375,9 @@ def config_to_resume(workdir, settings, given):
     refused."""
     run = runs.read_history(workdir)
     for name in Config.FIXED:
-        if name in given and settings[name] != run[name]:
+        if name in given and settings[name] != run.get(name):
             raise TrainingError(f'cannot resume {workdir} with --{name}={settings[name]}: '
-                                f'it was trained with --{name}={run[name]}')
+                                f'it was trained with --{name}={run.get(name)}')
     changes = {name: settings[name] for name in given if name != 'vis'}
     return Config.of_run(run, **changes, vis=settings.get('vis', 'auto'))
 

@@ -172,7 +172,8 @@ def follow_the_talk(rows):
     lines = ['| step: command | what changed, and why (the talk) | the talk says it reaches '
              '| settings from | ours, 3 seeds: final (max†) | verdict: the talk; its code\'s '
              'note |', '|---|---|---|---|---|---|']
-    for i, r in enumerate(rows, 1):
+    for r in rows:
+        i = models.TALK.index(r['model']) + 1  # the step of the talk
         talk = models.NETWORKS[r['model']].talk
         code = f"; code: {r['code']:.4f} ({r['code_is']}), {r['code_verdict']}" \
             if r.get('code') else ''

@@ -38,7 +38,7 @@ def test_bad_flags_are_refused(flag, message):
 
 @pytest.fixture(scope='module')
 def failures(tmp_path_factory):
-    """The three commands that must fail cleanly, started at once (each is a process
+    """The commands that must fail cleanly, started at once (each is a process
     importing TensorFlow: side by side on the two cores), each test reading its own."""
     import concurrent.futures
     root = tmp_path_factory.mktemp('failures')
@@ -54,6 +54,8 @@ def failures(tmp_path_factory):
                     {}),
         'offline': (('graph_mnist.train', '--model=softmax',
                      f'--data_dir={offline / "empty"}'), {'env': no_network, 'cwd': offline}),
+        'pointless': (('graph_mnist.train', '--model=conv', '--pkeep=0.5',
+                       f'--workdir={root / "pointless"}'), {}),
     }
     with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
         running = {name: pool.submit(run_module, *args, **kwargs)
@@ -66,6 +68,14 @@ def test_a_bad_flag_is_one_message_and_exit_1(failures):
     result = failures[0]['bad_flag']
     assert_clean_failure(result, 'flag --iterations=0: 0 is not', '--helpfull')
     assert result.returncode == 1
+
+
+def test_an_experiment_that_changes_nothing_is_one_message(failures):
+    results, offline = failures
+    assert not (offline.parent / 'pointless').exists()  # refused before anything is made
+    assert_clean_failure(results['pointless'], '--pkeep changes nothing on conv: it has no '
+                         'dropout; the networks with dropout: five_layers_relu_lrdecay_dropout')
+    assert results['pointless'].returncode == 1
 
 
 def fake_data_dir(path, corrupt='train-images-idx3-ubyte.gz'):

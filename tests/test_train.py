@@ -90,3 +90,36 @@ def test_default_workdirs_are_distinct(tmp_path, monkeypatch):
     first = runs.prepare_workdir(None, 'conv')
     second = runs.prepare_workdir(None, 'conv')
     assert first != second and first.startswith(os.path.join('runs', 'conv-'))
+
+
+def test_the_talks_experiments_are_recorded_and_kept_on_resume(tmp_path):
+    config = training.Config('five_layers_relu_lrdecay_dropout', iterations=20, eval_every=10,
+                              log_every=10, pkeep=0.5, learning_rate=0.01, layers=3)
+    history = training.train(synthetic_mnist(), config, workdir=str(tmp_path))
+    assert (history['pkeep'], history['learning_rate'], history['layers']) == (0.5, 0.01, 3)
+    assert history['pkeep_in_training'] == 0.5
+    assert history['train']['lr'][0] == pytest.approx(0.0001 + 0.01)  # the decay's start
+    resumed = training.config_to_resume(str(tmp_path), {'iterations': 40}, {'iterations'})
+    assert resumed.changes == {'learning_rate': 0.01, 'pkeep': 0.5, 'layers': 3}
+    with pytest.raises(training.TrainingError, match='it was trained with --pkeep=0.5'):
+        training.config_to_resume(str(tmp_path), {'pkeep': 0.75}, {'pkeep'})
+
+
+def test_a_run_without_experiments_records_none_and_the_networks_own_pkeep(tmp_path):
+    history = training.train(synthetic_mnist(), training.Config(
+        'conv_dropout', iterations=5, eval_every=5, log_every=5), workdir=str(tmp_path))
+    assert (history['pkeep'], history['learning_rate'], history['layers']) == (None,) * 3
+    assert history['pkeep_in_training'] == 0.75
+    assert training.Config.of_run(history).changes == {}
+
+
+def test_a_history_from_before_the_experiments_resumes(tmp_path):
+    old = {'model': 'conv', 'seed': 0, 'batch_size': 100, 'loss': 'stable', 'pkeep': 1.0}
+    assert training.Config.of_run(old).changes == {}  # its pkeep was a fact, not a flag
+
+
+@pytest.mark.parametrize('changes, says', [({'pkeep': 0.5}, 'no dropout'),
+                                           ({'layers': 3}, 'dense networks')])
+def test_an_experiment_that_changes_nothing_is_refused(changes, says):
+    with pytest.raises(training.SettingsError, match=says):
+        training.Config('conv', **changes)
