@@ -47,6 +47,8 @@ def commands():
     for command in found:
         command = command.split('  #')[0].strip()
         for part in command.split(' && '):
+            if '...' in part:  # a sketch ("python -m graph_mnist.cluster ..."), not a command
+                continue
             if part.startswith('python ') and part not in result:
                 result.append(part)
     return result
