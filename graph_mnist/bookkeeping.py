@@ -20,15 +20,50 @@ class TrainingError(UserError):
     """A run that cannot go on (loss gone NaN, nothing to resume); the message says why."""
 
 
+class SessionNet:
+    """A network trained in a Session (the talk's style), as the books ask it: the same
+    questions graph_mnist.styles.eager's nets answer for TensorFlow 2's styles."""
+
+    def __init__(self, sess, g):
+        self.sess, self.g, self.spec, self.graph = sess, g, g.spec, g.graph
+        self.parameters = models.trainable_parameters(g)
+        self.weight_names = [v.op.name for v in g.weights]
+        self.bias_names = [v.op.name for v in g.biases]
+        self._variables = g.weights + g.biases
+
+    def init(self):
+        self.sess.run(self.g.init)  # as in the talk: sess.run(init)
+
+    def restore(self, path):
+        checkpoints.restore(self.sess, self.g.saver, path)
+
+    def save(self, workdir, step, history):
+        return checkpoints.save(self.sess, self.g.saver, workdir, step, history)
+
+    def measure(self, X, Y_, step):
+        """(accuracy, cross-entropy, learning rate, predicted digits) on a batch, all
+        neurons on (pkeep 1)."""
+        g = self.g
+        return self.sess.run([g.accuracy, g.cross_entropy, g.lr, g.prediction],
+                             {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: step})
+
+    def test(self, images, labels):
+        """(accuracy, cross-entropy, predicted digits, {name: value} of the variables)."""
+        g = self.g
+        acc, xent, predicted, values = self.sess.run(
+            [g.accuracy, g.cross_entropy, g.prediction, self._variables],
+            g.test_feed(images, labels))
+        return acc, xent, predicted, dict(zip(self.weight_names + self.bias_names, values))
+
+
 class Bookkeeping:
     """Everything a run keeps beside its training steps: the history and its file, the
-    clock, TensorBoard events, the dashboard, checkpoints, the NaN watch."""
+    clock, TensorBoard events, the dashboard, checkpoints, the NaN watch. `net` is what
+    the books read the network through: a SessionNet, or a TensorFlow 2 style's net."""
 
-    def __init__(self, sess, g, mnist, batches, config, workdir, history, first_step):
-        self.sess, self.g, self.mnist, self.batches = sess, g, mnist, batches
+    def __init__(self, net, mnist, batches, config, workdir, history, first_step):
+        self.net, self.mnist, self.batches = net, mnist, batches
         self.config, self.workdir, self.history = config, workdir, history
-        self.test_feed = g.test_feed(mnist.test_images, mnist.test_labels)
-        self.variables = g.weights + g.biases
         self.board = None
         if config.vis != 'none':
             changed = models.describe_changes(config.model, config.changes)
@@ -36,11 +71,12 @@ class Bookkeeping:
                 config.vis, workdir, f'{config.model}, seed {config.seed}'
                 + (f'; changed: {changed}' if changed else ''),
                 evaluations=(config.iterations - first_step) // config.eval_every + 2)
-        self.events = graph_events.EventLog(workdir, g.graph) if workdir else None
+        self.events = graph_events.EventLog(workdir, net.graph) if workdir else None
         logging.info('%s: %s trainable parameters, %s, %d steps of %d images, pkeep %.2f, '
-                     'loss %s, on %s', config.model, f'{models.trainable_parameters(g):,}',
-                     g.spec.optimizer.__name__, config.iterations, config.batch_size,
-                     g.spec.pkeep, config.loss, history.get('device', 'CPU'))
+                     'loss %s, on %s%s', config.model, f'{net.parameters:,}',
+                     net.spec.optimizer.__name__, config.iterations, config.batch_size,
+                     net.spec.pkeep, config.loss, history.get('device', 'CPU'),
+                     '' if config.style == 'graph' else f', --style={config.style}')
         self.elapsed_before = history.get('elapsed', 0.0)
         self.start = time.perf_counter()
         history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up
@@ -60,8 +96,7 @@ class Bookkeeping:
         if not self.workdir:
             return None
         self.history['elapsed'] = self.clock()
-        return checkpoints.save(self.sess, self.g.saver, self.workdir, step,
-                                runs.history_before(self.history, step))
+        return self.net.save(self.workdir, step, runs.history_before(self.history, step))
 
     def stop(self, step):
         """A checkpoint, then the history marked interrupted: the path of the checkpoint."""
@@ -77,10 +112,7 @@ class Bookkeeping:
 
     def training_batch(self, step, batch_X, batch_Y):
         """This batch's accuracy and loss, all neurons on (pkeep 1), logged and kept."""
-        g = self.g
-        acc, xent, lr, predicted = self.sess.run(
-            [g.accuracy, g.cross_entropy, g.lr, g.prediction],
-            {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
+        acc, xent, lr, predicted = self.net.measure(batch_X, batch_Y, step)
         train = self.history['train']
         runs.record(train, step=step, accuracy=float(acc), loss=float(xent), lr=float(lr),
                     time=self.clock())
@@ -94,10 +126,10 @@ class Bookkeeping:
 
     def evaluate(self, step, final=False):
         """Accuracy and loss on all 10,000 test images, and the spread of the variables."""
-        g, mnist = self.g, self.mnist
-        acc, xent, predicted, values = self.sess.run(
-            [g.accuracy, g.cross_entropy, g.prediction, self.variables], self.test_feed)
-        weights, biases = values[:len(g.weights)], values[len(g.weights):]
+        net, mnist = self.net, self.mnist
+        acc, xent, predicted, values = net.test(mnist.test_images, mnist.test_labels)
+        weights = [values[name] for name in net.weight_names]
+        biases = [values[name] for name in net.bias_names]
         epoch = self.batches.epoch(step)
         runs.record(self.history['test'], step=step, epoch=epoch, accuracy=float(acc),
                     loss=float(xent), time=self.clock(),
@@ -109,8 +141,7 @@ class Bookkeeping:
             wrong = np.flatnonzero(predicted != mnist.test_digits)[:100]
             grid, _ = dashboard.image_grid(mnist.test_images[wrong], mnist.test_digits[wrong],
                                            predicted[wrong])
-            self.events.test(step, acc, xent, {v.op.name: value for v, value in
-                                               zip(self.variables, values)}, grid)
+            self.events.test(step, acc, xent, values, grid)
         if self.board:
             self.board.evaluation(self.history, mnist.test_images, mnist.test_digits,
                                   predicted, final=final)

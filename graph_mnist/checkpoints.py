@@ -9,6 +9,7 @@ the index: a run killed at any moment leaves a latest checkpoint whose history i
 there. The Saver itself writes to temporary files and renames them.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -44,7 +45,7 @@ def save(sess, saver, workdir, step, history):
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel('ERROR')
     try:
-        with sess.graph.as_default():
+        with _graph_of(sess):
             path = saver.save(sess, os.path.join(folder, 'model.ckpt'), global_step=step)
     finally:
         logger.setLevel(level)
@@ -54,6 +55,12 @@ def save(sess, saver, workdir, step, history):
         if int(re.search(r'history-(\d+)\.json$', old).group(1)) not in kept:
             os.remove(old)
     return path
+
+
+def _graph_of(sess):
+    """The Session's graph as default (Saver is TF1 API); sess None: eager TensorFlow 2
+    (graph_mnist.styles.eager), whose Saver was given its variables."""
+    return sess.graph.as_default() if sess is not None else contextlib.nullcontext()
 
 
 def _step_of(path):
@@ -77,7 +84,7 @@ def latest(workdir):
 def restore(sess, saver, path):
     """Loads a checkpoint into the session; a damaged one raises CheckpointError."""
     try:
-        with sess.graph.as_default():
+        with _graph_of(sess):
             saver.restore(sess, path)
         # let this Saver manage (and in time delete) the checkpoints saved before
         state = v1.train.get_checkpoint_state(os.path.dirname(path))

@@ -45,6 +45,7 @@ import tensorflow as tf
 from graph_mnist import data
 from graph_mnist import exposure
 from graph_mnist import models
+from graph_mnist.bookkeeping import SessionNet
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
@@ -261,7 +262,15 @@ class Cluster:
     def serve(self, stop_requested):
         return serve_parameters(self.task, stop_requested)
 
+    def net(self, sess, g):
+        """What the books read the network through (the chief's)."""
+        return SessionNet(sess, g)
+
     def build(self, config):
+        if config.style != 'graph':
+            raise ClusterError(f'--style={config.style} is for one machine: the cluster '
+                               'runs the talk\'s graph, its variables on the parameter '
+                               'servers; leave --style=graph')
         if config.steps_per_run > 1:
             raise ClusterError('--steps_per_run is for one machine: on a cluster each step '
                                'goes through the parameter servers and adds to the global '

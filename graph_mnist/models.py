@@ -815,11 +815,12 @@ def _what_follows(tensor):
     return variables, activation, normalised
 
 
-def layers(name):
+def layers(name, changes=None):
     """Network `name` as a list of Layers, read off its own graph: the functions above
     are the only description of a network; the benchmark's Keras and PyTorch twins, its
-    operation count and the README's table all come from here."""
-    spec = NETWORKS[name]
+    operation count and the README's table all come from here. changes: the talk's
+    experiments (`with_changes`)."""
+    spec = with_changes(name, **(changes or {}))
     graph = tf.Graph()
     with graph.as_default():
         spec.logits(v1.placeholder(tf.float32, [None, 28, 28, 1]), v1.placeholder(tf.float32),

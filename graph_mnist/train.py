@@ -21,6 +21,7 @@ from graph_mnist import data
 from graph_mnist import distributed
 from graph_mnist import models
 from graph_mnist import training
+from graph_mnist.styles import eager
 
 Config = training.Config  # the settings the flags make
 
@@ -75,6 +76,12 @@ def define_flags(flag_values=FLAGS):
                          '--checkpoint_every not given are rounded up to whole runs; given, '
                          'they must be multiples of it.', lower_bound=1,
                          **own)
+    flags.DEFINE_enum('style', defaults.style, list(eager.STYLES), 'How the network is '
+                      'written and trained. graph: the talk\'s code, a tf.compat.v1 graph '
+                      'and Session.run(train_step, feed_dict). function: TensorFlow 2, the '
+                      'same network function called in a tf.function, its gradient from a '
+                      'tf.GradientTape. keras: Keras 3 layers and train_on_batch. The same '
+                      'initial weights, batches, loss and optimizer in all three.', **own)
     _define_experiments(own)
     flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '

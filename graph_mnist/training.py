@@ -33,7 +33,9 @@ from graph_mnist import dashboard
 from graph_mnist import data
 from graph_mnist import models
 from graph_mnist import runs
+from graph_mnist.styles import eager
 from graph_mnist.bookkeeping import Bookkeeping
+from graph_mnist.bookkeeping import SessionNet
 from graph_mnist.bookkeeping import TrainingError
 from graph_mnist.bookkeeping import summary_line
 from graph_mnist.errors import UserError
@@ -64,9 +66,10 @@ class Config:
     learning_rate: float = None  # a constant rate, or the decay's start
     pkeep: float = None          # keep probability of a network with dropout
     layers: int = None           # depth of a dense network, 2 to 5
+    style: str = 'graph'         # eager.STYLES: the talk's Session, or TensorFlow 2's
 
     # what a resumed run must keep; the other settings may change between sessions
-    FIXED = ('model', 'seed', 'batch_size', 'loss', *models.EXPERIMENTS)
+    FIXED = ('model', 'seed', 'batch_size', 'loss', *models.EXPERIMENTS, 'style')
 
     def __post_init__(self):
         if self.model not in models.NETWORKS:
@@ -87,6 +90,15 @@ class Config:
             models.with_changes(self.model, **self.changes)
         except ValueError as e:
             raise SettingsError(str(e)) from None
+        if self.style not in eager.STYLES:
+            raise ValueError(f'style must be one of {eager.STYLES}, got {self.style!r}')
+        if self.style != 'graph' and models.NETWORKS[self.model].batch_norm:
+            raise SettingsError(f'--style={self.style} trains the talk\'s networks '
+                                f'({", ".join(models.TALK)}): {self.model}\'s batch norm keeps '
+                                'its moving averages in TensorFlow 1 graph collections')
+        if self.style != 'graph' and self.steps_per_run > 1:
+            raise SettingsError(f'--steps_per_run moves the talk\'s Session loop into the '
+                                f'graph; --style={self.style} has no Session loop: leave it at 1')
         object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
             object.__setattr__(self, 'iterations', models.NETWORKS[self.model].iterations)
@@ -178,6 +190,10 @@ class OneMachine:
             raise
         return sess
 
+    def net(self, sess, g):
+        """What the books read the network through."""
+        return SessionNet(sess, g)
+
     def first_step(self, sess, g, started):
         return started
 
@@ -220,6 +236,34 @@ class OneMachine:
         sess.close()
 
 
+class TensorFlow2(OneMachine):
+    """Where a run trains in one of TensorFlow 2's styles (--style=function or keras,
+    graph_mnist.styles.eager): no Session; the net takes the steps, the same loop and
+    books as the talk's."""
+
+    def build(self, config):
+        return eager.make(config.style, config.model, config.seed, config.loss,
+                          config.changes)
+
+    def open(self, net, start):
+        start(net)
+        return net
+
+    def net(self, net, _):
+        return net
+
+    def train_step(self, net, _, batch_X, batch_Y, step):
+        return net.train_step(batch_X, batch_Y, step), step + 1
+
+    def close(self, net):
+        pass
+
+
+def place_for(config):
+    """Where a run on this machine trains: the talk's Session, or TensorFlow 2's."""
+    return OneMachine() if config.style == 'graph' else TensorFlow2()
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -235,21 +279,22 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
     checkpoint is saved and Interrupted raised. A loss gone NaN raises TrainingError
     after writing the history. place: OneMachine() (default) or a cluster task.
     """
-    place = place or OneMachine()
+    place = place or place_for(config)
     g = place.build(config)  # before any value
     batches = place.batches(mnist, config)
     started = {}
 
     def start(sess):
-        started['step'], started['history'] = start_from(sess, g, config, workdir, resume)
+        started['step'], started['history'] = start_from(place.net(sess, g), config,
+                                                         workdir, resume)
     sess = place.open(g, start)
     book = None
     try:
         if g.loop:
             load_training_set(sess, g, batches.images, batches.labels)
         if place.keeps_books:
-            book = Bookkeeping(sess, g, mnist, batches, config, workdir, started['history'],
-                               started['step'])
+            book = Bookkeeping(place.net(sess, g), mnist, batches, config, workdir,
+                               started['history'], started['step'])
         return _loop(sess, g, batches, book, place, config, started.get('step'),
                      stop_requested)
     except KeyboardInterrupt:  # no stop_requested handler (a plain call): no checkpoint
@@ -334,17 +379,17 @@ def _loop(sess, g, batches, book, place, config, started, stop_requested):
     return book.finish()
 
 
-def start_from(sess, g, config, workdir, resume):
-    """Restores the latest checkpoint (resume) or initialises the variables:
-    (first step, history so far)."""
+def start_from(net, config, workdir, resume):
+    """Restores the latest checkpoint (resume) or initialises the variables of `net`
+    (a SessionNet, or a TensorFlow 2 style's net): (first step, history so far)."""
     if not resume:
-        sess.run(g.init)
+        net.init()
         return 0, new_history(config)
     found = checkpoints.latest(workdir)
     if not found:
         raise TrainingError(f'no checkpoint in {workdir}: nothing to resume')
     path, step, history = found
-    checkpoints.restore(sess, g.saver, path)
+    net.restore(path)
     if step >= config.iterations:
         raise TrainingError(f'the run in {workdir} has already trained {step} steps; '
                             'pass a larger --iterations to train on')
@@ -391,12 +436,13 @@ def train_and_evaluate(settings, workdir=None, data_dir=None, resume=False, give
     (graph_mnist.distributed.from_environment). Installs the Ctrl-C/SIGTERM handlers,
     loads the data (a failure there leaves nothing behind), makes the workdir, trains,
     and logs where everything is."""
-    place = place or OneMachine()
+    chosen, place = place, place or OneMachine()
     stop_requested = cli.stop_on_signals(saving=place.keeps_books)
     if place.holds_variables:
         return place.serve(stop_requested)
     settings = periods_for_the_runs(settings, given)
     config = config_to_resume(workdir, settings, given) if resume else Config(**settings)
+    place = chosen or place_for(config)
     if not place.keeps_books:
         config = dataclasses.replace(config, vis='none')  # the chief alone shows and writes
     mnist = data.load(data_dir, log=logging.info)

@@ -11,13 +11,15 @@ import math
 import types
 
 
-def describe(model):
+def describe(model, changes=None):
     """Network `model` as its twins need it, read off its graph (models.layers) and its
-    Spec: plain data, so that a process without TensorFlow can build a twin."""
+    Spec: plain data, so that a process without TensorFlow can build a twin. changes:
+    the talk's experiments (models.with_changes)."""
     from graph_mnist import models
-    spec = models.NETWORKS[model]
+    spec = models.with_changes(model, **(changes or {}))
     rate = spec.learning_rate
-    return {'model': model, 'layers': [layer._asdict() for layer in models.layers(model)],
+    return {'model': model,
+            'layers': [layer._asdict() for layer in models.layers(model, changes)],
             'optimizer': 'sgd' if spec.optimizer is models.SGD else 'adam',
             'rate': {'kind': type(rate).__name__, **rate._asdict()},
             'loss_scale': models.LOSS_SCALE, 'weight_stddev': models.WEIGHT_STDDEV,
@@ -57,8 +59,25 @@ def keras_learning_rate(rate):
     return Decaying()
 
 
-def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1):
-    """The Keras twin of a network, layer by layer from its description."""
+def keras_optimizer(description, our_loss=False):
+    """A description's optimizer in Keras. our_loss: trained on our cross-entropy (the
+    batch mean times loss_scale) with TensorFlow 1's Adam epsilon, as the graph is;
+    else on Keras's (the batch mean), for which plain gradient descent needs a rate
+    loss_scale times larger to take the same steps (Adam does not care about the scale)."""
+    import keras
+    rate = keras_learning_rate(description['rate'])
+    if description['optimizer'] == 'sgd':
+        return keras.optimizers.SGD(rate if our_loss else rate * description['loss_scale'])
+    return keras.optimizers.Adam(rate, epsilon=1e-8) if our_loss else keras.optimizers.Adam(rate)
+
+
+def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1, loss=None):
+    """The Keras twin of a network, layer by layer from its description.
+
+    loss: None, Keras's categorical cross-entropy as a Keras user writes it (the
+    benchmark's twin); or one of models.LOSSES, our own cross-entropy (the batch mean
+    times 100) and TensorFlow 1's Adam epsilon, so that the twin takes the same steps
+    as the graph to float rounding (--style=keras)."""
     import keras
     keras.utils.set_random_seed(seed)
     stack = [keras.Input((28, 28, 1))]
@@ -84,13 +103,12 @@ def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1):
                 epsilon=description['bn_epsilon'], scale=layer.scale, beta_initializer=bias))
             stack.append(keras.layers.Activation(layer.activation))
     net = keras.Sequential(stack)
-    rate = keras_learning_rate(description['rate'])
-    if description['optimizer'] == 'sgd':
-        # our loss is the batch mean x loss_scale; Keras' is the mean: the same steps need
-        # a rate loss_scale times larger (Adam does not care about the scale)
-        optimizer = keras.optimizers.SGD(rate * description['loss_scale'])
-    else:
-        optimizer = keras.optimizers.Adam(rate)
+    optimizer = keras_optimizer(description, our_loss=loss is not None)
+    if loss is not None:
+        from graph_mnist import models
+        net.compile(optimizer=optimizer, jit_compile=False,
+                    loss=lambda Y_, Ylogits: models.cross_entropy(Ylogits, Y_, loss))
+        return net
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                 metrics=['accuracy'], jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)

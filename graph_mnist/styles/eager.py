@@ -1,0 +1,221 @@
+r"""The same network trained the way TensorFlow 2 code is written: what replaced Session.
+
+    --style=graph      the talk's code: a tf.compat.v1 graph, Session.run(train_step, feed_dict)
+    --style=function   eager TensorFlow 2: the talk's own network function (graph_mnist.models)
+                       called in a tf.function, its gradient taken by a tf.GradientTape,
+                       applied by a Keras optimizer
+    --style=keras      Keras 3 layers (a Sequential built layer by layer from the network,
+                       graph_mnist.styles.twins), trained with train_on_batch
+
+Both start from the initial values the graph of the same seed starts from (read from a
+Session of that graph once), see the same batches (the training loop hands them over),
+and take the same steps: the same loss (the talk's cross-entropy, the batch mean times
+100), the same optimizer and learning rate, TensorFlow 1's Adam epsilon. Without dropout
+their losses match the graph's to float rounding; dropout draws its own random masks in
+each style.
+
+Each net answers what the training loop and its books ask (graph_mnist.bookkeeping's
+SessionNet answers the same for a Session): a training step, the accuracy and loss of a
+batch, the variables' values, a checkpoint. Checkpoints are TensorFlow 1 checkpoints
+with the graph's variable names (W1, B1, ...), so `graph_mnist.export` reads any style's.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from graph_mnist import checkpoints
+from graph_mnist import models
+from graph_mnist.styles import twins
+
+v1 = tf.compat.v1
+
+STYLES = ('graph', 'function', 'keras')
+
+
+def initial_values(model, seed, changes):
+    """{name: value} of the network's variables as the graph of this seed initialises
+    them, in the order the network function makes them (W1, B1, W2, ...)."""
+    g = models.build(model, seed=seed, changes=changes)
+    with g.graph.as_default():
+        created = {op.name for op in g.graph.get_operations()[:g.forward_ops]}
+        network = [v for v in v1.global_variables() if v.op.name in created]
+    with v1.Session(graph=g.graph, config=g.config) as sess:
+        sess.run(g.init)
+        return dict(zip([v.op.name for v in network], sess.run(network)))
+
+
+class _EagerNet:
+    """What the function and Keras styles share: measuring, the variables, checkpoints."""
+
+    def __init__(self, model, seed, loss, changes):
+        self.spec = models.with_changes(model, **changes)
+        if self.spec.batch_norm:
+            raise ValueError(f'{model}: batch norm\'s moving averages are TensorFlow 1 graph '
+                             'collections; --style=function and --style=keras train the '
+                             f'talk\'s networks ({", ".join(models.TALK)})')
+        self.loss = loss
+        self.initial = initial_values(model, seed, changes)
+        self.names = list(self.initial)  # W1, B1, ... in the order made
+        self.weight_names = [n for n in self.names if n.startswith('W')]
+        self.bias_names = [n for n in self.names if n.startswith('B')]
+        self.graph = tf.Graph()  # what TensorBoard shows: the traced step's graph if any
+        self.loop = None  # the loop in the graph is the graph style's (--steps_per_run)
+
+        @tf.function
+        def measure(X, Y_):
+            Ylogits = self.logits(X)
+            prediction = tf.argmax(Ylogits, 1)
+            correct = tf.cast(tf.equal(prediction, tf.argmax(Y_, 1)), tf.float32)
+            return (tf.reduce_mean(correct), models.cross_entropy(Ylogits, Y_, self.loss),
+                    prediction)
+        self._measure = measure
+
+    def logits(self, X):
+        """Ylogits with every neuron on (testing)."""
+        raise NotImplementedError
+
+    @property
+    def variables(self):
+        raise NotImplementedError  # the network's tf.Variables, in the order of `names`
+
+    @property
+    def parameters(self):
+        return sum(int(np.prod(v.shape)) for v in self.variables)
+
+    def learning_rate(self, step):
+        rate = self.spec.learning_rate
+        if isinstance(rate, models.ConstantRate):
+            return rate.rate
+        return twins.rate_at({'kind': 'DecayingRate', **rate._asdict()}, step)
+
+    def measure(self, X, Y_, step):
+        """(accuracy, cross-entropy, learning rate, predicted digits) on a batch."""
+        acc, xent, predicted = self._measure(tf.constant(X), tf.constant(Y_))
+        return float(acc), float(xent), self.learning_rate(step), predicted.numpy()
+
+    def test(self, images, labels):
+        """(accuracy, cross-entropy, predicted digits, {name: value} of the variables)."""
+        acc, xent, predicted = self._measure(tf.constant(images), tf.constant(labels))
+        return float(acc), float(xent), predicted.numpy(), self.values()
+
+    def values(self):
+        return {name: v.numpy() for name, v in zip(self.names, self.variables)}
+
+    def optimizer_variables(self):
+        raise NotImplementedError
+
+    def init(self):
+        pass  # made with the graph's initial values already
+
+    def saver(self):
+        """A TensorFlow 1 Saver of the network under the graph's names, and of the
+        optimizer's state under `optimizer/<i>` (eager: it is given its variables)."""
+        state = {f'optimizer/{i}': v for i, v in enumerate(self.optimizer_variables())}
+        return v1.train.Saver(var_list={**dict(zip(self.names, self.variables)), **state},
+                              max_to_keep=3)
+
+    def save(self, workdir, step, history):
+        if not hasattr(self, '_saver'):
+            self._saver = self.saver()
+        return checkpoints.save(None, self._saver, workdir, step, history)
+
+    def restore(self, path):
+        if not hasattr(self, '_saver'):
+            self._saver = self.saver()
+        checkpoints.restore(None, self._saver, path)
+
+
+class FunctionNet(_EagerNet):
+    """TensorFlow 2 as it is written today: tf.Variables, a tf.function, a GradientTape.
+
+    The network is the talk's own function from graph_mnist.models, the same Python that
+    builds the graph: called in a tf.function it is traced once into a graph of its own
+    (AutoGraph), called again it runs that graph. Its tf.Variables are made on the first
+    call with the graph's initial values and given back to every later call."""
+
+    style = 'function'
+
+    def __init__(self, model, seed=0, loss='stable', changes=None):
+        super().__init__(model, seed, loss, changes or {})
+        self._made = []
+        self.logits(tf.zeros([1, 28, 28, 1]))  # makes the variables, eagerly, once
+        self.optimizer = twins.keras_optimizer(twins.describe(model, changes), our_loss=True)
+        self.optimizer.build(self.trainable)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
+                                      tf.TensorSpec([None, 10]), tf.TensorSpec([])])
+        def train_step(X, Y_, pkeep):
+            with tf.GradientTape() as tape:  # records what the forward pass does ...
+                Ylogits = self._call(X, pkeep)
+                cross_entropy = models.cross_entropy(Ylogits, Y_, self.loss)
+            gradients = tape.gradient(cross_entropy, self.trainable)  # ... and differentiates it
+            self.optimizer.apply_gradients(zip(gradients, self.trainable))
+            return cross_entropy
+        self._train_step = train_step
+        self.graph = train_step.get_concrete_function().graph  # traced once, here
+
+    def _call(self, X, pkeep):
+        """The network function with our variables: each one it makes is ours, in order."""
+        made = iter(self._made)
+
+        def ours(next_creator, **kwargs):
+            if len(self._made) < len(self.names):  # the first call: make it, graph's value
+                kwargs['initial_value'] = self.initial[self.names[len(self._made)]]
+                variable = next_creator(**kwargs)
+                self._made.append(variable)
+                return variable
+            return next(made)
+
+        with tf.variable_creator_scope(ours):
+            return self.spec.logits(X, pkeep)
+
+    def logits(self, X):
+        return self._call(X, 1.0)
+
+    @property
+    def variables(self):
+        return self._made
+
+    @property
+    def trainable(self):
+        return self._made
+
+    def optimizer_variables(self):
+        return [v.value for v in self.optimizer.variables]
+
+    def train_step(self, X, Y_, step):
+        return float(self._train_step(tf.constant(X), tf.constant(Y_),
+                                      tf.constant(self.spec.pkeep, tf.float32)))
+
+
+class KerasNet(_EagerNet):
+    """Keras 3, as a Keras user writes it: layers in a Sequential, compile, train_on_batch.
+    Built layer by layer from the network (styles.twins.keras_model), compiled with our
+    loss, its weights set to the graph's initial values."""
+
+    style = 'keras'
+
+    def __init__(self, model, seed=0, loss='stable', changes=None):
+        super().__init__(model, seed, loss, changes or {})
+        self.net = twins.keras_model(twins.describe(model, changes), seed, loss=loss)
+        self.net.set_weights([self.initial[name] for name in self.names])
+        self.net.optimizer.build(self.net.trainable_variables)
+
+    def logits(self, X):
+        return self.net(X, training=False)
+
+    @property
+    def variables(self):
+        return [w.value for w in self.net.weights]
+
+    def optimizer_variables(self):
+        return [v.value for v in self.net.optimizer.variables]
+
+    def train_step(self, X, Y_, step):
+        loss = self.net.train_on_batch(X, Y_)
+        return float(loss[0] if isinstance(loss, (list, tuple)) else loss)
+
+
+def make(style, model, seed=0, loss='stable', changes=None):
+    """The net of a TensorFlow 2 style (ValueError, saying why, where it cannot be)."""
+    return {'function': FunctionNet, 'keras': KerasNet}[style](model, seed, loss, changes)
