@@ -77,8 +77,18 @@ def before_tensorflow():
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # C++ INFO and WARNING after start-up
     # TensorFlow's Python logger (tf.get_logger()): its deprecation notices for
     # tf.compat.v1 and SavedModel loading chatter are not for our users
-    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    tensorflow = std_logging.getLogger('tensorflow')
+    tensorflow.setLevel(std_logging.ERROR)
+    # in a notebook's kernel TensorFlow sets that logger to INFO on first use (an
+    # interactive session): a filter keeps the level ours
+    if not any(isinstance(f, _ErrorsOnly) for f in tensorflow.filters):
+        tensorflow.addFilter(_ErrorsOnly())
     _filter_stderr()
+
+
+class _ErrorsOnly(std_logging.Filter):
+    def filter(self, record):
+        return record.levelno >= std_logging.ERROR
 
 
 def _filter_stderr():

@@ -8,11 +8,13 @@ and computes nothing; values exist only when a Session runs a node with every
 placeholder it depends on fed. This walks through one network in the talk's order and
 prints what it observes in the graph, never a number typed in:
 
-  1. building computes nothing        4. running it: one Session.run of the train step
-  2. what each value needs fed        5. the same forward pass in eager mode
-  3. what minimize() added            6. the loop moved into the graph: what one
-                                         Session.run costs beside a step's arithmetic
-                                      7. where to look next: TensorBoard, GraphDef text
+  1. building computes nothing        7. the state lives in the Session
+  2. what each value needs fed        8. a Session.run runs what its fetches need
+  3. what minimize() added            9. TensorFlow rewrites the graph (Grappler)
+  4. one Session.run of the step     10. what replaced it: tf.function, AutoGraph
+  5. the same forward pass, eager    11. GradientTape, and what the graph still buys
+  6. the loop moved into the graph   and where to look next: TensorBoard, GraphDef text
+(7 to 11 are graph_mnist.today's)
 """
 
 if __name__ == '__main__':
@@ -32,6 +34,7 @@ import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import models
+from graph_mnist import today
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
@@ -335,8 +338,8 @@ def lesson(o):
         lines.append(f"   the Session gave                              {first(e['first_logits_graph'])}"
                      f"; largest difference over the batch {e['max_abs_difference']:.1e}")
     lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
-                 'TensorFlow sees the whole computation: to differentiate it, optimise it, '
-                 'distribute it.')
+                 'TensorFlow sees the whole computation before running any of it '
+                 '(chapters 7 to 11 say what that still buys).')
     if 'loop' in o:
         p = o['loop']
         lines.append('')
@@ -352,10 +355,13 @@ def lesson(o):
                      "the step's arithmetic: the call, its feed_dict,")
         lines.append('   the batch copied in. Deferred execution carried to its end: the '
                      'whole loop is a graph, Python waits for it.')
+    if 'today' in o:
+        lines.append('')
+        lines.append(today.lesson(o['today'], o['model']))
     if 'written' in o:
         w = o['written']
         lines.append('')
-        lines.append('7. Where to look next:')
+        lines.append('Where to look next:')
         lines.append(f"   the graph as GraphDef text: {w['graphdef_text']}")
         lines.append(f"   the graph in TensorBoard:   {w['command']}   (tab 'Graphs')")
     return '\n'.join(lines)
@@ -387,6 +393,7 @@ def main(argv):
     if FLAGS.loop_steps:
         observations['loop'] = observe_loop(FLAGS.model, mnist.train_images,
                                             mnist.train_labels, steps=FLAGS.loop_steps)
+    observations['today'] = today.observe(FLAGS.model, batch)
     print(json.dumps(observations, indent=1) if FLAGS.format == 'json' else lesson(observations))
     return 0
 

@@ -133,3 +133,68 @@ def test_the_loop_in_the_graph_runs_many_steps_in_one_session_run():
     assert '6. The loop moved into the graph: 10 training steps' in explain.lesson(
         {**explain.observe('softmax', (mnist.train_images[:100], mnist.train_labels[:100])),
          'loop': loop})
+
+
+# ---------------------------------------------------- chapters 7 to 11: graph_mnist.today
+
+
+@pytest.fixture(scope='module')
+def a_batch():
+    from conftest import synthetic_batch
+    return synthetic_batch(100)
+
+
+def test_the_state_lives_in_the_session(a_batch):
+    from graph_mnist import today
+    o = today.observe_session('softmax', a_batch)
+    assert o['before_init']['error'] == 'FailedPreconditionError'
+    assert 'W' in o['before_init']['message']  # names the variable without a value
+    two = o['two_sessions']
+    assert two['changed_in_the_first'] > 0 and two['changed_in_the_second'] == 0
+
+
+def test_a_session_run_runs_only_what_its_fetches_need(a_batch):
+    from graph_mnist import today
+    counts = today.observe_session('conv', a_batch)['executed']['per_fetch']
+    together = counts['accuracy and cross_entropy together']
+    assert counts['accuracy'] < counts['train_step']  # no gradients for a measurement
+    assert max(counts['accuracy'], counts['cross_entropy']) <= together < \
+        counts['accuracy'] + counts['cross_entropy']  # one forward pass, shared
+
+
+def test_grappler_rewrites_log_of_softmax_unless_told_not_to(a_batch):
+    from graph_mnist import today
+    o = today.observe_grappler(a_batch)
+    assert o['written'] == {'Log': 1, 'Softmax': 2, 'LogSoftmax': 0}
+    assert o['run_by_default'] == {'Log': 0, 'LogSoftmax': 1}
+    assert o['run_with_rewrites_off'] == {'Log': 1, 'LogSoftmax': 0}  # --loss=literal
+
+
+def test_tf_function_traces_once_per_shape_and_autograph_makes_a_cond(a_batch):
+    from graph_mnist import today
+    o = today.observe_function('conv_dropout', a_batch)
+    assert o['traces_after_three_calls'] == 1 and o['traces_after_a_new_shape'] == 2
+    assert o['traced_shapes'] == [[100, 28, 28, 1], [50, 28, 28, 1]]
+    assert o['autograph_conditional'] and all('If' in t for t in o['autograph_conditional'])
+    assert o['traced_network'] == o['talks_network']  # the same arithmetic, traced
+    assert o['talks_network']['Conv2D'] == 3
+
+
+def test_gradient_tape_gives_minimizes_gradients(a_batch):
+    from graph_mnist import today
+    o = today.observe_tape('five_layers_relu', a_batch)
+    assert o['variables'] == 10 and o['largest_gradient'] > 0
+    assert o['max_abs_difference'] <= 1e-5 * o['largest_gradient']
+
+
+def test_the_lesson_goes_on_past_the_session(a_batch):
+    from graph_mnist import today
+    text = today.lesson(today.observe('softmax', a_batch), 'softmax')
+    for chapter in ('7. The state lives in the Session.', '8. A Session.run runs only',
+                    '9. TensorFlow rewrites the graph', '10. What replaced it: tf.function',
+                    '11. GradientTape records'):
+        assert chapter in text
+    assert 'Differentiation never needed the graph.' in text
+    assert today.observe('batchnorm_conv', a_batch) == {
+        'refused': 'batchnorm_conv: batch norm has no TensorFlow 2 twin here (its moving '
+                   'averages are graph collections)'}

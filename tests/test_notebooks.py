@@ -22,7 +22,7 @@ def outputs(notebook):
 
 def test_there_are_notebooks_and_each_has_a_parameters_cell_with_iterations():
     assert [os.path.basename(p) for p in NOTEBOOKS] == ['deferred_execution.ipynb',
-                                                        'talk.ipynb']
+                                                        'talk.ipynb', 'today.ipynb']
     for path in NOTEBOOKS:
         cells = json.load(open(path))['cells']
         parameters = [c for c in cells if 'parameters' in c['metadata'].get('tags', [])]
@@ -57,7 +57,15 @@ def test_notebook_runs_with_small_parameters(path, tmp_path, mnist_dir, monkeypa
             any('image/png' in o.get('data', {}) for o in c['outputs']) for c in pictures)
         assert 'installed graph_mnist' not in text  # the install cell: a no-op here
         assert 'graph_mnist from ' + os.path.join(ROOT, 'graph_mnist') in text
+    elif path.endswith('today.ipynb'):  # one network, three styles
+        assert "tf.function with the talk's Adam against the Session, largest difference: 0.0" \
+            in text
+        assert text.count(': final test accuracy') == 6  # 3 styles, twice (and the speed table)
+        assert 'function against keras' in text and 'x the graph' in text
+        assert any('image/png' in o.get('data', {}) for _, o in found)
     else:
+        assert text.count('tracing, for a shape') == 2  # once per shape, not per call
+        assert '7. The state lives in the Session.' in text and '11. GradientTape' in text
         assert "Tensor(\"Ylogits:0\", shape=(None, 10), dtype=float32)" in text
         assert 'You must feed a value for placeholder tensor' in text
         assert 'trainable parameters: 7,850' in text

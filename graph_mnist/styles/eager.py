@@ -61,7 +61,8 @@ class _EagerNet:
         self.graph = tf.Graph()  # what TensorBoard shows: the traced step's graph if any
         self.loop = None  # the loop in the graph is the graph style's (--steps_per_run)
 
-        @tf.function
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
+                                      tf.TensorSpec([None, 10])])
         def measure(X, Y_):
             Ylogits = self.logits(X)
             prediction = tf.argmax(Ylogits, 1)
@@ -135,12 +136,21 @@ class FunctionNet(_EagerNet):
 
     style = 'function'
 
-    def __init__(self, model, seed=0, loss='stable', changes=None):
+    def __init__(self, model, seed=0, loss='stable', changes=None, optimizer='keras'):
+        """optimizer: 'keras', a Keras optimizer as TensorFlow 2 code uses; 'talk', the
+        talk's own tf.compat.v1.train optimizer (eager too), whose rounding is the
+        graph's: with it, the losses are the graph's to the last bit (the lesson's proof
+        that nothing else differs)."""
         super().__init__(model, seed, loss, changes or {})
         self._made = []
         self.logits(tf.zeros([1, 28, 28, 1]))  # makes the variables, eagerly, once
-        self.optimizer = twins.keras_optimizer(twins.describe(model, changes), our_loss=True)
-        self.optimizer.build(self.trainable)
+        self._step = tf.Variable(0, dtype=tf.int32, trainable=False)
+        if optimizer == 'talk':
+            self.optimizer = self.spec.optimizer(lambda: self.spec.learning_rate(self._step))
+        else:
+            self.optimizer = twins.keras_optimizer(twins.describe(model, changes),
+                                                   our_loss=True)
+            self.optimizer.build(self.trainable)
 
         @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
                                       tf.TensorSpec([None, 10]), tf.TensorSpec([])])
@@ -181,9 +191,11 @@ class FunctionNet(_EagerNet):
         return self._made
 
     def optimizer_variables(self):
-        return [v.value for v in self.optimizer.variables]
+        found = self.optimizer.variables
+        return [getattr(v, 'value', v) for v in (found() if callable(found) else found)]
 
     def train_step(self, X, Y_, step):
+        self._step.assign(step)  # the talk's optimizer reads its decay's step here
         return float(self._train_step(tf.constant(X), tf.constant(Y_),
                                       tf.constant(self.spec.pkeep, tf.float32)))
 
@@ -217,5 +229,5 @@ class KerasNet(_EagerNet):
 
 
 def make(style, model, seed=0, loss='stable', changes=None):
-    """The net of a TensorFlow 2 style (ValueError, saying why, where it cannot be)."""
+    """The net of a TensorFlow 2 style."""
     return {'function': FunctionNet, 'keras': KerasNet}[style](model, seed, loss, changes)

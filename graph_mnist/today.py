@@ -1,0 +1,236 @@
+"""The lesson on deferred execution goes on (graph_mnist.explain, chapters 7 to 11): what
+the Session holds, what it runs, how TensorFlow rewrites the graph, and what replaced it,
+tf.function and GradientTape; each point observed on the real objects, never typed in.
+
+    observe(model, batch)  ->  a JSON-ready dict;   lesson(observations)  ->  text
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from graph_mnist import models
+from graph_mnist.styles import eager
+
+v1 = tf.compat.v1
+
+# what a network computes, for comparing two graphs of it (not reads, identities, shapes)
+ARITHMETIC = ('Conv2D', 'MatMul', 'BiasAdd', 'AddV2', 'Relu', 'Sigmoid', 'Softmax',
+              'LogSoftmax', 'Reshape')
+
+
+def _what_it_says(error):
+    """The line of a TensorFlow error that says what happened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if 'uninitialized' in line or 'not initialized' in line
+            or 'Could not find' in line]
+    return (said or lines or [type(error).__name__])[0][:160]
+
+
+def _executed(sess, fetches, feed):
+    """How many operations Session.run executed for `fetches` (from its step stats)."""
+    metadata = v1.RunMetadata()
+    sess.run(fetches, feed, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
+             run_metadata=metadata)
+    return sum(len(device.node_stats) for device in metadata.step_stats.dev_stats)
+
+
+def observe_session(model, batch, seed=0):
+    """7 and 8: the state lives in a Session; a Session.run runs what its fetches need."""
+    X, Y_ = batch
+    g = models.build(model, seed=seed)
+    W1 = g.weights[0]
+    feed = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
+    out = {}
+    with v1.Session(graph=g.graph, config=g.config) as first, \
+            v1.Session(graph=g.graph, config=g.config) as second:
+        try:
+            first.run(W1)
+            out['before_init'] = None
+        except tf.errors.FailedPreconditionError as e:
+            out['before_init'] = {'error': type(e).__name__, 'message': _what_it_says(e.message)}
+        first.run(g.init)
+        second.run(g.init)
+        start = second.run(W1)
+        first.run(g.train_step, {**feed, g.pkeep: g.spec.pkeep})
+        out['two_sessions'] = {
+            'variable': W1.op.name,
+            'changed_in_the_first': float(np.abs(first.run(W1) - start).max()),
+            'changed_in_the_second': float(np.abs(second.run(W1) - start).max()),
+        }
+        counts = {'accuracy': _executed(second, g.accuracy, feed),
+                  'cross_entropy': _executed(second, g.cross_entropy, feed),
+                  'accuracy and cross_entropy together':
+                      _executed(second, [g.accuracy, g.cross_entropy], feed),
+                  'train_step': _executed(second, g.train_step, feed)}
+    out['executed'] = {'in_the_graph': len(g.graph.get_operations()), 'per_fetch': counts}
+    return out
+
+
+def observe_grappler(batch, model='five_layers_relu'):
+    """9: the graph TensorFlow runs is not the graph you wrote: Grappler rewrites the
+    talk's literal log(softmax(...)) into one LogSoftmax (graph_mnist.models.session_config
+    turns that off for --loss=literal, so that the literal loss stays literal)."""
+    X, Y_ = batch
+    g = models.build(model, loss='literal')
+    written = collections.Counter(op.type for op in g.graph.get_operations())
+    ran = {}
+    for name, config in (('default', v1.ConfigProto()), ('literal', g.config)):
+        metadata = v1.RunMetadata()
+        with v1.Session(graph=g.graph, config=config) as sess:
+            sess.run(g.init)
+            sess.run(g.cross_entropy, {g.X: X, g.Y_: Y_, g.pkeep: 1.0},
+                     options=v1.RunOptions(output_partition_graphs=True),
+                     run_metadata=metadata)
+        ran[name] = collections.Counter(node.op for graph in metadata.partition_graphs
+                                        for node in graph.node)
+    return {'model': model, 'written': {k: written[k] for k in ('Log', 'Softmax', 'LogSoftmax')},
+            'run_by_default': {k: ran['default'][k] for k in ('Log', 'LogSoftmax')},
+            'run_with_rewrites_off': {k: ran['literal'][k] for k in ('Log', 'LogSoftmax')}}
+
+
+def observe_function(model, batch, seed=0):
+    """10: tf.function runs the Python once per trace; a new shape traces again; AutoGraph
+    turns a Python `if` on a tensor into a graph conditional; and the traced graph of the
+    network does the same arithmetic as the talk's."""
+    traces = []
+
+    @tf.function
+    def forward(X):
+        traces.append(X.shape.as_list())  # Python: runs while tracing, not when called
+        return tf.reduce_sum(X)
+
+    X = tf.constant(batch[0])
+    for _ in range(3):
+        forward(X)
+    after_three_calls = len(traces)
+    forward(X[:50])  # another batch size: another trace
+    after_a_new_shape = len(traces)
+
+    @tf.function
+    def clip(x):
+        if tf.reduce_sum(x) > 0:  # a Python if on a tensor: AutoGraph makes it a cond
+            return x
+        return -x
+
+    conditional = [op.type for op in clip.get_concrete_function(
+        tf.TensorSpec([None])).graph.get_operations() if 'If' in op.type]
+
+    net = eager.FunctionNet(model, seed=seed)
+    traced = tf.function(net.logits).get_concrete_function(tf.TensorSpec([None, 28, 28, 1]))
+    g = models.build(model, seed=seed)
+
+    def arithmetic(output):
+        """The operations `output` is computed from, counted by kind (the initial
+        values' random ops a trace also records, unused, are left out)."""
+        found, stack, seen = collections.Counter(), [output.op], set()
+        while stack:
+            op = stack.pop()
+            if op.name not in seen:
+                seen.add(op.name)
+                found[op.type] += 1
+                stack.extend(t.op for t in op.inputs)
+        return {k: found[k] for k in ARITHMETIC if found[k]}
+
+    return {'traces_after_three_calls': after_three_calls,
+            'traces_after_a_new_shape': after_a_new_shape,
+            'traced_shapes': traces,
+            'autograph_conditional': conditional,
+            'traced_network': arithmetic(traced.outputs[0]),
+            'talks_network': arithmetic(g.Ylogits)}
+
+
+def observe_tape(model, batch, seed=0):
+    """11: GradientTape records what eager code did and differentiates it: the same
+    gradients as minimize's formal derivatives in the graph."""
+    X, Y_ = batch
+    spec, initial = models.NETWORKS[model], eager.initial_values(model, seed, {})
+    values = iter(initial.values())
+
+    def from_the_seed(next_creator, **kwargs):  # the values the graph of this seed makes
+        kwargs['initial_value'] = next(values)
+        return next_creator(**kwargs)
+
+    graph = tf.Graph()
+    with graph.as_default():  # the talk's way: the network, then its formal derivatives
+        images = v1.placeholder(tf.float32, [None, 28, 28, 1])
+        labels = v1.placeholder(tf.float32, [None, 10])
+        with tf.variable_creator_scope(from_the_seed):
+            loss = models.cross_entropy(spec.logits(images, 1.0), labels)
+        variables = v1.trainable_variables()
+        formal = v1.gradients(loss, variables)
+        init = v1.global_variables_initializer()
+    with v1.Session(graph=graph) as sess:
+        sess.run(init)
+        in_graph = sess.run(formal, {images: X, labels: Y_})
+    net = eager.FunctionNet(model, seed=seed)  # the same initial values
+    by_name = dict(zip(net.names, net.variables))
+    with tf.GradientTape() as tape:
+        cross_entropy = models.cross_entropy(net.logits(tf.constant(X)), tf.constant(Y_))
+    ordered = [by_name[v.op.name] for v in variables]
+    recorded = tape.gradient(cross_entropy, ordered)
+    return {'variables': len(ordered),
+            'largest_gradient': float(max(np.abs(a).max() for a in in_graph)),
+            'max_abs_difference': float(max(np.abs(a - b.numpy()).max()
+                                            for a, b in zip(in_graph, recorded)))}
+
+
+def observe(model, batch, seed=0):
+    if models.NETWORKS[model].batch_norm:
+        return {'refused': f'{model}: batch norm has no TensorFlow 2 twin here '
+                           '(its moving averages are graph collections)'}
+    return {'session': observe_session(model, batch, seed),
+            'grappler': observe_grappler(batch),
+            'function': observe_function(model, batch, seed),
+            'tape': observe_tape(model, batch, seed)}
+
+
+def lesson(o, model):
+    """Chapters 7 to 11, as text."""
+    if 'refused' in o:
+        return f"7-11. {o['refused']}."
+    s, gr, f, t = o['session'], o['grappler'], o['function'], o['tape']
+    lines = ['7. The state lives in the Session.']
+    if s['before_init']:
+        lines.append(f"   Reading a variable before sess.run(init): "
+                     f"{s['before_init']['error']}: {s['before_init']['message']}")
+    two = s['two_sessions']
+    lines.append(f"   Two Sessions of one graph, one training step in the first: "
+                 f"{two['variable']} moved by {two['changed_in_the_first']:.2e} there, "
+                 f"by {two['changed_in_the_second']:g} in the second.")
+    lines.append('   The graph is a program; each Session holds its own values.')
+    lines.append('')
+    e = s['executed']
+    lines.append(f"8. A Session.run runs only what its fetches need "
+                 f"(operations executed, of {e['in_the_graph']} in the graph):")
+    for fetch, count in e['per_fetch'].items():
+        lines.append(f'     {fetch:38} {count:5}')
+    lines.append('   Fetched together, accuracy and cross-entropy share the network\'s '
+                 'forward pass.')
+    lines.append('')
+    lines.append(f"9. TensorFlow rewrites the graph before running it (Grappler), on "
+                 f"{gr['model']} with the talk's literal loss:")
+    lines.append(f"   written: {gr['written']}")
+    lines.append(f"   run by default: {gr['run_by_default']}; with the rewrites off, as "
+                 f"--loss=literal runs it: {gr['run_with_rewrites_off']}")
+    lines.append('   log(softmax(x)) became the stable LogSoftmax, unasked.')
+    lines.append('')
+    lines.append('10. What replaced it: tf.function traces Python into a graph.')
+    lines.append(f"   A Python line inside it ran {f['traces_after_three_calls']} time(s) "
+                 f"for three calls, {f['traces_after_a_new_shape']} after a call with "
+                 f"another batch size (shapes {f['traced_shapes']}).")
+    lines.append(f"   AutoGraph turned `if tf.reduce_sum(x) > 0:` into {f['autograph_conditional']}.")
+    lines.append(f"   The traced {model}: {f['traced_network']}")
+    lines.append(f"   the talk's graph:   {f['talks_network']}")
+    lines.append('')
+    lines.append(f"11. GradientTape records what eager code did and differentiates it: on "
+                 f"{t['variables']} variables, the largest gradient {t['largest_gradient']:.3g},")
+    lines.append(f"   the tape's gradients differ from minimize's formal ones by at most "
+                 f"{t['max_abs_difference']:.1e}.")
+    lines.append('   Differentiation never needed the graph. What the graph still buys: a '
+                 'whole computation TensorFlow can rewrite')
+    lines.append('   (9), place on devices and servers, and save as a SavedModel that runs '
+                 'without Python; tf.function gives')
+    lines.append('   TensorFlow 2 code the same, while the Python around it stays eager.')
+    return '\n'.join(lines)
