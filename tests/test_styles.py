@@ -84,6 +84,7 @@ def test_softmax_with_gradient_descent_agrees_in_every_style():
                                    rtol=1e-5)
 
 
+@pytest.mark.slow  # three short runs per style
 @pytest.mark.parametrize('style', ['function', 'keras'])
 def test_a_run_in_a_style_keeps_its_books_stops_and_resumes_exactly(style, tmp_path):
     mnist = synthetic_mnist()
@@ -101,6 +102,7 @@ def test_a_run_in_a_style_keeps_its_books_stops_and_resumes_exactly(style, tmp_p
     assert os.listdir(tmp_path / 'whole' / 'checkpoints')
 
 
+@pytest.mark.slow  # a run, an export, a SavedModel loaded
 @pytest.mark.parametrize('style', ['function', 'keras'])
 def test_a_styles_run_exports_to_the_same_signatures(style, tmp_path):
     mnist = synthetic_mnist()
@@ -157,3 +159,12 @@ def test_the_three_styles_on_the_command_line(tmp_path, mnist_dir):
     steps = [data.Batches(mnist.train_images, mnist.train_labels, 100, 0)(i) for i in range(50)]
     talk = style_losses(eager.FunctionNet('five_layers_relu', optimizer='talk'), steps)
     np.testing.assert_allclose(talk, losses['graph'], rtol=1e-6)  # measured, as the books do
+
+
+@pytest.mark.parametrize('style', ['function', 'keras'])
+def test_same_seed_same_dropout_masks_in_a_style(style):
+    steps = batches(3)
+    first, again, other = (style_losses(eager.make(style, 'conv_dropout', seed=s), steps)
+                           for s in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)

@@ -142,6 +142,9 @@ class FunctionNet(_EagerNet):
         graph's: with it, the losses are the graph's to the last bit (the lesson's proof
         that nothing else differs)."""
         super().__init__(model, seed, loss, changes or {})
+        # dropout's masks: TensorFlow 2 seeds a traced op from the global seed, as the graph
+        # seeds it from the graph's (a run's one global setting, as Keras's seed is)
+        tf.random.set_seed(seed)
         self._made = []
         self.logits(tf.zeros([1, 28, 28, 1]))  # makes the variables, eagerly, once
         self._step = tf.Variable(0, dtype=tf.int32, trainable=False)
