@@ -69,6 +69,7 @@ class Bookkeeping:
             changed = models.describe_changes(config.model, config.changes)
             self.board = dashboard.Dashboard(
                 config.vis, workdir, f'{config.model}, seed {config.seed}'
+                + ('' if config.style == 'graph' else f', --style={config.style}')
                 + (f'; changed: {changed}' if changed else ''),
                 evaluations=(config.iterations - first_step) // config.eval_every + 2)
         self.events = graph_events.EventLog(workdir, net.graph) if workdir else None

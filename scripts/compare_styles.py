@@ -1,8 +1,7 @@
 r"""Sets the runs of one network in TensorFlow 2's styles beside the talk's graph.
 
     python scripts/compare_styles.py                       # the committed runs, below
-    python scripts/compare_styles.py --graph='results/talk_comparison/runs/conv_dropout-it10000-seed*' \
-        --function='results/styles/conv_dropout-function-seed*' --keras='results/styles/conv_dropout-keras-seed*'
+    python scripts/compare_styles.py --graph='results/talk_comparison/runs/conv_dropout-it10000-seed*'
 
 Each argument is a glob of run directories (their history.json) made by
 `python -m graph_mnist.train --style=... --seed=...`. Prints a Markdown table: final and
@@ -29,7 +28,7 @@ STYLES = ('graph', 'function', 'keras')
 
 
 def define_flags():
-    flags.DEFINE_string('graph', 'results/talk_comparison/runs/conv_dropout-it10000-seed*',
+    flags.DEFINE_string('graph', 'results/styles/conv_dropout-graph-seed*',
                         'Runs of the graph style (the talk\'s Session loop).')
     flags.DEFINE_string('function', 'results/styles/conv_dropout-function-seed*',
                         'Runs of --style=function.')

@@ -54,31 +54,32 @@ VERDICT_RULE = (
 # --------------------------------------------------------------------------- runs
 
 
-def run_dir(workdir, model, iterations, seed):
-    return os.path.join(workdir, 'runs', f'{model}-it{iterations}-seed{seed}')
+def run_dir(workdir, model, iterations, seed, style='graph'):
+    kind = '' if style == 'graph' else f'-{style}'
+    return os.path.join(workdir, 'runs', f'{model}{kind}-it{iterations}-seed{seed}')
 
 
-def start_run(directory, model, iterations, seed, data_dir):
+def start_run(directory, model, iterations, seed, data_dir, style='graph'):
     """Starts `python -m graph_mnist.train` for one run; an unfinished run starts over."""
     if os.path.exists(directory):
         shutil.rmtree(directory)  # not finished (interrupted, crashed): train it again
     os.makedirs(directory)
     command = [sys.executable, '-m', 'graph_mnist.train', f'--model={model}',
                f'--iterations={iterations}', f'--seed={seed}', '--eval_every=100',
-               '--vis=none', f'--workdir={directory}']
+               '--vis=none', f'--style={style}', f'--workdir={directory}']
     if data_dir:
         command.append(f'--data_dir={data_dir}')
     with open(os.path.join(directory, 'train.log'), 'w') as log:  # the child keeps its copy
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None):
+def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None, style='graph'):
     """{(model, seed): history}, training only the runs not already finished."""
     wanted = [(m, s) for m in networks for s in range(seeds)]
     steps = {m: iterations or models.NETWORKS[m].iterations for m in networks}
     histories, todo = {}, []
     for model, seed in wanted:
-        history = runs.finished(run_dir(workdir, model, steps[model], seed))
+        history = runs.finished(run_dir(workdir, model, steps[model], seed, style))
         if history:
             histories[model, seed] = history
         else:
@@ -88,16 +89,17 @@ def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None):
     while todo or running:
         while todo and len(running) < jobs:
             model, seed = todo.pop(0)
-            directory = run_dir(workdir, model, steps[model], seed)
+            directory = run_dir(workdir, model, steps[model], seed, style)
             logging.info('training %s seed %d (%d steps) in %s', model, seed, steps[model],
                          directory)
-            running[model, seed] = start_run(directory, model, steps[model], seed, data_dir)
+            running[model, seed] = start_run(directory, model, steps[model], seed, data_dir,
+                                             style)
         time.sleep(0.5)
         for key, process in list(running.items()):
             if process.poll() is None:
                 continue
             del running[key]
-            directory = run_dir(workdir, key[0], steps[key[0]], key[1])
+            directory = run_dir(workdir, key[0], steps[key[0]], key[1], style)
             history = runs.finished(directory)
             if history is None:
                 raise UserError(f'{key[0]} seed {key[1]} failed: see {directory}/train.log')
@@ -458,10 +460,10 @@ def refuse_to_shrink(workdir, networks, seeds, iterations):
                         '--workdir')
 
 
-def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None):
+def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None, style='graph'):
     refuse_to_shrink(workdir, networks, seeds, iterations)
     os.makedirs(workdir, exist_ok=True)
-    histories = train_all(workdir, networks, seeds, iterations, jobs, data_dir)
+    histories = train_all(workdir, networks, seeds, iterations, jobs, data_dir, style)
     rows = table_rows(histories)
     checks = claims(histories)
     parts = ['## Follow the talk', follow_the_talk(rows), FOLLOW_NOTE,
@@ -501,6 +503,9 @@ def define_flags():
     flags.DEFINE_integer('jobs', 1, 'Runs at once (each already uses every core).',
                          lower_bound=1)
     flags.DEFINE_string('data_dir', None, 'MNIST directory, passed to every run.')
+    flags.DEFINE_enum('style', 'graph', ['graph', 'function', 'keras'], 'How every run is '
+                      'written and trained (python -m graph_mnist.train --style); the talk\'s '
+                      'networks only for function and keras.')
 
 
 def main(argv):
@@ -509,8 +514,10 @@ def main(argv):
     if unknown:
         raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
     workdir = FLAGS.workdir or runs.new_dir('talk_comparison')
+    if FLAGS.style != 'graph' and any(m not in TALK for m in FLAGS.models):
+        raise app.UsageError(f'--style={FLAGS.style} trains the talk\'s networks: {TALK}')
     print(compare(workdir, FLAGS.models, FLAGS.seeds, FLAGS.iterations, FLAGS.jobs,
-                  FLAGS.data_dir))
+                  FLAGS.data_dir, FLAGS.style))
     return 0
 
 

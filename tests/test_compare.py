@@ -167,3 +167,19 @@ def test_default_workdir_is_new_and_never_the_committed_results(tmp_path, mnist_
     made, = (tmp_path / 'runs').iterdir()
     assert made.name.startswith('talk_comparison-')
     assert (made / 'comparison.json').exists() and not (tmp_path / 'results').exists()
+
+
+def test_a_comparison_in_a_tensorflow_2_style_trains_its_runs_in_that_style(tmp_path,
+                                                                           monkeypatch):
+    started = []
+
+    class Started:
+        def __init__(self, command, **kwargs):
+            started.append(command)
+
+    monkeypatch.setattr(compare.subprocess, 'Popen', Started)
+    directory = compare.run_dir(str(tmp_path), 'conv', 100, 2, 'keras')
+    assert directory.endswith(os.path.join('runs', 'conv-keras-it100-seed2'))
+    compare.start_run(directory, 'conv', 100, 2, None, 'keras')
+    assert '--style=keras' in started[0] and f'--workdir={directory}' in started[0]
+    assert compare.run_dir(str(tmp_path), 'conv', 100, 2).endswith('conv-it100-seed2')
