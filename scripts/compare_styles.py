@@ -22,9 +22,9 @@ import numpy as np
 from graph_mnist import files
 from graph_mnist import runs
 from graph_mnist.errors import UserError
+from graph_mnist.styles.eager import STYLES
 
 FLAGS = flags.FLAGS
-STYLES = ('graph', 'function', 'keras')
 
 
 def define_flags():

@@ -33,6 +33,7 @@ from graph_mnist import files
 from graph_mnist import models
 from graph_mnist import runs
 from graph_mnist.errors import UserError
+from graph_mnist.styles import eager
 
 TALK = models.TALK      # the talk's eight, in its order; figures in models.NETWORKS
 BEYOND = models.BEYOND  # the published code's batch-norm chapter, reported apart
@@ -503,7 +504,7 @@ def define_flags():
     flags.DEFINE_integer('jobs', 1, 'Runs at once (each already uses every core).',
                          lower_bound=1)
     flags.DEFINE_string('data_dir', None, 'MNIST directory, passed to every run.')
-    flags.DEFINE_enum('style', 'graph', ['graph', 'function', 'keras'], 'How every run is '
+    flags.DEFINE_enum('style', 'graph', list(eager.STYLES), 'How every run is '
                       'written and trained (python -m graph_mnist.train --style); the talk\'s '
                       'networks only for function and keras.')
 
