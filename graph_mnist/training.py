@@ -432,11 +432,12 @@ def train_and_evaluate(settings, workdir=None, data_dir=None, resume=False, give
     """What `python -m graph_mnist.train` does; its exit code.
 
     settings: Config's fields by name (the flags); given: those the user gave (they
-    change a resumed run's stored settings); place: OneMachine() or a cluster task
+    change a resumed run's stored settings); place: None for this machine (the talk's
+    Session or TensorFlow 2's, as --style says) or a cluster task
     (graph_mnist.distributed.from_environment). Installs the Ctrl-C/SIGTERM handlers,
     loads the data (a failure there leaves nothing behind), makes the workdir, trains,
     and logs where everything is."""
-    chosen, place = place, place or OneMachine()
+    chosen, place = place, place or OneMachine()  # until the settings say which
     stop_requested = cli.stop_on_signals(saving=place.keeps_books)
     if place.holds_variables:
         return place.serve(stop_requested)
