@@ -128,6 +128,20 @@ def test_pictures_as_b64_are_read_by_the_graph(server, reference):
     assert [a['digit'] for a in answer['predictions']] == [3, 7, 0]
 
 
+def test_base64_with_line_breaks_and_without_padding_is_read_as_tf_serving_reads_it(server):
+    clean = b64(os.path.join(DIGITS, '7_font.png'))['b64']
+    wrapped = '\n'.join(clean[i:i + 76] for i in range(0, len(clean), 76))  # MIME's lines
+    unpadded = clean.rstrip('=')
+    assert clean.endswith('==') and '\n' in wrapped  # both cases really tried
+    answers = []
+    for text in (clean, wrapped, unpadded):
+        status, answer, _ = request(server.url, 'POST', '/v1/models/mnist:predict', {
+            'signature_name': 'from_image', 'instances': [{'b64': text}]})
+        assert status == 200, answer
+        answers.append(answer['predictions'][0]['probabilities'])
+    assert answers[0] == answers[1] == answers[2]
+
+
 # ------------------------------------------------------------------ bad input
 
 def png_bytes(array):
@@ -158,8 +172,14 @@ BAD = [
      'expects float32 numbers'),
     ('POST', '/v1/models/mnist:predict', {'instances': [ZEROS[0], [[0.5]]]}, 400,
      'expects float32 numbers'),  # ragged
-    ('POST', '/v1/models/mnist:predict', b'{"instances": [[[[NaN]]]]}', 400,
-     'NaN and Infinity are not numbers in JSON'),
+    ('POST', '/v1/models/mnist:predict',  # NaN is read, as TF Serving reads it: the graph refuses it
+     b'{"instances": [' + json.dumps(np.full((1, 28, 28, 1), np.nan).tolist()).encode()[1:-1]
+     + b']}', 400, 'images must be numbers in [0, 1] (a white digit on black), not NaN'),
+    ('POST', '/v1/models/mnist:predict', {'signature_name': ['serving_default'],
+                                          'instances': ZEROS}, 400,
+     '"signature_name" must be a string, got list'),
+    ('POST', '/v1/models/mnist:predict', {'signature_name': {'a': 1}, 'instances': ZEROS},
+     400, '"signature_name" must be a string, got dict'),
     ('POST', '/v1/models/mnist:predict', {'instances': (np.ones((1, 28, 28, 1)) * 3).tolist()},
      400, 'images must be numbers in [0, 1]'),
     ('POST', '/v1/models/mnist:predict', {'signature_name': 'from_image',
@@ -181,7 +201,11 @@ BAD = [
      'Servable not found for request: Specific(mnist, 9)'),
     ('GET', '/v1/models/mnist/versions/9', None, 404, 'Specific(mnist, 9)'),
     ('POST', '/v1/models/mnist:classify', {'examples': []}, 400, 'predict signatures only'),
-    ('GET', '/v1/models/mnist:predict', None, 404, 'Malformed request'),
+    ('GET', '/v1/models/mnist:predict', None, 400, 'Malformed request: GET'),
+    ('POST', '/v1/models/mnist/metadata', {}, 400, 'Malformed request: POST'),
+    ('POST', '/v1/models/mnist:explain', {}, 400, 'Malformed request: POST'),
+    ('PUT', '/v1/models/mnist', {}, 400, 'Malformed request: PUT'),
+    ('DELETE', '/v1/models/mnist', None, 400, 'Malformed request: DELETE'),
     ('GET', '/v2/anything', None, 404, 'Malformed request'),
     ('POST', '/v1/models/mnist:predict', b'{"instances": [' + b'0,' * MAX_BODY + b'0]}', 413,
      'more than the 2,097,152'),

@@ -15,8 +15,11 @@ def decode_binary(value, where):
     if isinstance(value, dict):
         if set(value) != {'b64'} or not isinstance(value['b64'], str):
             raise bad_request(f'{where}: a binary value is {{"b64": "<base64>"}}')
+        # as TensorFlow Serving reads it: line breaks and other whitespace skipped, the
+        # final padding optional
+        text = ''.join(value['b64'].split())
         try:
-            return base64.b64decode(value['b64'], validate=True)
+            return base64.b64decode(text + '=' * (-len(text) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise bad_request(f'{where}: "b64" holds no valid base64') from None
     if isinstance(value, str):

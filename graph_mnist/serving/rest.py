@@ -21,6 +21,27 @@ ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?
                    r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$')
 
 
+def malformed(request):
+    """A request TensorFlow Serving's API has no answer for: under /v1/ (a wrong verb, a
+    GET on :predict, a PUT), 400 as TensorFlow Serving says; elsewhere, 404."""
+    path = request.url.path
+    return ServingError(400 if path.startswith('/v1/') else 404,
+                        f'Malformed request: {request.method} {path}')
+
+
+def _with_nan_and_infinity(raw, error):
+    """A body orjson refused: TensorFlow Serving's JSON reader takes the NaN, Infinity
+    and -Infinity tokens as numbers, so a body holding them is read again by Python's
+    json (which takes them too); any other fault is a 400 with orjson's reason."""
+    import json
+    if re.search(rb'\bNaN\b|\bInfinity\b', raw):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    raise bad_request(f'JSON Parse error: {error}') from None
+
+
 def make_app(manager, max_body_bytes):
     """The Starlette application: TensorFlow Serving's REST API and the drawing page."""
     import orjson
@@ -66,14 +87,14 @@ def make_app(manager, max_body_bytes):
     async def predict(request, name, version):
         raw = await read_body(request)
         try:
-            body = orjson.loads(raw)  # strict JSON: NaN and Infinity are refused
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            if re.search(rb'\bNaN\b|\bInfinity\b', raw):
-                raise bad_request('JSON Parse error: NaN and Infinity are not numbers in '
-                                  'JSON') from None
-            raise bad_request(f'JSON Parse error: {e}') from None
+            body = _with_nan_and_infinity(raw, e)
         signature_name = (body.get('signature_name') or 'serving_default'
                           if isinstance(body, dict) else 'serving_default')
+        if not isinstance(signature_name, str):
+            raise bad_request(f'"signature_name" must be a string, got '
+                              f'{type(signature_name).__name__}')
         for attempt in range(3):  # the version retired meanwhile: ask the newest
             servable = manager.get(name, version)
             signature = servable.signatures.get(signature_name)
@@ -93,7 +114,7 @@ def make_app(manager, max_body_bytes):
         found = ROUTE.match(path)
         try:
             if not found:
-                raise ServingError(404, f'Malformed request: {request.method} {path}')
+                raise malformed(request)
             name, verb = found['name'], found['verb']
             version = int(found['version']) if found['version'] else None
             if request.method == 'GET' and verb is None:
@@ -104,7 +125,7 @@ def make_app(manager, max_body_bytes):
                 raise bad_request(f'{verb} is not offered: these models have predict '
                                   f'signatures only')
             else:
-                raise ServingError(404, f'Malformed request: {request.method} {path}')
+                raise malformed(request)
             return Response(orjson.dumps(answer),
                             media_type='application/json')
         except ServingError as e:
@@ -117,7 +138,8 @@ def make_app(manager, max_body_bytes):
         return HTMLResponse(page)
 
     async def not_found(request, exc):
-        return error(404, f'Malformed request: {request.method} {request.url.path}')
+        e = malformed(request)
+        return error(e.status, e.message)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
