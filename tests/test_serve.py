@@ -142,6 +142,27 @@ def test_base64_with_line_breaks_and_without_padding_is_read_as_tf_serving_reads
     assert answers[0] == answers[1] == answers[2]
 
 
+def test_float32_outputs_are_written_in_their_shortest_form():
+    import orjson
+    from graph_mnist.serving import json_tensor
+    values = np.array([[0.1, 1 / 3, 1e-8, 0.9999999]], np.float32)
+    assert json_tensor.to_json(values) == [[0.1, 0.33333334, 1e-08, 0.9999999]]
+    written = orjson.dumps(json_tensor.format_predict({'p': values}, row=True))
+    assert written == orjson.dumps({'predictions': [[0.1, 0.33333334, 1e-08, 0.9999999]]})
+    assert b'0.10000000149011612' not in written
+    read = np.array(orjson.loads(written)['predictions'], np.float32)
+    np.testing.assert_array_equal(read, values)  # the same float32 numbers, read back
+    assert json_tensor.to_json(np.array([3, 4])) == [3, 4]
+
+
+def test_columnar_inputs_with_other_keys_are_answered_as_tf_serving_does(server):
+    status, answer, _ = request(server.url, 'POST', '/v1/models/mnist:predict',
+                                {'inputs': {'images': ZEROS, 'comment': 'ignored'}})
+    plain_status, plain, _ = request(server.url, 'POST', '/v1/models/mnist:predict',
+                                     {'inputs': {'images': ZEROS}})
+    assert (status, plain_status) == (200, 200) and answer == plain
+
+
 # ------------------------------------------------------------------ bad input
 
 def png_bytes(array):

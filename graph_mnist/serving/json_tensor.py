@@ -100,11 +100,11 @@ def parse_predict(body, signature):
             columns = {name: [x[name] for x in instances] for name in names}
     else:
         given = body['inputs']
-        if len(names) == 1 and not (isinstance(given, dict) and set(given) == {names[0]}):
+        if len(names) == 1 and not (isinstance(given, dict) and names[0] in given):
             given = {names[0]: given}
-        if not isinstance(given, dict) or set(given) != set(names):
+        if not isinstance(given, dict) or not set(names) <= set(given):
             raise bad_request(f"'inputs' must hold the inputs {names}")
-        columns = given
+        columns = {name: given[name] for name in names}  # other keys ignored, as TF does
         for name, value in columns.items():
             if not isinstance(value, list) or not value:
                 raise bad_request(f"No values in 'inputs' for '{name}'")
@@ -116,7 +116,18 @@ def parse_predict(body, signature):
     return arrays, sizes.pop(), has_instances
 
 
+def to_json(value):
+    """An output array as JSON lists. float32 numbers are written in their shortest
+    float32 form (0.1, not float64's 0.10000000149011612), as TensorFlow Serving writes
+    them."""
+    if value.dtype != np.float32:
+        return value.tolist()
+    shortest = np.array([float(str(x)) for x in value.ravel()], dtype=object)
+    return shortest.reshape(value.shape).tolist()
+
+
 def format_predict(outputs, row):
+    outputs = {name: _Listed(to_json(value)) for name, value in outputs.items()}
     if row:
         if len(outputs) == 1:
             return {'predictions': next(iter(outputs.values())).tolist()}
@@ -126,3 +137,13 @@ def format_predict(outputs, row):
     if len(outputs) == 1:
         return {'outputs': next(iter(outputs.values())).tolist()}
     return {'outputs': {name: value.tolist() for name, value in outputs.items()}}
+
+
+class _Listed:
+    """A value already turned into JSON lists, read like the array it came from."""
+
+    def __init__(self, lists):
+        self.lists = lists
+
+    def tolist(self):
+        return self.lists
