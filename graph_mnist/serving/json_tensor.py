@@ -127,23 +127,11 @@ def to_json(value):
 
 
 def format_predict(outputs, row):
-    outputs = {name: _Listed(to_json(value)) for name, value in outputs.items()}
+    lists = {name: to_json(value) for name, value in outputs.items()}
+    only = next(iter(lists.values())) if len(lists) == 1 else None
     if row:
-        if len(outputs) == 1:
-            return {'predictions': next(iter(outputs.values())).tolist()}
-        lists = {name: value.tolist() for name, value in outputs.items()}
+        if only is not None:
+            return {'predictions': only}
         n = len(next(iter(lists.values())))
         return {'predictions': [{name: lists[name][i] for name in lists} for i in range(n)]}
-    if len(outputs) == 1:
-        return {'outputs': next(iter(outputs.values())).tolist()}
-    return {'outputs': {name: value.tolist() for name, value in outputs.items()}}
-
-
-class _Listed:
-    """A value already turned into JSON lists, read like the array it came from."""
-
-    def __init__(self, lists):
-        self.lists = lists
-
-    def tolist(self):
-        return self.lists
+    return {'outputs': only if only is not None else lists}

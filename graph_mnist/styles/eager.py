@@ -20,6 +20,8 @@ batch, the variables' values, a checkpoint. Checkpoints are TensorFlow 1 checkpo
 with the graph's variable names (W1, B1, ...), so `graph_mnist.export` reads any style's.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -108,6 +110,7 @@ class _EagerNet:
     def init(self):
         pass  # made with the graph's initial values already
 
+    @functools.cached_property
     def saver(self):
         """A TensorFlow 1 Saver of the network under the graph's names, and of the
         optimizer's state under `optimizer/<i>` (eager: it is given its variables)."""
@@ -116,14 +119,10 @@ class _EagerNet:
                               max_to_keep=3)
 
     def save(self, workdir, step, history):
-        if not hasattr(self, '_saver'):
-            self._saver = self.saver()
-        return checkpoints.save(None, self._saver, workdir, step, history)
+        return checkpoints.save(None, self.saver, workdir, step, history)
 
     def restore(self, path):
-        if not hasattr(self, '_saver'):
-            self._saver = self.saver()
-        checkpoints.restore(None, self._saver, path)
+        checkpoints.restore(None, self.saver, path)
 
 
 class FunctionNet(_EagerNet):
