@@ -2,7 +2,8 @@
 
 from setuptools import find_packages, setup
 
-SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson']
+SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson', 'tensorflow-serving-api',
+         'prometheus-client']
 
 setup(
     name='graph_mnist',
@@ -26,8 +27,10 @@ setup(
         'gpu': ['tensorflow[and-cuda]'],
         # open the notebooks: JupyterLab and a kernel
         'notebook': ['jupyterlab', 'ipykernel'],
-        # serve with TensorFlow Serving's REST API: Starlette on uvicorn (uvloop, httptools:
-        # its fast event loop and HTTP parser), orjson to parse the requests' JSON
+        # serve with TensorFlow Serving's APIs: REST on Starlette and uvicorn (uvloop,
+        # httptools: its fast event loop and HTTP parser), orjson to parse the requests'
+        # JSON; gRPC with TF Serving's own protos (tensorflow-serving-api, 30 kB: its
+        # grpcio and protobuf come with tensorflow); prometheus-client for the metrics
         'serve': SERVE,
         # run the tests: pytest; a real kernel and papermill to execute the notebooks; the
         # server's stack, and selenium to drive Debian's chromium on the drawing page

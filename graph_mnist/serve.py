@@ -43,8 +43,10 @@ if __name__ == '__main__':
     from graph_mnist import cli
     cli.before_tensorflow()
 
+import os
 import sys
 
+from absl import app
 from absl import flags
 
 from graph_mnist.serving import server
@@ -54,10 +56,15 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     flags.DEFINE_string('model_base_path', None, 'The model base path: numbered SavedModel '
-                        'versions, as graph_mnist.export writes them.')
-    flags.DEFINE_string('model_name', 'mnist', 'The name in /v1/models/{name}.')
-    flags.DEFINE_integer('rest_api_port', 8501, 'The HTTP port (0: any free one).',
+                        'versions, as graph_mnist.export writes them (default, as in '
+                        "TensorFlow Serving's Docker image: $MODEL_BASE_PATH/$MODEL_NAME "
+                        'when MODEL_BASE_PATH is set).')
+    flags.DEFINE_string('model_name', None, 'The name in /v1/models/{name} (default: '
+                        '$MODEL_NAME, else mnist).')
+    flags.DEFINE_integer('port', 8500, 'The gRPC port (0: no gRPC API).',
                          lower_bound=0, upper_bound=65535)
+    flags.DEFINE_integer('rest_api_port', 8501, 'The HTTP port of the REST API and the '
+                         'drawing page (0: no REST API).', lower_bound=0, upper_bound=65535)
     flags.DEFINE_string('host', '127.0.0.1', 'The address to listen on; 0.0.0.0 opens the '
                         'server to the network.')
     flags.DEFINE_float('file_system_poll_wait_seconds', 1.0, 'How often the base path is '
@@ -82,13 +89,28 @@ def define_flags():
                       'one started, on its port.')
     flags.DEFINE_integer('ready_fd', None, 'Internal: where another process says it is '
                          'ready.')
-    flags.mark_flag_as_required('model_base_path')
+
+
+def model_name_and_base_path(environ=os.environ):
+    """(--model_name, --model_base_path), filled in as TensorFlow Serving's Docker image
+    fills them from MODEL_NAME and MODEL_BASE_PATH."""
+    name = FLAGS.model_name or environ.get('MODEL_NAME') or 'mnist'
+    base = FLAGS.model_base_path
+    if base is None and environ.get('MODEL_BASE_PATH'):
+        base = os.path.join(environ['MODEL_BASE_PATH'], name)
+    if base is None:
+        raise app.UsageError('give --model_base_path (or set MODEL_BASE_PATH, as for '
+                             "TensorFlow Serving's Docker image)")
+    return name, base
 
 
 def main(argv):
     del argv
+    if not (FLAGS.port or FLAGS.rest_api_port):
+        raise app.UsageError('--port=0 and --rest_api_port=0: nothing to serve')
+    name, base = model_name_and_base_path()
     return server.run(server.Options(
-        model_base_path=FLAGS.model_base_path, model_name=FLAGS.model_name,
+        model_base_path=base, model_name=name, grpc_port=FLAGS.port,
         host=FLAGS.host, port=FLAGS.rest_api_port,
         poll_seconds=FLAGS.file_system_poll_wait_seconds,
         max_batch_size=FLAGS.max_batch_size,

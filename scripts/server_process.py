@@ -3,23 +3,35 @@ benchmark and the page's screenshot (not part of the package: nothing a user ser
 with needs it)."""
 
 import re
+import socket
 import subprocess
 import sys
 import threading
 
 
+def free_port():
+    """A port free on 127.0.0.1 now (TensorFlow Serving's port 0 means "off", so a
+    server under test is given free ports by number)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
 class Subprocess:
-    """`python -m graph_mnist.serve` in a process of its own on a free loopback port, for
+    """`python -m graph_mnist.serve` in a process of its own on free loopback ports, for
     tests, the load benchmark and the screenshot: `with Subprocess(base) as server:
-    server.url`. Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
+    server.url` (REST), `server.grpc_target` (gRPC). Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
 
     LISTENING = re.compile(r'listening on (http://[^/\s]+)/')
 
     def __init__(self, model_base_path, *flags, timeout=120):
         self.lines = []
+        self.grpc_port = free_port()
+        self.grpc_target = f'127.0.0.1:{self.grpc_port}'  # as grpc.insecure_channel takes it
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'graph_mnist.serve', f'--model_base_path={model_base_path}',
-             '--host=127.0.0.1', '--rest_api_port=0', *flags],
+             '--host=127.0.0.1', f'--rest_api_port={free_port()}',
+             f'--port={self.grpc_port}', *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         found = threading.Event()
 

@@ -43,11 +43,17 @@ def to_array(values, dtype, dims, name):
         except (ValueError, TypeError, OverflowError):
             raise bad_request(f"'{name}' expects {dtype.name} numbers, every example of "
                               f"shape {format_shape(example)}") from None
+    check_shape(array, dims, name)
+    return array
+
+
+def check_shape(array, dims, name):
+    """400 unless the array's examples (axis 0 on) have the signature's shape."""
+    example = dims[1:] if dims else None
     if example is not None and (array.ndim != len(dims) or any(
             want is not None and want != got for want, got in zip(example, array.shape[1:]))):
         raise bad_request(f"'{name}' expects examples of shape {format_shape(example)}, got "
                           f"{format_shape(array.shape[1:])}")
-    return array
 
 
 def numbers(values, dims, numpy_dtype):

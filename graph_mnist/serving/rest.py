@@ -1,15 +1,12 @@
 """The REST handler: TensorFlow Serving's URLs, verbs and status codes, and the drawing
 page, as a Starlette application over a version manager."""
 
-import asyncio
-import contextlib
 import os
 import re
 
 from absl import logging
 
 from graph_mnist.serving.errors import ServingError
-from graph_mnist.serving.errors import Unloaded
 from graph_mnist.serving.errors import bad_request
 from graph_mnist.serving.json_tensor import format_predict
 from graph_mnist.serving.json_tensor import parse_predict
@@ -17,7 +14,8 @@ from graph_mnist.serving.json_tensor import parse_predict
 PAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'static', 'draw.html')
 
 
-ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
+ROUTE = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
+                   r'(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?'
                    r'(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$')
 
 
@@ -69,22 +67,25 @@ def make_app(manager, max_body_bytes):
             chunks.append(chunk)
         return b''.join(chunks)
 
-    def status(name, version):
-        manager.get(name, version)  # 404 when unknown
-        versions = [version] if version is not None else sorted(manager.states, reverse=True)
+    def status(name, version, label):
         return {'model_version_status': [
-            {'version': str(v), 'state': manager.states[v][0],
-             'status': {'error_code': 'OK' if not manager.states[v][1] else 'UNKNOWN',
-                        'error_message': manager.states[v][1]}} for v in versions]}
+            {'version': str(v), 'state': state,
+             'status': {'error_code': 'OK' if not message else 'UNKNOWN',
+                        'error_message': message}}
+            for v, state, message in manager.status(name, version, label)]}
 
-    def metadata(name, version):
-        servable = manager.get(name, version)
+    def metadata(name, version, label):
+        servable = manager.get(name, version, label)
         return {'model_spec': {'name': name, 'signature_name': '',
                                'version': str(servable.version)},
                 'metadata': {'signature_def': {'signature_def': {
                     key: s.definition for key, s in servable.signatures.items()}}}}
 
-    async def predict(request, name, version):
+    def missing(signature_name):
+        return bad_request(f'Serving signature name: "{signature_name}" not found in '
+                           f'signature def')
+
+    async def predict(request, name, version, label):
         raw = await read_body(request)
         try:
             body = orjson.loads(raw)
@@ -95,19 +96,13 @@ def make_app(manager, max_body_bytes):
         if not isinstance(signature_name, str):
             raise bad_request(f'"signature_name" must be a string, got '
                               f'{type(signature_name).__name__}')
-        for attempt in range(3):  # the version retired meanwhile: ask the newest
-            servable = manager.get(name, version)
-            signature = servable.signatures.get(signature_name)
-            if signature is None:
-                raise bad_request(f'Serving signature name: "{signature_name}" not '
-                                  f'found in signature def')
+
+        def read(signature):
             inputs, n, row = parse_predict(body, signature)
-            try:
-                outputs = await servable.batchers[signature_name](inputs, n)
-                return format_predict(outputs, row)
-            except Unloaded:
-                continue
-        raise ServingError(503, 'the model is being reloaded; try again')
+            return inputs, n, row
+        _, outputs, row = await manager.predict(name, version, label, signature_name, read,
+                                                missing)
+        return format_predict(outputs, row)
 
     async def api(request):
         path = request.url.path
@@ -117,10 +112,11 @@ def make_app(manager, max_body_bytes):
                 raise malformed(request)
             name, verb = found['name'], found['verb']
             version = int(found['version']) if found['version'] else None
+            label = found['label']
             if request.method == 'GET' and verb is None:
-                answer = metadata(name, version) if found['metadata'] else status(name, version)
+                answer = (metadata if found['metadata'] else status)(name, version, label)
             elif request.method == 'POST' and verb == 'predict' and not found['metadata']:
-                answer = await predict(request, name, version)
+                answer = await predict(request, name, version, label)
             elif request.method == 'POST' and verb in ('classify', 'regress'):
                 raise bad_request(f'{verb} is not offered: these models have predict '
                                   f'signatures only')
@@ -141,11 +137,6 @@ def make_app(manager, max_body_bytes):
         e = malformed(request)
         return error(e.status, e.message)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        manager.loop = asyncio.get_running_loop()  # where retiring versions finish
-        yield
-
     return Starlette(routes=[Route('/', home), Route('/v1/models/{rest:path}', api,
                                                      methods=['GET', 'POST'])],
-                     exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
+                     exception_handlers={404: not_found, 405: not_found})

@@ -1,6 +1,7 @@
 """The server's process main: the listening socket, the other processes on the same
 port (SO_REUSEPORT), the version manager, and uvicorn serving the REST handler."""
 
+import asyncio
 import dataclasses
 import gc
 import os
@@ -27,7 +28,8 @@ class Options:
     model_base_path: str          # --model_base_path
     model_name: str = 'mnist'     # --model_name
     host: str = '127.0.0.1'       # --host
-    port: int = 8501              # --rest_api_port
+    port: int = 8501              # --rest_api_port (0: no REST API)
+    grpc_port: int = 8500         # --port (0: no gRPC API)
     poll_seconds: float = 1.0     # --file_system_poll_wait_seconds
     max_batch_size: int = 64      # --max_batch_size
     batch_timeout_seconds: float = 0.0  # --batch_timeout_micros / 1e6
@@ -39,28 +41,50 @@ class Options:
     ready_fd: int = None          # --ready_fd (internal)
 
 
-def listen(host, port):
-    """A bound, listening socket, or one clear error. SO_REUSEPORT: the other serving
-    processes (same user) listen on the same port, and the kernel spreads connections
-    among them evenly (one shared socket let one process take most of them)."""
+def claim(host, port):
+    """Fails with one clear line when anything already listens on, or holds, host:port:
+    binding with SO_REUSEPORT alone would let a second instance of this server (same
+    user) share the port silently and take part of the traffic."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f'cannot listen on {host}:{port}: {e.strerror or e} (is another '
+                            f'server running there?)') from None
+
+
+def listen(host, port, backlog=1024):
+    """A bound, listening socket (backlog None: bound only, a reservation), or one clear
+    error. SO_REUSEPORT: the other serving processes (same user) listen on the same port,
+    and the kernel spreads connections among them evenly (one shared socket let one
+    process take most of them)."""
     try:
         family = socket.AF_INET6 if ':' in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        if backlog is not None:
+            sock.listen(backlog)
     except OSError as e:
         raise UserError(f'cannot listen on {host}:{port}: {e.strerror or e}') from None
     return sock
 
 
-def start_others(argv, port, count, ready):
+def address(host, port):
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
+def start_others(argv, count, ready):
     """The other serving processes: this command (`argv`, its flags) again, on the same
-    port; each writes a byte to the pipe `ready` once its model is loaded and it
+    ports; each writes a byte to the pipe `ready` once its model is loaded and it
     listens."""
     command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:],
-               f'--rest_api_port={port}', '--other_process', f'--ready_fd={ready}']
+               '--other_process', f'--ready_fd={ready}']
     return [subprocess.Popen(command, pass_fds=[ready]) for _ in range(count)]
 
 
@@ -115,11 +139,60 @@ def threads(options):
     return intra, options.inter_op_threads or intra
 
 
+async def serve(options, manager, rest_socket, grpc_reserved, ready):
+    """Both APIs in one event loop until SIGTERM or Ctrl-C: uvicorn on the REST socket,
+    grpcio's asyncio server on --port (SO_REUSEPORT, as every process binds it)."""
+    import grpc
+    import uvicorn
+    from graph_mnist.serving import grpc_api
+    manager.loop = asyncio.get_running_loop()  # where retiring versions finish
+    grpc_server = None
+    if options.grpc_port:
+        grpc_server = grpc.aio.server(options=[
+            ('grpc.so_reuseport', 1), ('grpc.max_receive_message_length', options.max_body_bytes),
+            ('grpc.max_send_message_length', 64 * 1024 * 1024)])
+        grpc_api.add_to(grpc_server, manager)
+        try:
+            grpc_server.add_insecure_port(address(options.host, options.grpc_port))
+        except RuntimeError as e:
+            raise UserError(f'cannot listen on {address(options.host, options.grpc_port)} '
+                            f'(gRPC): {e}') from None
+        await grpc_server.start()
+    if grpc_reserved is not None:
+        grpc_reserved.close()
+    ready()  # both listen (uvicorn takes the REST socket's waiting connections)
+    try:
+        if rest_socket is not None:
+            config = uvicorn.Config(make_app(manager, options.max_body_bytes),
+                                    log_level='warning', access_log=False,
+                                    limit_concurrency=1000, timeout_keep_alive=5)
+            await uvicorn.Server(config).serve(sockets=[rest_socket])
+        else:  # gRPC only: wait for the signal uvicorn would have caught
+            stop = asyncio.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                manager.loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+
+
+def announce(options, rest_socket, count):
+    parts = []
+    if rest_socket is not None:
+        host, port = rest_socket.getsockname()[:2]
+        parts.append(f'listening on http://{address(host, port)}/ (the drawing page; REST '
+                     f'API at /v1/models/{options.model_name})')
+    if options.grpc_port:
+        parts.append(f'gRPC API at {address(options.host, options.grpc_port)}')
+    logging.info('%s, %d processes', '; '.join(parts), count)
+
+
 def run(options, argv):
     """Serves until SIGTERM or Ctrl-C; the exit code. argv: the command line, which the
     other processes are started with."""
-    import uvicorn
     base = options.model_base_path
+    rest_socket = grpc_reserved = None
     if not options.other_process:
         if not os.path.isdir(base):
             raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
@@ -127,20 +200,25 @@ def run(options, argv):
         if os.path.isfile(os.path.join(base, export.SAVED_MODEL)):
             raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
                             f'move it to {os.path.join(base, "1")} or export again')
-        sock = listen(options.host, options.port)
+        for port in (options.port, options.grpc_port):
+            claim(options.host, port)
+        if options.port:
+            rest_socket = listen(options.host, options.port)
+        if options.grpc_port:  # held until gRPC listens, so no other server takes it
+            grpc_reserved = listen(options.host, options.grpc_port, backlog=None)
         if not exposure.is_loopback(options.host):
-            logging.warning('--host=%s: the REST API and the drawing page are open to every '
-                            'machine that can reach this address, without authentication '
-                            '(they can send predictions, read the models\' status and '
-                            'signatures, and load the server); the default 127.0.0.1 keeps '
-                            'them to this machine', options.host)
+            logging.warning('--host=%s: the REST API, the gRPC API and the drawing page are '
+                            'open to every machine that can reach this address, without '
+                            'authentication (they can send predictions, read the models\' '
+                            'status and signatures, and load the server); the default '
+                            '127.0.0.1 keeps them to this machine', options.host)
         count = options.processes or os.cpu_count() or 1
         ready, told = os.pipe()
-        others = start_others(argv, sock.getsockname()[1], count - 1, told)
+        others = start_others(argv, count - 1, told)
         os.close(told)
-    else:  # one of the others: quiet, on the first one's port, ending with it
+    else:  # one of the others: quiet, on the first one's ports, ending with it
         logging.set_verbosity(logging.WARNING)
-        sock, others, count = None, [], None
+        others, count = [], None
         end_with(os.getppid())
     try:
         manager = Manager(options.model_name, base, options.poll_seconds,
@@ -153,7 +231,8 @@ def run(options, argv):
         # requests at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here.
         gc.set_threshold(50_000, 20, 20)
         if options.other_process:  # listen only now, loaded, so no connection waits on us
-            sock = listen(options.host, options.port)
+            if options.port:
+                rest_socket = listen(options.host, options.port)
             os.write(options.ready_fd, b'1')
             os.close(options.ready_fd)
         else:
@@ -161,19 +240,17 @@ def run(options, argv):
         if manager.current is None:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',
                             base)
-        host, port = sock.getsockname()[:2]
-        shown = f'[{host}]' if ':' in host else host
-        logging.info('listening on http://%s:%d/ (the drawing page; REST API at '
-                     '/v1/models/%s), %d processes', shown, port, options.model_name, count or 0)
-        config = uvicorn.Config(make_app(manager, options.max_body_bytes), log_level='warning',
-                                access_log=False, limit_concurrency=1000, timeout_keep_alive=5)
+        import uvicorn
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            with asyncio.Runner(loop_factory=uvicorn.Config(None).get_loop_factory()) as runner:
+                runner.run(serve(options, manager, rest_socket, grpc_reserved, lambda: (
+                    options.other_process or announce(options, rest_socket, count))))
         finally:
             manager.stop()
     finally:
         stop_others(others)
-        if sock is not None:
-            sock.close()
+        for sock in (rest_socket, grpc_reserved):
+            if sock is not None:
+                sock.close()
     logging.info('stopped')
     return 0

@@ -13,7 +13,9 @@ from graph_mnist import export
 from graph_mnist import preprocess
 from graph_mnist.serving.batching import Batcher
 from graph_mnist.serving.errors import ServingError
+from graph_mnist.serving.errors import Unloaded
 from graph_mnist.serving.errors import bad_request
+from graph_mnist.serving.errors import not_found
 
 
 class Signature:
@@ -23,6 +25,7 @@ class Signature:
         from google.protobuf import json_format
         import tensorflow as tf
         self.name = name
+        self.proto = definition  # the SignatureDef, as gRPC's metadata sends it
         self.definition = json_format.MessageToDict(
             definition, always_print_fields_with_no_presence=True,
             preserving_proto_field_name=True)
@@ -153,17 +156,52 @@ class Manager:
             self.states[old.version] = ('END', '')
             logging.info('version %d unloaded', old.version)
 
-    def get(self, name, version):
-        """The Servable for a request, or ServingError 404 as TensorFlow Serving says it."""
+    def get(self, name, version, label=None):
+        """The Servable for a request, or ServingError as TensorFlow Serving says it
+        (404: no such model or version; 400: a version label, as none is assigned)."""
+        if label is not None:
+            raise bad_request(f'Unrecognized servable version label: {label}')
         current = self.current
         if name != self.name or current is None:
-            raise ServingError(404, f'Servable not found for request: Latest({name})'
-                               if version is None else
-                               f'Servable not found for request: Specific({name}, {version})')
+            raise not_found(f'Servable not found for request: Latest({name})'
+                            if version is None else
+                            f'Servable not found for request: Specific({name}, {version})')
         if version is not None and version != current.version:
-            raise ServingError(404, f'Servable not found for request: Specific({name}, '
-                                    f'{version})')
+            raise not_found(f'Servable not found for request: Specific({name}, {version})')
         return current
+
+    def status(self, name, version=None, label=None):
+        """[(version, state, error message)] newest first, as TensorFlow Serving's
+        GetModelStatus gives them: a version that was retired is there with END."""
+        if label is not None:
+            raise bad_request(f'Unrecognized servable version label: {label}')
+        states = dict(self.states) if name == self.name else {}
+        if version is not None:
+            if version not in states:
+                raise not_found(f'Could not find version {version} of model {name}')
+            return [(version, *states[version])]
+        if not states:
+            raise not_found(f'Could not find any versions of model {name}')
+        return [(v, *states[v]) for v in sorted(states, reverse=True)]
+
+    async def predict(self, name, version, label, signature_name, read, missing):
+        """Runs one request through the version's batcher: (servable, outputs, what
+        read returned beside the inputs). read(signature) -> (inputs, examples, extra);
+        missing(signature_name) -> the error for a signature the version lacks. A
+        version retired between choosing it and running the request: the newest is
+        asked instead."""
+        for _ in range(3):
+            servable = self.get(name, version, label)
+            signature = servable.signatures.get(signature_name)
+            if signature is None:
+                raise missing(signature_name)
+            inputs, n, extra = read(signature)
+            try:
+                outputs = await servable.batchers[signature_name](inputs, n)
+            except Unloaded:
+                continue
+            return servable, outputs, extra
+        raise ServingError(503, 'the model is being reloaded; try again')
 
     def stop(self):
         self.stopping.set()
