@@ -33,3 +33,32 @@ def machine():
             'versions': versions,
             'commit': git.stdout.strip() + ('-dirty' if dirty else '') if git.returncode == 0
             else None}
+
+
+def usable_cores(cgroup='/sys/fs/cgroup'):
+    """The cores this process may use: those it may run on, capped by a CPU quota where
+    its cgroup sets one (a container given 2 CPUs on a 64-core node has 64 cores in
+    os.cpu_count() but time for 2). cgroup v2's cpu.max, else v1's cpu.cfs_quota_us."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = period = None
+    try:
+        with open(os.path.join(cgroup, 'cpu.max')) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(cgroup, 'cpu', 'cpu.cfs_quota_us')) as f:
+                quota = f.read().strip()
+            with open(os.path.join(cgroup, 'cpu', 'cpu.cfs_period_us')) as f:
+                period = f.read().strip()
+        except OSError:
+            pass
+    try:
+        quota, period = int(quota), int(period)
+    except (TypeError, ValueError):  # 'max', -1 or nothing: no quota
+        return cores
+    if quota <= 0 or period <= 0:
+        return cores
+    return max(1, min(cores, -(-quota // period)))

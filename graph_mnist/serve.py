@@ -68,7 +68,7 @@ def define_flags():
     flags.DEFINE_string('host', '127.0.0.1', 'The address to listen on; 0.0.0.0 opens the '
                         'server to the network.')
     flags.DEFINE_float('file_system_poll_wait_seconds', 1.0, 'How often the base path is '
-                       'looked at for new versions.', lower_bound=0.05)
+                       'looked at for new versions (0: once, at the start).', lower_bound=0)
     flags.DEFINE_integer('max_batch_size', 64, 'Most examples run in one Session call.',
                          lower_bound=1)
     flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
@@ -77,7 +77,8 @@ def define_flags():
     flags.DEFINE_integer('max_body_bytes', 16 * 1024 * 1024, 'Larger request bodies get 413.',
                          lower_bound=1024)
     flags.DEFINE_integer('rest_api_num_processes', 0, 'Processes answering requests, each '
-                         'with the model loaded, all on the one port (0: one per core). '
+                         'with the model loaded, all on the one port (0: one per core this '
+                         'process may use, fewer where a CPU quota is set). '
                          'Python runs one thread at a time per process; TensorFlow Serving '
                          'uses threads for the same.', lower_bound=0)
     flags.DEFINE_integer('tensorflow_intra_op_parallelism', 0, 'Threads of one operation '
@@ -85,8 +86,15 @@ def define_flags():
                          lower_bound=0)
     flags.DEFINE_integer('tensorflow_inter_op_parallelism', 0, 'Operations run at once '
                          '(0: as --tensorflow_intra_op_parallelism).', lower_bound=0)
-    flags.DEFINE_bool('other_process', False, 'Internal: one of the processes the first '
-                      'one started, on its port.')
+    flags.DEFINE_integer('max_num_load_retries', 5, 'How many times a version that fails to '
+                         'load is tried again (a version copied without care can be '
+                         'incomplete at first).', lower_bound=0)
+    flags.DEFINE_integer('load_retry_interval_micros', 60 * 1000 * 1000, 'The wait before '
+                         'each new try.', lower_bound=0)
+    flags.DEFINE_string('board', None, 'Internal: the first process\'s board, where it '
+                        'says which version every process serves.')
+    flags.DEFINE_integer('process_index', 0, 'Internal: one of the processes the first '
+                         'one started (1, 2, ...), on its ports.', lower_bound=0)
     flags.DEFINE_integer('ready_fd', None, 'Internal: where another process says it is '
                          'ready.')
 
@@ -118,7 +126,10 @@ def main(argv):
         max_body_bytes=FLAGS.max_body_bytes, processes=FLAGS.rest_api_num_processes,
         intra_op_threads=FLAGS.tensorflow_intra_op_parallelism,
         inter_op_threads=FLAGS.tensorflow_inter_op_parallelism,
-        other_process=FLAGS.other_process, ready_fd=FLAGS.ready_fd), sys.argv)
+        max_load_retries=FLAGS.max_num_load_retries,
+        load_retry_seconds=FLAGS.load_retry_interval_micros / 1e6,
+        board=FLAGS.board, process_index=FLAGS.process_index, ready_fd=FLAGS.ready_fd),
+        sys.argv)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,9 @@ from absl import logging
 
 from graph_mnist import export
 from graph_mnist import exposure
+from graph_mnist import machine
 from graph_mnist.errors import UserError
+from graph_mnist.serving.board import Board
 from graph_mnist.serving.rest import make_app
 from graph_mnist.serving.versions import Manager
 
@@ -37,8 +39,15 @@ class Options:
     processes: int = 0            # --rest_api_num_processes (0: one per core)
     intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
-    other_process: bool = False   # --other_process (internal)
+    max_load_retries: int = 5     # --max_num_load_retries
+    load_retry_seconds: float = 60.0  # --load_retry_interval_micros / 1e6
+    board: str = None             # --board (internal: the first process's board)
+    process_index: int = 0        # --process_index (internal: 0 is the first process)
     ready_fd: int = None          # --ready_fd (internal)
+
+    @property
+    def other_process(self):
+        return self.process_index > 0
 
 
 def claim(host, port):
@@ -79,13 +88,14 @@ def address(host, port):
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
-def start_others(argv, count, ready):
+def start_others(argv, count, ready, board):
     """The other serving processes: this command (`argv`, its flags) again, on the same
     ports; each writes a byte to the pipe `ready` once its model is loaded and it
     listens."""
-    command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:],
-               '--other_process', f'--ready_fd={ready}']
-    return [subprocess.Popen(command, pass_fds=[ready]) for _ in range(count)]
+    command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:], f'--board={board}',
+               f'--ready_fd={ready}']
+    return [subprocess.Popen([*command, f'--process_index={i}'], pass_fds=[ready])
+            for i in range(1, count + 1)]
 
 
 def wait_for(others, ready, timeout=600):
@@ -134,8 +144,8 @@ def threads(options):
     one pool per core in each of several processes, they took the cores from each other
     (2 processes on 2 cores: 6,126 single-image requests/s with 2 threads each, 6,669
     with 1, and p50 at concurrency 1 711 us against 489; BUILD_NOTES.md)."""
-    processes = options.processes or os.cpu_count() or 1
-    intra = options.intra_op_threads or max(1, (os.cpu_count() or 1) // processes)
+    processes = options.processes or machine.usable_cores()
+    intra = options.intra_op_threads or max(1, machine.usable_cores() // processes)
     return intra, options.inter_op_threads or intra
 
 
@@ -212,18 +222,22 @@ def run(options, argv):
                             'authentication (they can send predictions, read the models\' '
                             'status and signatures, and load the server); the default '
                             '127.0.0.1 keeps them to this machine', options.host)
-        count = options.processes or os.cpu_count() or 1
+        count = options.processes or machine.usable_cores()
+        board = Board.create(count)
         ready, told = os.pipe()
-        others = start_others(argv, count - 1, told)
+        others = start_others(argv, count - 1, told, board.path)
         os.close(told)
     else:  # one of the others: quiet, on the first one's ports, ending with it
         logging.set_verbosity(logging.WARNING)
         others, count = [], None
+        board = Board(options.board)
         end_with(os.getppid())
     try:
-        manager = Manager(options.model_name, base, options.poll_seconds,
+        manager = Manager(options.model_name, base,
                           (options.max_batch_size, options.batch_timeout_seconds,
-                           threads(options)))
+                           threads(options)), board, options.process_index,
+                          options.poll_seconds,
+                          (options.max_load_retries, options.load_retry_seconds))
         manager.start()
         gc.freeze()  # see Manager.poll
         # A request's JSON is about 900 new lists: at the default threshold (700) every
@@ -237,6 +251,7 @@ def run(options, argv):
             os.close(options.ready_fd)
         else:
             wait_for(others, ready)
+            manager.settle()  # every process holds the first version: it is served
         if manager.current is None:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',
                             base)
@@ -249,6 +264,7 @@ def run(options, argv):
             manager.stop()
     finally:
         stop_others(others)
+        board.close(remove=not options.other_process)
         for sock in (rest_socket, grpc_reserved):
             if sock is not None:
                 sock.close()

@@ -1,10 +1,13 @@
 """The version manager: numbered SavedModels under a base path, the newest served,
 polled for new ones, a new version loaded beside the old one before it takes over
-(TensorFlow Serving's AspiredVersionsManager, for one model)."""
+(TensorFlow Serving's AspiredVersionsManager, for one model), one decision for all the
+serving processes (board.py)."""
 
 import asyncio
 import gc
+import os
 import threading
+import time
 
 from absl import logging
 import numpy as np
@@ -12,6 +15,8 @@ import numpy as np
 from graph_mnist import export
 from graph_mnist import preprocess
 from graph_mnist.serving.batching import Batcher
+from graph_mnist.serving.board import SERVING
+from graph_mnist.serving.board import TARGET
 from graph_mnist.serving.errors import ServingError
 from graph_mnist.serving.errors import Unloaded
 from graph_mnist.serving.errors import bad_request
@@ -97,64 +102,154 @@ class Servable:
 
 
 class Manager:
-    """The versions under a model base path: loads the newest, polls for newer ones."""
+    """The versions under a model base path, the newest served (TensorFlow Serving's
+    AspiredVersionsManager with its default policy, for one model), in one of several
+    serving processes that share a Board. The deciding process (index 0) polls the base
+    path and sets the version to load; every process loads it beside the one it serves
+    (retrying as TF Serving does); once every process holds it, the deciding process
+    flips the board's serving version, read by every request of every process, so that
+    no client is answered by an older version after a newer one. Then each retires the
+    old one when what it was given is answered."""
 
-    def __init__(self, name, base_path, poll_seconds, settings):
-        self.name, self.base_path, self.poll_seconds = name, base_path, poll_seconds
+    def __init__(self, name, base_path, settings, board, index=0, poll_seconds=1.0,
+                 retries=(5, 60.0)):
+        self.name, self.base_path = name, base_path
         self.settings = settings  # (max batch size, batch timeout, TF threads)
-        self.lock = threading.Lock()
-        self.current = None      # the Servable answering requests
-        self.states = {}         # version: (state, error message), as TF Serving reports
-        self.failed = set()      # versions that could not be loaded (not retried)
+        self.board, self.index, self.deciding = board, index, index == 0
+        self.poll_seconds = poll_seconds  # 0: the base path is read once
+        self.retries, self.retry_seconds = retries  # --max_num_load_retries, the interval
+        self.servables = {}      # version: Servable, in this process
+        self.errors = {}         # version: why this process could not load it
+        self.given_up = None     # the version this process tried to load and could not
+        self.states = {}         # (deciding) version: (state, error message)
+        self.failed = set()      # (deciding) versions given up on
         self.stopping = threading.Event()
-        self.poller = None
+        self.thread = None
         self.loop = None  # the server's event loop, where old versions retire
 
+    @property
+    def current(self):
+        """The Servable answering requests now: the board's serving version."""
+        return self.servables.get(self.board.serving)
+
     def start(self):
-        self.poll()
-        self.poller = threading.Thread(target=self.keep_polling, name='poller', daemon=True)
-        self.poller.start()
+        """Loads what is to be served (the deciding process first decides), then keeps
+        following the board in a thread of its own."""
+        if self.deciding:
+            self.decide()
+        self.follow()
+        self.thread = threading.Thread(target=self.keep_going, name='versions', daemon=True)
+        self.thread.start()
 
-    def keep_polling(self):
-        while not self.stopping.wait(self.poll_seconds):
+    def keep_going(self):
+        next_poll = time.monotonic() + self.poll_seconds
+        while not self.stopping.wait(0.02):
             try:
-                self.poll()
-            except Exception as e:  # a bad moment on the disk must not stop the polling
-                logging.error('polling %s: %s', self.base_path, e)
+                self.follow()
+                if self.deciding:
+                    self.settle()
+                    if self.poll_seconds > 0 and time.monotonic() >= next_poll:
+                        next_poll = time.monotonic() + self.poll_seconds
+                        self.decide()
+            except Exception as e:  # a bad moment on the disk must not stop the server
+                logging.error('versions of %s: %s', self.name, e)
 
-    def poll(self):
-        on_disk = {v: p for v, p in export.versions(self.base_path).items()
-                   if v not in self.failed}
-        newest = max(on_disk, default=None)
-        current = self.current
-        if newest is None or (current and current.version == newest):
+    # ------------------------------------------------------------ the deciding process
+
+    def publish(self, version, state, message=''):
+        self.states[version] = (state, message)
+        self.board.write_states(self.states)
+
+    def decide(self):
+        """Polls the base path: the newest version becomes the one to load (one change
+        at a time: a newer one waits until the last is served or given up)."""
+        board = self.board
+        if board.target != board.serving:
             return
-        self.states[newest] = ('LOADING', '')
-        try:
-            servable = Servable(newest, on_disk[newest], self.settings)
-        except Exception as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            logging.error('version %d of %s cannot be loaded: %s', newest, self.name, message)
-            self.failed.add(newest)
-            self.states[newest] = ('END', message)
+        newest = max((v for v in export.versions(self.base_path) if v not in self.failed),
+                     default=None)
+        if newest is None or newest == board.target:
             return
-        # TensorFlow and a loaded graph are hundreds of thousands of Python objects that
-        # live as long as the server; parsing a request's JSON makes tens of thousands
-        # more, which set off the cyclic collector, and a full collection walking them
-        # all paused requests for 180 ms. Frozen, the collector skips them.
-        gc.freeze()
-        with self.lock:
-            old, self.current = self.current, servable
-            self.states[newest] = ('AVAILABLE', '')
-        logging.info('serving %s version %d (%s)', self.name, newest, on_disk[newest])
-        if old is not None:
-            self.states[old.version] = ('UNLOADING', '')
-            if self.loop is not None and self.loop.is_running():
-                asyncio.run_coroutine_threadsafe(old.retire(), self.loop).result(120)
+        self.publish(newest, 'LOADING')
+        board.set(TARGET, newest)
+
+    def settle(self):
+        """Flips the board to the version to load once every process holds it, or
+        gives it up when one could not load it; marks retired versions END once no
+        process holds them."""
+        board = self.board
+        target, serving, everyone = board.target, board.serving, board.everyone()
+        if target != serving:
+            if all(loaded == target for loaded, _ in everyone):
+                if serving:
+                    self.publish(serving, 'UNLOADING')
+                self.publish(target, 'AVAILABLE')
+                board.set(SERVING, target)
+                logging.info('serving %s version %d (%s, in %d processes)', self.name, target,
+                             self.servables[target].path, len(everyone))
+            elif any(loaded == -target for loaded, _ in everyone):
+                message = self.errors.get(target, 'it could not be loaded in every serving '
+                                                  'process')
+                logging.error('version %d of %s cannot be loaded: %s', target, self.name,
+                              message)
+                self.failed.add(target)
+                self.publish(target, 'END', message)
+                board.set(TARGET, serving)
+        for version, (state, _) in list(self.states.items()):
+            if state == 'UNLOADING' and all(oldest >= board.serving or oldest == 0
+                                            for _, oldest in everyone):
+                self.publish(version, 'END')
+                logging.info('version %d unloaded', version)
+
+    # ------------------------------------------------------------------ every process
+
+    def load(self, version):
+        """Servable, retried as TF Serving's --max_num_load_retries and
+        --load_retry_interval_micros say (a version copied without care can be
+        incomplete at first); None when it cannot be loaded."""
+        path = os.path.join(self.base_path, str(version))
+        for attempt in range(self.retries + 1):
+            try:
+                return Servable(version, path, self.settings)
+            except Exception as e:
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                self.errors[version] = message
+                if attempt < self.retries:
+                    logging.warning('version %d of %s could not be loaded (%s); trying again '
+                                    'in %g s', version, self.name, message, self.retry_seconds)
+                    if self.stopping.wait(self.retry_seconds) or self.board.target != version:
+                        return None
+        return None
+
+    def follow(self):
+        """Loads the board's version to load, retires what is neither served nor to be
+        loaded, and reports what this process holds."""
+        board = self.board
+        target = board.target
+        if target > 0 and target not in self.servables and target != self.given_up:
+            servable = self.load(target)
+            if servable is None:
+                self.given_up = target  # the deciding process gives it up for all
             else:
-                old.close()
-            self.states[old.version] = ('END', '')
-            logging.info('version %d unloaded', old.version)
+                # TensorFlow and a loaded graph are hundreds of thousands of Python objects
+                # that live as long as the server; parsing a request's JSON makes tens of
+                # thousands more, which set off the cyclic collector, and a full collection
+                # walking them all paused requests for 180 ms. Frozen, the collector skips
+                # them.
+                gc.freeze()
+                self.servables[target] = servable
+        serving = board.serving
+        for version in [v for v in self.servables if v not in (serving, board.target)]:
+            self.retire(self.servables.pop(version))
+        held = self.servables
+        board.report(self.index, -target if target and target == self.given_up
+                     else max(held, default=0), min(held, default=0))
+
+    def retire(self, servable):
+        if self.loop is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(servable.retire(), self.loop).result(120)
+        else:
+            servable.close()
 
     def get(self, name, version, label=None):
         """The Servable for a request, or ServingError as TensorFlow Serving says it
@@ -175,7 +270,7 @@ class Manager:
         GetModelStatus gives them: a version that was retired is there with END."""
         if label is not None:
             raise bad_request(f'Unrecognized servable version label: {label}')
-        states = dict(self.states) if name == self.name else {}
+        states = self.board.states() if name == self.name else {}
         if version is not None:
             if version not in states:
                 raise not_found(f'Could not find version {version} of model {name}')
@@ -205,7 +300,7 @@ class Manager:
 
     def stop(self):
         self.stopping.set()
-        if self.poller:
-            self.poller.join()
-        if self.current:
-            self.current.close()
+        if self.thread:
+            self.thread.join()
+        for servable in self.servables.values():
+            servable.close()
