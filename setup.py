@@ -2,8 +2,7 @@
 
 from setuptools import find_packages, setup
 
-SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson', 'tensorflow-serving-api',
-         'prometheus-client']
+SERVE = ['starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson', 'prometheus-client']
 
 setup(
     name='graph_mnist',
@@ -21,6 +20,9 @@ setup(
         'matplotlib',  # the dashboard and the comparison plots
         'tensorboard',  # event files; no longer a dependency of tensorflow since 2.20
         'pillow',  # predict reads PNG and JPEG; the dashboard writes GIFs
+        # TensorFlow Serving's protos (30 kB; its grpcio and protobuf come with tensorflow):
+        # export writes TF Serving's warm-up file with them, serve answers gRPC with them
+        'tensorflow-serving-api',
     ],
     extras_require={
         # train on an NVIDIA GPU: TensorFlow with its CUDA libraries (several GB; Linux)
@@ -29,8 +31,7 @@ setup(
         'notebook': ['jupyterlab', 'ipykernel'],
         # serve with TensorFlow Serving's APIs: REST on Starlette and uvicorn (uvloop,
         # httptools: its fast event loop and HTTP parser), orjson to parse the requests'
-        # JSON; gRPC with TF Serving's own protos (tensorflow-serving-api, 30 kB: its
-        # grpcio and protobuf come with tensorflow); prometheus-client for the metrics
+        # JSON; prometheus-client adds up the metrics of the serving processes
         'serve': SERVE,
         # run the tests: pytest; a real kernel and papermill to execute the notebooks; the
         # server's stack, and selenium to drive Debian's chromium on the drawing page

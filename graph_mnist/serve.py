@@ -48,7 +48,10 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from graph_mnist.serving import config
+from graph_mnist.serving import metrics
 from graph_mnist.serving import server
 
 FLAGS = flags.FLAGS
@@ -69,11 +72,36 @@ def define_flags():
                         'server to the network.')
     flags.DEFINE_float('file_system_poll_wait_seconds', 1.0, 'How often the base path is '
                        'looked at for new versions (0: once, at the start).', lower_bound=0)
-    flags.DEFINE_integer('max_batch_size', 64, 'Most examples run in one Session call.',
-                         lower_bound=1)
+    flags.DEFINE_string('model_config_file', None, "TensorFlow Serving's model config "
+                        '(text format) naming one model: its name and base_path (instead '
+                        'of --model_name and --model_base_path).')
+    flags.DEFINE_bool('enable_batching', True, 'Run the requests that arrive together in '
+                      'one Session call (on by default here, off in TensorFlow Serving: a '
+                      'lone request never waits for company unless --batch_timeout_micros '
+                      'says so; --noenable_batching runs every request alone).')
+    flags.DEFINE_string('batching_parameters_file', None, "TensorFlow Serving's batching "
+                        'parameters (text format): max_batch_size, batch_timeout_micros, '
+                        'max_enqueued_batches, num_batch_threads.')
+    flags.DEFINE_integer('max_batch_size', 64, 'Most examples run in one Session call '
+                         '(the batching parameters file may set it instead).', lower_bound=1)
     flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
                          '--max_batch_size waits for more requests (0: it goes as soon as '
                          'the previous batch is done).', lower_bound=0)
+    flags.DEFINE_integer('max_enqueued_batches', 100, 'Most batches waiting per signature '
+                         'and process; a request beyond is answered 503 at once.',
+                         lower_bound=1)
+    flags.DEFINE_integer('rest_api_timeout_in_ms', 30000, 'A predict not answered in this '
+                         'time gets 504 (0: no limit).', lower_bound=0)
+    flags.DEFINE_bool('rest_api_enable_cors_support', False, "Add TensorFlow Serving's "
+                      'CORS headers (any origin may call the REST API from a browser).')
+    flags.DEFINE_integer('rest_api_num_threads', None, "TensorFlow Serving's HTTP threads: "
+                         'accepted for its command lines; here processes answer requests '
+                         '(--rest_api_num_processes).', lower_bound=1)
+    flags.DEFINE_string('monitoring_config_file', None, "TensorFlow Serving's monitoring "
+                        'config (text format): prometheus_config { enable, path }. Without '
+                        'it the Prometheus page is at /monitoring/prometheus/metrics.')
+    flags.DEFINE_bool('enable_model_warmup', True, "Replay the version's warm-up requests "
+                      '(assets.extra/tf_serving_warmup_requests) before it serves.')
     flags.DEFINE_integer('max_body_bytes', 16 * 1024 * 1024, 'Larger request bodies get 413.',
                          lower_bound=1024)
     flags.DEFINE_integer('rest_api_num_processes', 0, 'Processes answering requests, each '
@@ -112,17 +140,52 @@ def model_name_and_base_path(environ=os.environ):
     return name, base
 
 
+def batching():
+    """(max batch size, batch timeout in s, max enqueued batches) from the flags and
+    the batching parameters file; a value set in both is refused."""
+    found = {}
+    if FLAGS.batching_parameters_file:
+        if not FLAGS.enable_batching:
+            raise app.UsageError('--batching_parameters_file needs --enable_batching')
+        found = config.batching_parameters(FLAGS.batching_parameters_file)
+        for name in ('max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches'):
+            if name in found and FLAGS[name].present:
+                raise app.UsageError(f'{name} is set both by --{name} and by '
+                                     f'--batching_parameters_file: give it once')
+        if 'num_batch_threads' in found:
+            logging.info('num_batch_threads: here each process runs one batch at a time per '
+                         'signature; --rest_api_num_processes sets how many run at once')
+    size = found.get('max_batch_size', FLAGS.max_batch_size) if FLAGS.enable_batching else 1
+    timeout = found.get('batch_timeout_micros', FLAGS.batch_timeout_micros)
+    return size, timeout / 1e6, found.get('max_enqueued_batches', FLAGS.max_enqueued_batches)
+
+
 def main(argv):
     del argv
     if not (FLAGS.port or FLAGS.rest_api_port):
         raise app.UsageError('--port=0 and --rest_api_port=0: nothing to serve')
-    name, base = model_name_and_base_path()
+    if FLAGS.model_config_file:
+        if FLAGS.model_base_path or FLAGS.model_name:
+            raise app.UsageError('--model_config_file names the model: leave out '
+                                 '--model_name and --model_base_path')
+        name, base = config.model_config(FLAGS.model_config_file)
+    else:
+        name, base = model_name_and_base_path()
+    metrics_path = (config.monitoring(FLAGS.monitoring_config_file)
+                    if FLAGS.monitoring_config_file else metrics.PATH)
+    if FLAGS.rest_api_num_threads and not FLAGS.process_index:
+        logging.info('--rest_api_num_threads: TensorFlow Serving\'s HTTP threads; here '
+                     'processes answer requests (--rest_api_num_processes)')
+    max_batch_size, batch_timeout_seconds, max_enqueued_batches = batching()
     return server.run(server.Options(
         model_base_path=base, model_name=name, grpc_port=FLAGS.port,
         host=FLAGS.host, port=FLAGS.rest_api_port,
         poll_seconds=FLAGS.file_system_poll_wait_seconds,
-        max_batch_size=FLAGS.max_batch_size,
-        batch_timeout_seconds=FLAGS.batch_timeout_micros / 1e6,
+        max_batch_size=max_batch_size, batch_timeout_seconds=batch_timeout_seconds,
+        max_enqueued_batches=max_enqueued_batches,
+        timeout_seconds=FLAGS.rest_api_timeout_in_ms / 1000 or None,
+        cors=FLAGS.rest_api_enable_cors_support, metrics_path=metrics_path,
+        warm_up=FLAGS.enable_model_warmup,
         max_body_bytes=FLAGS.max_body_bytes, processes=FLAGS.rest_api_num_processes,
         intra_op_threads=FLAGS.tensorflow_intra_op_parallelism,
         inter_op_threads=FLAGS.tensorflow_inter_op_parallelism,

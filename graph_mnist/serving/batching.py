@@ -7,6 +7,7 @@ import concurrent.futures
 
 import numpy as np
 
+from graph_mnist.serving.errors import ServingError
 from graph_mnist.serving.errors import Unloaded
 
 
@@ -20,11 +21,18 @@ class Batcher:
     request never waits, a crowd is batched. With `timeout` > 0 a batch smaller than the
     most also waits that long for company (TensorFlow Serving's batch_timeout_micros).
     Refused input fails the batch: it is then run request by request, so that only the
-    bad request fails."""
+    bad request fails; so are requests whose examples differ in shape or type (they
+    cannot be joined). At most `max_enqueued_batches` batches' worth of examples wait:
+    beyond, a request is refused at once with 503, as TensorFlow Serving's full queue.
+    observe(batch size, requests still waiting) is told of every batch run."""
 
-    def __init__(self, run, max_batch_size, timeout, name):
+    def __init__(self, run, max_batch_size, timeout, name, max_enqueued_batches=100,
+                 observe=None):
         self.run, self.max_batch_size, self.timeout = run, max_batch_size, timeout
+        self.max_waiting = max_enqueued_batches * max_batch_size  # examples
+        self.observe = observe
         self.waiting = collections.deque()
+        self.examples_waiting = 0
         self.draining = None  # the task running batches, while there are any
         self.stopped = False
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
@@ -32,9 +40,13 @@ class Batcher:
     async def __call__(self, inputs, n):
         if self.stopped:
             raise Unloaded()
+        if self.examples_waiting and self.examples_waiting + n > self.max_waiting:
+            raise ServingError(503, 'The batch scheduling queue to which this task was '
+                                    'submitted is full')
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting.append((inputs, n, future))
+        self.examples_waiting += n
         if self.draining is None:
             self.draining = loop.create_task(self.drain())
         return await future
@@ -46,6 +58,8 @@ class Batcher:
                 if self.timeout and self.size() < self.max_batch_size:
                     await asyncio.sleep(self.timeout)
                 batch = self.take()
+                if self.observe is not None:
+                    self.observe(sum(n for _, n, _ in batch), len(self.waiting))
                 results = await loop.run_in_executor(self.thread, self.answer, batch)
                 for (_, _, future), (value, error) in zip(batch, results):
                     if future.done():  # the client went away
@@ -58,7 +72,7 @@ class Batcher:
             self.draining = None
 
     def size(self):
-        return sum(n for _, n, _ in self.waiting)
+        return self.examples_waiting
 
     def take(self):
         batch, size = [self.waiting.popleft()], 0
@@ -66,6 +80,7 @@ class Batcher:
         while self.waiting and size + self.waiting[0][1] <= self.max_batch_size:
             batch.append(self.waiting.popleft())
             size += batch[-1][1]
+        self.examples_waiting -= size
         return batch
 
     def answer(self, batch):
@@ -77,8 +92,13 @@ class Batcher:
                 return None, e
         if len(batch) == 1:
             return [alone(batch[0][0])]
+        first = batch[0][0]
+        if any(set(inputs) != set(first) or any(
+                inputs[k].shape[1:] != first[k].shape[1:] or inputs[k].dtype != first[k].dtype
+                for k in first) for inputs, _, _ in batch[1:]):
+            return [alone(inputs) for inputs, _, _ in batch]  # cannot be joined
         joined = {name: np.concatenate([inputs[name] for inputs, _, _ in batch])
-                  for name in batch[0][0]}
+                  for name in first}
         outputs, error = alone(joined)
         if error is not None:  # one request refused: find it, answer the others
             return [alone(inputs) for inputs, _, _ in batch]

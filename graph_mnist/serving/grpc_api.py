@@ -9,6 +9,9 @@ into the typed value fields (float_val, int64_val, ...), TensorFlow Serving's de
 that clients reading `outputs['probabilities'].float_val` work as well as those calling
 tf.make_ndarray."""
 
+import functools
+import time
+
 import grpc
 import numpy as np
 
@@ -100,30 +103,39 @@ def outputs_wanted(request, signature):
     return wanted
 
 
-def answering(method):
+def answering(method, metrics=None):
     """Turns ServingError and Failed into the call's gRPC status; never a traceback to
-    the client."""
-    import functools
+    the client. With metrics: the call counted by its code (and timed when it
+    succeeds), as TensorFlow Serving counts Predict."""
     from absl import logging
 
     @functools.wraps(method)
     async def call(self, request, context):
+        started, code = time.perf_counter(), 'OK'
         try:
             return await method(self, request, context)
         except ServingError as e:
+            code = e.code
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
         except Failed as e:
+            code = e.code.name
             await context.abort(e.code, e.message)
         except Exception as e:  # noqa: BLE001 -- the server goes on
             if isinstance(e, grpc.aio.AbortError):
                 raise
+            code = 'INTERNAL'
             logging.exception('answering %s', method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f'internal error: {type(e).__name__}')
+        finally:
+            if metrics is not None:
+                metrics.answered(request.model_spec.name, method.__name__, 'GRPC', code,
+                                 started)
     return call
 
 
-def servicers(manager):
-    """(PredictionService, ModelService) servicers over a version manager."""
+def servicers(manager, metrics=None):
+    """(PredictionService, ModelService) servicers over a version manager; Predict
+    calls counted in `metrics` when given."""
     from tensorflow_serving.apis import get_model_metadata_pb2
     from tensorflow_serving.apis import get_model_status_pb2
     from tensorflow_serving.apis import model_service_pb2_grpc
@@ -140,7 +152,7 @@ def servicers(manager):
 
     class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-        @answering
+        @functools.partial(answering, metrics=metrics)
         async def Predict(self, request, context):
             needs_spec(request)
             name, version, label = model(request.model_spec)
@@ -198,10 +210,10 @@ def servicers(manager):
     return Prediction(), Models()
 
 
-def add_to(server, manager):
+def add_to(server, manager, metrics=None):
     """Adds both services to a grpc.aio server."""
     from tensorflow_serving.apis import model_service_pb2_grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
-    prediction, models = servicers(manager)
+    prediction, models = servicers(manager, metrics)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)

@@ -6,10 +6,12 @@ import dataclasses
 import gc
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -20,8 +22,10 @@ from graph_mnist import exposure
 from graph_mnist import machine
 from graph_mnist.errors import UserError
 from graph_mnist.serving.board import Board
+from graph_mnist.serving.rest import Http
 from graph_mnist.serving.rest import make_app
 from graph_mnist.serving.versions import Manager
+from graph_mnist.serving.versions import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,11 @@ class Options:
     processes: int = 0            # --rest_api_num_processes (0: one per core)
     intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
+    max_enqueued_batches: int = 100  # --max_enqueued_batches (or the batching file)
+    timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms / 1e3 (None: no limit)
+    cors: bool = False            # --rest_api_enable_cors_support
+    metrics_path: str = '/monitoring/prometheus/metrics'  # --monitoring_config_file
+    warm_up: bool = True          # --enable_model_warmup
     max_load_retries: int = 5     # --max_num_load_retries
     load_retry_seconds: float = 60.0  # --load_retry_interval_micros / 1e6
     board: str = None             # --board (internal: the first process's board)
@@ -149,7 +158,7 @@ def threads(options):
     return intra, options.inter_op_threads or intra
 
 
-async def serve(options, manager, rest_socket, grpc_reserved, ready):
+async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
     """Both APIs in one event loop until SIGTERM or Ctrl-C: uvicorn on the REST socket,
     grpcio's asyncio server on --port (SO_REUSEPORT, as every process binds it)."""
     import grpc
@@ -161,7 +170,7 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready):
         grpc_server = grpc.aio.server(options=[
             ('grpc.so_reuseport', 1), ('grpc.max_receive_message_length', options.max_body_bytes),
             ('grpc.max_send_message_length', 64 * 1024 * 1024)])
-        grpc_api.add_to(grpc_server, manager)
+        grpc_api.add_to(grpc_server, manager, metrics)
         try:
             grpc_server.add_insecure_port(address(options.host, options.grpc_port))
         except RuntimeError as e:
@@ -173,9 +182,13 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready):
     ready()  # both listen (uvicorn takes the REST socket's waiting connections)
     try:
         if rest_socket is not None:
-            config = uvicorn.Config(make_app(manager, options.max_body_bytes),
-                                    log_level='warning', access_log=False,
-                                    limit_concurrency=1000, timeout_keep_alive=5)
+            http = Http(max_body_bytes=options.max_body_bytes,
+                        timeout_seconds=options.timeout_seconds, cors=options.cors,
+                        metrics_path=options.metrics_path,
+                        metrics_dir=os.environ.get('PROMETHEUS_MULTIPROC_DIR'))
+            config = uvicorn.Config(make_app(manager, http, metrics), log_level='warning',
+                                    access_log=False, timeout_keep_alive=5,
+                                    limit_concurrency=10 * http.max_in_flight)
             await uvicorn.Server(config).serve(sockets=[rest_socket])
         else:  # gRPC only: wait for the signal uvicorn would have caught
             stop = asyncio.Event()
@@ -224,6 +237,9 @@ def run(options, argv):
                             '127.0.0.1 keeps them to this machine', options.host)
         count = options.processes or machine.usable_cores()
         board = Board.create(count)
+        if options.metrics_path:  # every process writes its metrics here (inherited)
+            os.environ['PROMETHEUS_MULTIPROC_DIR'] = tempfile.mkdtemp(
+                prefix='graph_mnist_metrics_', dir=os.path.dirname(board.path))
         ready, told = os.pipe()
         others = start_others(argv, count - 1, told, board.path)
         os.close(told)
@@ -232,10 +248,15 @@ def run(options, argv):
         others, count = [], None
         board = Board(options.board)
         end_with(os.getppid())
+    metrics = None
+    if options.metrics_path and os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
+        from graph_mnist.serving.metrics import Metrics
+        metrics = Metrics()
     try:
-        manager = Manager(options.model_name, base,
-                          (options.max_batch_size, options.batch_timeout_seconds,
-                           threads(options)), board, options.process_index,
+        settings = Settings(options.max_batch_size, options.batch_timeout_seconds,
+                            threads(options), options.max_enqueued_batches, metrics,
+                            options.warm_up)
+        manager = Manager(options.model_name, base, settings, board, options.process_index,
                           options.poll_seconds,
                           (options.max_load_retries, options.load_retry_seconds))
         manager.start()
@@ -259,12 +280,14 @@ def run(options, argv):
         try:
             with asyncio.Runner(loop_factory=uvicorn.Config(None).get_loop_factory()) as runner:
                 runner.run(serve(options, manager, rest_socket, grpc_reserved, lambda: (
-                    options.other_process or announce(options, rest_socket, count))))
+                    options.other_process or announce(options, rest_socket, count)), metrics))
         finally:
             manager.stop()
     finally:
         stop_others(others)
         board.close(remove=not options.other_process)
+        if not options.other_process and os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
+            shutil.rmtree(os.environ['PROMETHEUS_MULTIPROC_DIR'], ignore_errors=True)
         for sock in (rest_socket, grpc_reserved):
             if sock is not None:
                 sock.close()

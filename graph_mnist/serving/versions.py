@@ -4,6 +4,7 @@ polled for new ones, a new version loaded beside the old one before it takes ove
 serving processes (board.py)."""
 
 import asyncio
+import dataclasses
 import gc
 import os
 import threading
@@ -53,6 +54,18 @@ class Signature:
         return dict(zip(self.outputs, values))
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How every version is run: batching (TensorFlow Serving's batching parameters),
+    TensorFlow's threads, and where batches are counted."""
+    max_batch_size: int = 64
+    batch_timeout_seconds: float = 0.0
+    threads: tuple = (1, 1)  # TensorFlow's intra-op, inter-op
+    max_enqueued_batches: int = 100
+    metrics: object = None   # metrics.Metrics, or None
+    warm_up: bool = True     # replay the version's warm-up requests
+
+
 class Servable:
     """One version: its own graph and Session, one batcher per signature."""
 
@@ -60,7 +73,7 @@ class Servable:
         import tensorflow as tf
         self.version, self.path = version, path
         self.graph = tf.Graph()
-        max_batch_size, timeout, threads = settings
+        max_batch_size, threads = settings.max_batch_size, settings.threads
         config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads[0],
                                           inter_op_parallelism_threads=threads[1])
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
@@ -69,10 +82,38 @@ class Servable:
         self.graph.finalize()
         self.signatures = {name: Signature(self.session, self.graph, name, definition)
                            for name, definition in meta.signature_def.items()}
-        self.warm_up(max_batch_size)
-        self.batchers = {name: Batcher(signature, max_batch_size, timeout,
-                                       f'batcher-{version}-{name}')
+        if settings.warm_up:
+            self.replay(os.path.join(path, export.WARMUP))
+            self.warm_up(max_batch_size)
+        observe = settings.metrics.batched if settings.metrics else None
+        self.batchers = {name: Batcher(signature, max_batch_size,
+                                       settings.batch_timeout_seconds,
+                                       f'batcher-{version}-{name}',
+                                       settings.max_enqueued_batches, observe)
                          for name, signature in self.signatures.items()}
+
+    def replay(self, path):
+        """Runs the version's warm-up requests (TensorFlow Serving's
+        assets.extra/tf_serving_warmup_requests: PredictionLogs in a TFRecord file), as
+        TF Serving does before the version answers. A request that fails is reported,
+        and the version served all the same."""
+        if not os.path.isfile(path):
+            return
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+        for number, record in enumerate(tf.compat.v1.io.tf_record_iterator(path)):
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+            if log.WhichOneof('log_type') != 'predict_log':
+                continue
+            request = log.predict_log.request
+            signature = self.signatures.get(request.model_spec.signature_name or
+                                            'serving_default')
+            try:
+                signature({name: tf.make_ndarray(request.inputs[name])
+                           for name in signature.inputs})
+            except Exception as e:  # noqa: BLE001 -- warm-up is a courtesy
+                logging.warning('warm-up request %d of version %d failed: %s', number,
+                                self.version, str(e).splitlines()[0] if str(e) else e)
 
     def warm_up(self, max_batch_size):
         """Runs each signature of numbers once on zeros, as TensorFlow Serving runs its
@@ -114,7 +155,7 @@ class Manager:
     def __init__(self, name, base_path, settings, board, index=0, poll_seconds=1.0,
                  retries=(5, 60.0)):
         self.name, self.base_path = name, base_path
-        self.settings = settings  # (max batch size, batch timeout, TF threads)
+        self.settings = settings  # Settings
         self.board, self.index, self.deciding = board, index, index == 0
         self.poll_seconds = poll_seconds  # 0: the base path is read once
         self.retries, self.retry_seconds = retries  # --max_num_load_retries, the interval
