@@ -2,6 +2,7 @@
 benchmark and the page's screenshot (not part of the package: nothing a user serves
 with needs it)."""
 
+import os
 import re
 import socket
 import subprocess
@@ -24,15 +25,19 @@ class Subprocess:
 
     LISTENING = re.compile(r'listening on (http://[^/\s]+)/')
 
-    def __init__(self, model_base_path, *flags, timeout=120):
+    def __init__(self, model_base_path, *flags, timeout=120, env=None):
+        """model_base_path None: none given (a model config file or the environment
+        names it); env: variables added to ours."""
         self.lines = []
         self.grpc_port = free_port()
         self.grpc_target = f'127.0.0.1:{self.grpc_port}'  # as grpc.insecure_channel takes it
+        base = [] if model_base_path is None else [f'--model_base_path={model_base_path}']
         self.process = subprocess.Popen(
-            [sys.executable, '-m', 'graph_mnist.serve', f'--model_base_path={model_base_path}',
+            [sys.executable, '-m', 'graph_mnist.serve', *base,
              '--host=127.0.0.1', f'--rest_api_port={free_port()}',
              f'--port={self.grpc_port}', *flags],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=None if env is None else {**os.environ, **env})
         found = threading.Event()
 
         def drain():  # keep reading, or the server would block on a full pipe

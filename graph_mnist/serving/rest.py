@@ -101,14 +101,14 @@ def make_app(manager, http, metrics=None):
         return JSONResponse({'error': message}, status_code=status, headers=dict(cors))
 
     async def drain(request, limit):
-        """Reads and drops the rest of a refused body (up to 4 times the limit, for 10 s
-        at most), so that a client that sends all before reading gets the answer rather
-        than a reset connection (a lingering close, as nginx does)."""
-        deadline, read = time.monotonic() + 10, 0
+        """Reads and drops the rest of a refused body (up to 64 MiB or 4 times the limit,
+        for 10 s at most), so that a client that sends all before reading gets the answer
+        rather than a reset connection (a lingering close, as nginx does)."""
+        deadline, read, most = time.monotonic() + 10, 0, max(4 * limit, 64 * 1024 * 1024)
         try:
             async for chunk in request.stream():
                 read += len(chunk)
-                if read > 4 * limit or time.monotonic() > deadline:
+                if read > most or time.monotonic() > deadline:
                     break
         except Exception:  # noqa: BLE001 -- the client went away: nothing to answer
             pass
