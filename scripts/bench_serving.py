@@ -46,7 +46,9 @@ FLAGS = flags.FLAGS
 LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bench_serving.lua')
 
 GOALS = ('no errors', 'c=32 single images >= 10% of in-process',
-         'p99 < 100 ms at c=8', 'p50 < 10 ms at c=1')
+         'p99 < 100 ms at c=8', 'p50 < 10 ms at c=1',
+         'gRPC c=32 single images >= 1.0x REST', 'gRPC p50 < 1 ms at c=1',
+         'swap under load: no failure, no older version after a newer')
 
 
 def define_flags():
@@ -61,8 +63,17 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_string('json', None, 'Write the results here (must not exist).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
-    flags.DEFINE_enum('worker', None, ['inprocess'], 'Internal: the in-process part, in a '
+    flags.DEFINE_bool('grpc', True, "Also load the gRPC API (h2load: apt-get install "
+                      'nghttp2-client), single images, at every concurrency.')
+    flags.DEFINE_integer('from_image_requests', 500, 'Requests of the drawing page\'s kind '
+                         '(a 280x280 PNG to from_image, REST) at the highest concurrency '
+                         '(0: none).', lower_bound=0)
+    flags.DEFINE_integer('swap_requests', 10000, 'gRPC requests while a new version is put '
+                         'in a copy of the base path and served (0: no swap).', lower_bound=0)
+    flags.DEFINE_enum('worker', None, ['inprocess', 'swap'], 'Internal: a part run in a '
                       'process of its own, answering JSON on stdout.')
+    flags.DEFINE_string('target', None, 'Internal: the swap worker\'s gRPC address.')
+    flags.DEFINE_string('body', None, 'Internal: the swap worker\'s request.')
     flags.DEFINE_integer('max_seconds', 300, 'Longest a load level may last.', lower_bound=1)
     flags.DEFINE_list('server_flags', [], 'More flags for graph_mnist.serve, e.g. '
                       '--server_flags=--rest_api_num_processes=1')
@@ -103,18 +114,44 @@ def inprocess():
             'batches': FLAGS.inprocess_batches}
 
 
-def load(url, concurrency, batch, requests):
+def json_bodies(batch):
+    """Request bodies of `batch` MNIST test images, JSON row format, 4 decimals."""
+    images, _ = test_images()
+    count = min(len(images) // batch, 2000 // batch)
+    return [json.dumps({'instances': np.round(images[i * batch:(i + 1) * batch], 4).tolist()})
+            for i in range(count)]
+
+
+def pictures(count=200):
+    """MNIST test digits as the drawing page sends them: black ink on white, 280x280
+    PNG (the canvas), encoded."""
+    import io
+    from PIL import Image
+    images, _ = test_images()
+    encoded = []
+    for image in images[:count]:
+        ink = Image.fromarray((255 - image[:, :, 0] * 255).astype(np.uint8))
+        png = io.BytesIO()
+        ink.resize((280, 280), Image.BILINEAR).save(png, 'PNG')
+        encoded.append(png.getvalue())
+    return encoded
+
+
+def picture_bodies():
+    import base64
+    return [json.dumps({'signature_name': 'from_image', 'instances': [
+        {'b64': base64.b64encode(png).decode()}]}) for png in pictures()]
+
+
+def load(url, concurrency, batch, requests, bodies_of=json_bodies):
     """`requests` POSTs of `batch` images, `concurrency` at a time, sent by wrk (C, one
     thread, keep-alive connections) with bench_serving.lua, after a warm-up of 5% not
     counted. A Python client spent as much CPU per request as the server it measured,
     on the same two cores (BUILD_NOTES.md)."""
     import tempfile
-    images, _ = test_images()
-    count = min(len(images) // batch, 2000 // batch)
     with tempfile.NamedTemporaryFile('w', suffix='.jsonl') as bodies:
-        for i in range(count):
-            bodies.write(json.dumps({'instances': np.round(
-                images[i * batch:(i + 1) * batch], 4).tolist()}) + '\n')
+        for body in bodies_of(batch) if bodies_of is json_bodies else bodies_of():
+            bodies.write(body + '\n')
         bodies.flush()
 
         def wrk(limit):
@@ -141,7 +178,9 @@ def load(url, concurrency, batch, requests):
         wrk(max(concurrency, requests // 20))
         x = wrk(requests)
     errors = x['refused'] + x['socket_errors'] + max(0, requests - x['answered'])
-    return {'batch': batch, 'concurrency': concurrency, 'requests': x['answered'],
+    return {'api': 'REST', 'signature': 'serving_default' if bodies_of is json_bodies else
+            'from_image', 'batch': batch, 'concurrency': concurrency,
+            'requests': x['answered'],
             'seconds': x['seconds'], 'requests_per_second': x['answered'] / x['seconds'],
             'images_per_second': x['answered'] * batch / x['seconds'],
             'p50_ms': x['p50_us'] / 1000, 'p99_ms': x['p99_us'] / 1000,
@@ -161,24 +200,67 @@ def worker(*flags_):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def goals(levels, inprocess_rate):
-    def level(batch, concurrency):
-        return next((x for x in levels if x['batch'] == batch and
+def goals(levels, inprocess_rate, swapped):
+    def level(batch, concurrency, api='REST'):
+        return next((x for x in levels if x['batch'] == batch and x['api'] == api and
+                     x['signature'] == 'serving_default' and
                      x['concurrency'] == concurrency), None)
     single32, at8, at1 = level(1, 32), level(1, 8), level(1, 1)
+    grpc32, grpc1 = level(1, 32, 'gRPC'), level(1, 1, 'gRPC')
     return {
         GOALS[0]: all(x['errors'] == 0 for x in levels),
         GOALS[1]: None if not single32 else
         single32['images_per_second'] >= 0.10 * inprocess_rate,
         GOALS[2]: None if not at8 else at8['p99_ms'] < 100,
         GOALS[3]: None if not at1 else at1['p50_ms'] < 10,
+        GOALS[4]: None if not (grpc32 and single32) else
+        grpc32['requests_per_second'] >= single32['requests_per_second'],
+        GOALS[5]: None if not grpc1 else grpc1['p50_ms'] < 1,
+        GOALS[6]: None if not swapped else (
+            swapped['failures'] == 0 and swapped['older_after_newer_anywhere'] == 0 and
+            swapped['older_after_newer_in_a_client'] == 0 and
+            len(swapped['answers_by_version']) == 2),
     }
+
+
+def swap_run(image):
+    """The version swap under load: a server of its own on a copy of the newest version
+    (the user's base path is not written to), the load in a process of its own."""
+    import tempfile
+    import bench_serving_grpc
+    import server_process
+    from graph_mnist import export
+    with tempfile.TemporaryDirectory() as work:
+        base = os.path.join(work, 'base')
+        shutil.copytree(export.resolve(FLAGS.model_base_path), os.path.join(base, '1'))
+        body = os.path.join(work, 'request')
+        with open(body, 'wb') as f:
+            f.write(bench_serving_grpc.predict_request(images=image))
+        with server_process.Subprocess(base, '--file_system_poll_wait_seconds=0.2',
+                                       *FLAGS.server_flags) as server:
+            swapped = worker('--worker=swap', f'--target={server.grpc_target}',
+                             f'--model_base_path={base}', f'--body={body}',
+                             f'--swap_requests={FLAGS.swap_requests}',
+                             f'--concurrency={max(int(c) for c in FLAGS.concurrency)}')
+    return swapped
+
+
+def show(x):
+    print(f'{x["api"]:>5} {x["signature"]:>15} {x["batch"]:>6} {x["concurrency"]:>11} '
+          f'{x["requests"]:>8} {x["requests_per_second"]:>8,.0f} '
+          f'{x["requests_per_second"] * x["batch"]:>9,.0f} {x["p50_ms"]:>7.2f} '
+          f'{x["p99_ms"]:>7.2f} {x["errors"]:>6}')
 
 
 def main(argv):
     del argv
     if FLAGS.worker == 'inprocess':
         print(json.dumps(inprocess()))
+        return 0
+    if FLAGS.worker == 'swap':
+        import bench_serving_grpc
+        bench_serving_grpc.swap_main(FLAGS.target, FLAGS.model_base_path, FLAGS.swap_requests,
+                                     int(FLAGS.concurrency[0]), FLAGS.body)
         return 0
     from graph_mnist.machine import machine
     from graph_mnist import export
@@ -188,6 +270,9 @@ def main(argv):
     if shutil.which('wrk') is None:
         raise UserError('wrk is missing (the load generator): apt-get install wrk, or '
                         'sh scripts/install_test_packages.sh')
+    if FLAGS.grpc and shutil.which('h2load') is None:
+        raise UserError('h2load is missing (the gRPC load generator): apt-get install '
+                        'nghttp2-client, or sh scripts/install_test_packages.sh; or --nogrpc')
     if FLAGS.json and os.path.exists(FLAGS.json):
         raise UserError(f'{FLAGS.json} exists; choose another --json')
     version = export.resolve(FLAGS.model_base_path)
@@ -201,22 +286,52 @@ def main(argv):
                    f'--inprocess_batches={FLAGS.inprocess_batches}')
     print(f'in process ({version}, batches of 100): {limit["images_per_second"]:,.0f} images/s')
     levels = []
+    import bench_serving_grpc
+    images, _ = test_images()
     with server_process.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags) as server:
-        print(f'{"images/request":>14} {"concurrency":>11} {"requests":>8} {"req/s":>8} '
-              f'{"images/s":>9} {"p50 ms":>7} {"p99 ms":>7} {"errors":>6}')
+        print(f'{"api":>5} {"signature":>15} {"images":>6} {"concurrency":>11} '
+              f'{"requests":>8} {"req/s":>8} {"images/s":>9} {"p50 ms":>7} {"p99 ms":>7} '
+              f'{"errors":>6}')
         for batch in batches:
             for concurrency in concurrencies:
                 requests = FLAGS.requests if batch == 1 else FLAGS.batch_requests
                 x = load(server.url, concurrency, batch, requests)
+                x['images_per_second'] = x['requests_per_second'] * batch
                 levels.append(x)
-                print(f'{batch:>14} {concurrency:>11} {x["requests"]:>8} '
-                      f'{x["requests_per_second"]:>8,.0f} {x["images_per_second"]:>9,.0f} '
-                      f'{x["p50_ms"]:>7.2f} {x["p99_ms"]:>7.2f} {x["errors"]:>6}')
-    met = goals(levels, limit['images_per_second'])
-    single32 = next((x for x in levels if x['batch'] == 1 and x['concurrency'] == 32), None)
+                show(x)
+                if FLAGS.grpc and batch == 1:  # the same level on gRPC, at once after
+                    body = bench_serving_grpc.predict_request(images=images[:1])
+                    y = bench_serving_grpc.h2load(server.url, server.grpc_target, body,
+                                                  concurrency, requests, FLAGS.max_seconds)
+                    y.update(api='gRPC', signature='serving_default', batch=1,
+                             concurrency=concurrency,
+                             images_per_second=y['requests_per_second'])
+                    levels.append(y)
+                    show(y)
+        if FLAGS.from_image_requests:
+            x = load(server.url, max(concurrencies), 1, FLAGS.from_image_requests,
+                     bodies_of=picture_bodies)
+            x['images_per_second'] = x['requests_per_second']
+            levels.append(x)
+            show(x)
+    swapped = None
+    if FLAGS.grpc and FLAGS.swap_requests:
+        swapped = swap_run(images[:1])
+        print(f'version swap under load (gRPC, {max(concurrencies)} clients): '
+              f'{swapped["requests"]:,} requests, answers by version '
+              f'{swapped["answers_by_version"]}, {swapped["failures"]} failed, '
+              f'{swapped["older_after_newer_in_a_client"]} older after newer in a client, '
+              f'{swapped["older_after_newer_anywhere"]} anywhere')
+    met = goals(levels, limit['images_per_second'], swapped)
+    single32 = next((x for x in levels if x['batch'] == 1 and x['concurrency'] == 32 and
+                     x['api'] == 'REST' and x['signature'] == 'serving_default'), None)
+    grpc32 = next((x for x in levels if x['api'] == 'gRPC' and x['concurrency'] == 32), None)
     if single32:
         print(f'served single images at concurrency 32: '
               f'{single32["images_per_second"] / limit["images_per_second"]:.1%} of in process')
+    if single32 and grpc32:
+        print(f'gRPC / REST requests per second at concurrency 32: '
+              f'{grpc32["requests_per_second"] / single32["requests_per_second"]:.2f}x')
     for goal, ok in met.items():
         print(f'  {"met" if ok else "not measured" if ok is None else "NOT MET"}: {goal}')
     if FLAGS.json:
@@ -225,7 +340,7 @@ def main(argv):
             json.dump({'command': ' '.join(['python', 'scripts/bench_serving.py'] + sys.argv[1:]),
                        'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'machine': machine(),
                        'version_dir': version, 'inprocess': limit, 'levels': levels,
-                       'goals': met}, f, indent=1)
+                       'swap': swapped, 'goals': met}, f, indent=1)
         print(f'written: {FLAGS.json}')
     return 0
 

@@ -410,19 +410,27 @@ def test_bench_serving_reports_every_level_and_the_goals(exported, tmp_path):
     out = tmp_path / 'serving.json'
     result = run_script('bench_serving.py', f'--model_base_path={exported[1]}',
                         '--requests=40', '--batch_requests=4', '--concurrency=1,8',
-                        '--batch_sizes=1,10', '--inprocess_batches=5', f'--json={out}')
+                        '--batch_sizes=1,10', '--inprocess_batches=5',
+                        '--from_image_requests=20', '--swap_requests=3000', f'--json={out}')
     assert result.returncode == 0, result.stderr
     saved = json.loads(out.read_text())
-    levels = {(x['batch'], x['concurrency']): x for x in saved['levels']}
-    assert set(levels) == {(1, 1), (1, 8), (10, 1), (10, 8)}
-    for (batch, _), x in levels.items():
-        assert x['errors'] == 0 and x['requests'] == (40 if batch == 1 else 4)
+    levels = {(x['api'], x['signature'], x['batch'], x['concurrency']): x
+              for x in saved['levels']}
+    assert set(levels) == {('REST', 'serving_default', 1, 1), ('REST', 'serving_default', 1, 8),
+                           ('REST', 'serving_default', 10, 1), ('REST', 'serving_default', 10, 8),
+                           ('gRPC', 'serving_default', 1, 1), ('gRPC', 'serving_default', 1, 8),
+                           ('REST', 'from_image', 1, 8)}
+    for (api, signature, batch, _), x in levels.items():
+        assert x['errors'] == 0
+        assert x['requests'] == (20 if signature == 'from_image' else 40 if batch == 1 else 4)
         assert x['images_per_second'] == pytest.approx(x['requests_per_second'] * batch)
         assert 0 < x['p50_ms'] <= x['p99_ms'] <= x['max_ms']
+        if api == 'gRPC':  # the server's own count agrees: every call answered OK
+            assert x['server_ok'] == 40
     assert saved['inprocess']['images_per_second'] == max(saved['inprocess']['each'])
+    swap = saved['swap']
+    assert swap['requests'] >= 3000 and swap['failures'] == 0
+    assert set(swap['answers_by_version']) == {'1', '2'}  # the swap took place under load
+    assert swap['older_after_newer_anywhere'] == swap['older_after_newer_in_a_client'] == 0
+    assert os.listdir(exported[1]) == ['1']  # the swap ran on a copy
     assert saved['goals']['no errors'] is True
-    assert saved['goals']['c=32 single images >= 10% of in-process'] is None  # not run
-    assert saved['machine']['cpu'] and saved['command'].startswith('python scripts/')
-    assert 'met: no errors' in result.stdout
-    again = run_script('bench_serving.py', f'--model_base_path={exported[1]}', f'--json={out}')
-    assert again.returncode == 1 and 'exists' in again.stderr  # never overwritten
