@@ -168,11 +168,11 @@ def make_app(manager, http, metrics=None):
         def read(signature):
             inputs, n, row = parse_predict(body, signature)
             return inputs, n, row
-        try:
-            _, outputs, row = await asyncio.wait_for(
-                manager.predict(name, version, label, signature_name, read, missing),
-                http.timeout_seconds)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for: no task of its own per request
+            async with asyncio.timeout(http.timeout_seconds):
+                _, outputs, row = await manager.predict(name, version, label,
+                                                        signature_name, read, missing)
+        except TimeoutError:
             raise ServingError(504, f'Deadline Exceeded: no answer within '
                                     f'{http.timeout_seconds * 1000:g} ms '
                                     f'(--rest_api_timeout_in_ms)') from None
