@@ -28,6 +28,21 @@ def decode_binary(value, where):
                       f'got {type(value).__name__}')
 
 
+def binaries(values, where):
+    """Nested lists of binary values -> an object array of bytes, of their shape."""
+    def decoded(value, at):
+        if isinstance(value, list):
+            return [decoded(v, f'{at}[{i}]') for i, v in enumerate(value)]
+        return decode_binary(value, at)
+    try:
+        array = np.array(decoded(values, where), dtype=object)
+    except ValueError:  # ragged
+        array = None
+    if array is None or any(isinstance(x, list) for x in array.flat):
+        raise bad_request(f'{where}: every example must have the same shape')
+    return array
+
+
 def to_array(values, dtype, dims, name):
     """JSON values of one input (a list of examples) -> numpy array,
     checked against the signature's dtype and shape."""
@@ -35,8 +50,7 @@ def to_array(values, dtype, dims, name):
     if dtype.name == 'string':
         if not isinstance(values, list):
             raise bad_request(f"'{name}' expects a list of binary values")
-        array = np.array([decode_binary(v, f"'{name}'[{i}]") for i, v in enumerate(values)],
-                         dtype=object)
+        array = binaries(values, f"'{name}'")
     else:
         try:
             array = numbers(values, dims, dtype.as_numpy_dtype)
@@ -122,10 +136,17 @@ def parse_predict(body, signature):
     return arrays, sizes.pop(), has_instances
 
 
-def to_json(value):
+def to_json(value, name=''):
     """An output array as JSON lists. float32 numbers are written in their shortest
     float32 form (0.1, not float64's 0.10000000149011612), as TensorFlow Serving writes
-    them."""
+    them; strings as text, or as {"b64": ...} when the output's name ends in _bytes, as
+    TensorFlow Serving writes them."""
+    if value.dtype == object:
+        if name.endswith('_bytes'):
+            convert = lambda b: {'b64': base64.b64encode(b).decode()}  # noqa: E731
+        else:
+            convert = lambda b: b.decode('utf-8', 'replace')  # noqa: E731
+        return np.vectorize(convert, otypes=[object])(value).tolist() if value.size else []
     if value.dtype != np.float32:
         return value.tolist()
     shortest = np.array([float(str(x)) for x in value.ravel()], dtype=object)
@@ -133,7 +154,7 @@ def to_json(value):
 
 
 def format_predict(outputs, row):
-    lists = {name: to_json(value) for name, value in outputs.items()}
+    lists = {name: to_json(value, name) for name, value in outputs.items()}
     only = next(iter(lists.values())) if len(lists) == 1 else None
     if row:
         if only is not None:
