@@ -1,41 +1,50 @@
-r"""Serves exported networks with TensorFlow Serving's REST API, and a page to draw on.
+r"""Serves exported networks with TensorFlow Serving's REST and gRPC APIs, and a page to
+draw on.
 
     python -m graph_mnist.serve --model_base_path=exported/conv_dropout
     # then open http://127.0.0.1:8501/ and draw a digit, or:
     curl -d '{"signature_name": "from_image", "instances": [{"b64": "'$(base64 -w0 digit.png)'"}]}' \
         http://127.0.0.1:8501/v1/models/mnist:predict
+    # or call 127.0.0.1:8500 with tensorflow-serving-api's PredictionService stub
 
-The API is TensorFlow Serving's (its flag names, paths, JSON and status codes), so a
-client written for TensorFlow Serving works here unchanged, and the same SavedModel runs
-unchanged in a real TensorFlow Serving:
+The APIs, the flags and the environment are TensorFlow Serving's (its paths, JSON,
+status codes, gRPC services and messages; --port, --rest_api_port, --model_name,
+--model_base_path or MODEL_NAME and MODEL_BASE_PATH, its configuration files), so a
+client or a command line written for TensorFlow Serving works here unchanged, and the
+same SavedModel runs unchanged in a real TensorFlow Serving:
 
     GET  /v1/models/{name}[/versions/{v}]              status of the versions
     GET  /v1/models/{name}[/versions/{v}]/metadata     the signatures
     POST /v1/models/{name}[/versions/{v}]:predict      {"instances": [...]} -> {"predictions": ...}
                                                        {"inputs": ...}      -> {"outputs": ...}
+    gRPC PredictionService.Predict, .GetModelMetadata; ModelService.GetModelStatus
+    GET  /monitoring/prometheus/metrics                the metrics, all processes summed
     GET  /                                             the drawing page
 
 Versions: --model_base_path holds numbered SavedModel directories (graph_mnist.export
 writes the next one each time). The newest is served; the base path is polled every
---file_system_poll_wait_seconds, and a new version is loaded beside the old one, then
-takes over; the old one finishes what it was given before it is closed. No request
-fails in between.
+--file_system_poll_wait_seconds; a new version is loaded beside the old one by every
+process, then all switch at once; the old one finishes what it was given before it is
+closed. No request fails in between, and none is answered by an older version after a
+newer one.
 
 Batching: one batch at a time per signature; the requests that arrive while it runs go
 next, together, in one Session call (up to --max_batch_size images). A lone request never
 waits; a crowd is batched (--batch_timeout_micros adds a wait for company).
 
-Processes: one per core (--rest_api_num_processes), each with the model loaded, all on
-the one port (SO_REUSEPORT); the first checks the flags, binds, starts the others and
-announces the address once all are ready; they end with it.
+Processes: one per usable core (--rest_api_num_processes), each with the model loaded,
+all on the same ports (SO_REUSEPORT); the first checks the flags and that the ports are
+free, binds, starts the others, decides the versions for all and announces the address
+once all are ready; they end with it.
 
-Bad input gets TensorFlow Serving's status code and {"error": "..."}; the server goes on.
-It listens on 127.0.0.1 unless --host says otherwise. Built on Starlette and uvicorn
-(the `serve` extra: pip install -e '.[serve]').
+Bad input gets TensorFlow Serving's status code and {"error": "..."} (gRPC: its code and
+message); the server goes on. It listens on 127.0.0.1 unless --host says otherwise.
+Built on Starlette and uvicorn, and grpcio (the `serve` extra: pip install -e '.[serve]').
 
 This module is the command line only; the server is graph_mnist.serving, in the parts
-TensorFlow Serving has: batching, versions (the manager), json_tensor, rest (the
-handler), server (the process main).
+TensorFlow Serving has: batching, versions (the manager) and board (one decision for all
+processes), json_tensor, rest and grpc_api (the handlers), metrics, config (its files),
+server (the process main). docs/serving.md has the flags beside TensorFlow Serving's.
 """
 
 

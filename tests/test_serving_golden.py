@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from graph_mnist.serving.json_tensor import format_predict
 from graph_mnist.serving.json_tensor import parse_predict
+from graph_mnist.serving.rest import read_json
 from graph_mnist.serving.rest import to_json_bytes
 
 
@@ -22,14 +23,7 @@ class Signature:
 
 def read(body, **inputs):
     """What parse_predict makes of a JSON body (its text, as sent)."""
-    import orjson
-    from graph_mnist.serving.rest import _with_nan_and_infinity
-    raw = body.encode()
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        parsed = _with_nan_and_infinity(raw, e)
-    return parse_predict(parsed, Signature(**inputs))
+    return parse_predict(read_json(body.encode()), Signature(**inputs))
 
 
 # ------------------------------------------------------------------ requests

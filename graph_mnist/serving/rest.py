@@ -31,17 +31,22 @@ def malformed(request):
                         f'Malformed request: {request.method} {path}')
 
 
-def _with_nan_and_infinity(raw, error):
-    """A body orjson refused: TensorFlow Serving's JSON reader takes the NaN, Infinity
-    and -Infinity tokens as numbers, so a body holding them is read again by Python's
-    json (which takes them too); any other fault is a 400 with orjson's reason."""
-    import json
-    if re.search(rb'\bNaN\b|\bInfinity\b', raw):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    raise bad_request(f'JSON Parse error: {error}') from None
+def read_json(raw):
+    """A request body's JSON, read by orjson; where orjson refuses it, TensorFlow
+    Serving's reader takes the NaN, Infinity and -Infinity tokens as numbers, so a body
+    holding them is read again by Python's json (which takes them too); any other fault
+    is a 400 with orjson's reason."""
+    import orjson
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if re.search(rb'\bNaN\b|\bInfinity\b', raw):
+            import json
+            try:
+                return json.loads(raw)
+            except ValueError:
+                pass
+        raise bad_request(f'JSON Parse error: {error}') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +92,6 @@ def gunzip(raw, limit):
 def make_app(manager, http, metrics=None):
     """The Starlette application: TensorFlow Serving's REST API, the drawing page, and
     the metrics page; wrapped to answer 503 in JSON beyond max_in_flight requests."""
-    import orjson
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
@@ -154,11 +158,7 @@ def make_app(manager, http, metrics=None):
                            f'signature def')
 
     async def predict(request, name, version, label):
-        raw = await read_body(request)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            body = _with_nan_and_infinity(raw, e)
+        body = read_json(await read_body(request))
         signature_name = (body.get('signature_name') or 'serving_default'
                           if isinstance(body, dict) else 'serving_default')
         if not isinstance(signature_name, str):
