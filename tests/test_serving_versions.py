@@ -158,3 +158,23 @@ def test_the_process_count_follows_the_cpu_quota(tmp_path, files, cores):
         (tmp_path / name).write_text(text)
     everything = len(os.sched_getaffinity(0))
     assert machine.usable_cores(str(tmp_path)) == min(cores or everything, everything)
+
+
+def test_a_serving_process_that_ends_does_not_hold_back_the_next_version(exported, tmp_path):
+    import signal
+    import subprocess
+    workdir, base, _, _ = exported
+    mine = str(tmp_path / 'exported')
+    shutil.copytree(os.path.join(base, '1'), os.path.join(mine, '1'))
+    with server_process.Subprocess(mine, '--rest_api_num_processes=2',
+                                   '--file_system_poll_wait_seconds=0.1') as server:
+        children = subprocess.run(['ps', '--ppid', str(server.process.pid), '-o', 'pid='],
+                                  capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        result = run_module('graph_mnist.export', f'--workdir={workdir}',
+                            f'--export_dir={mine}')
+        assert result.returncode == 0, result.stderr
+        assert wait_for(server, {'2': 'AVAILABLE', '1': 'END'})
+        assert request(server.url, 'POST', '/v1/models/mnist:predict',
+                       {'instances': np.zeros((1, 28, 28, 1)).tolist()})[0] == 200

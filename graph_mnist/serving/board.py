@@ -64,9 +64,6 @@ class Board:
         self.set(HEAD + 2 * index, loaded)
         self.set(HEAD + 2 * index + 1, oldest)
 
-    def everyone(self):
-        return [self.holds(i) for i in range(self.processes)]
-
     def write_states(self, states):
         """{version: (state, message)}: replaced whole, so a reader sees all or nothing."""
         temporary = self.path + '.states.tmp'

@@ -260,7 +260,7 @@ def run(options, argv):
                           options.poll_seconds,
                           (options.max_load_retries, options.load_retry_seconds))
         manager.start()
-        gc.freeze()  # see Manager.poll
+        gc.freeze()  # see Manager.follow
         # A request's JSON is about 900 new lists: at the default threshold (700) every
         # request set off a collection. At 50,000, one per ~55 requests: single-image
         # requests at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here.
@@ -272,6 +272,8 @@ def run(options, argv):
             os.close(options.ready_fd)
         else:
             wait_for(others, ready)
+            manager.running = lambda: [0] + [i for i, process in enumerate(others, 1)
+                                             if process.poll() is None]
             manager.settle()  # every process holds the first version: it is served
         if manager.current is None:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',

@@ -167,6 +167,9 @@ class Manager:
         self.stopping = threading.Event()
         self.thread = None
         self.loop = None  # the server's event loop, where old versions retire
+        # (deciding) the processes still running, whose holdings count: one that ended
+        # (it failed to start, or was killed) must not hold back every later version
+        self.running = lambda: range(board.processes)
 
     @property
     def current(self):
@@ -219,7 +222,8 @@ class Manager:
         gives it up when one could not load it; marks retired versions END once no
         process holds them."""
         board = self.board
-        target, serving, everyone = board.target, board.serving, board.everyone()
+        target, serving = board.target, board.serving
+        everyone = [board.holds(i) for i in self.running()]
         if target != serving:
             if all(loaded == target for loaded, _ in everyone):
                 if serving:
