@@ -212,6 +212,9 @@ def test_model_config_and_monitoring_files_as_tf_serving_documents_them(tmp_path
                       "    base_path: '/models/digits/'\n    model_platform: 'tensorflow'\n"
                       "  }\n}\n")
     assert config.model_config(str(models)) == ('digits', '/models/digits/')
+    models.write_text("model_config_list { config { name: 'chiffres' "
+                      "base_path: '/modèles/chiffres' } }", encoding='utf-8')
+    assert config.model_config(str(models)) == ('chiffres', '/modèles/chiffres')
     models.write_text("model_config_list { config { name: 'a' base_path: '/a' } "
                       "config { name: 'b' base_path: '/b' } }")
     with pytest.raises(UserError, match='2 models; this server serves one model'):

@@ -4,6 +4,7 @@ take them: --batching_parameters_file (BatchingParameters), --monitoring_config_
 a small parser of the text format (their messages are not in tensorflow-serving-api),
 every field checked: a field we would ignore is refused in one line."""
 
+import ast
 import re
 
 from graph_mnist.errors import UserError
@@ -25,8 +26,11 @@ def tokens(text, where):
             raise UserError(f'{where}: cannot read the text at "{text[position:position + 20]}"')
         kind = match.lastgroup
         value = match[kind]
-        if kind == 'string':
-            value = bytes(value[1:-1], 'utf-8').decode('unicode_escape')
+        if kind == 'string':  # quoted as in Python (escapes; other text kept as it is)
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise UserError(f'{where}: cannot read the string {value}') from None
         elif kind == 'number':
             value = float(value) if re.search(r'[.eE]', value) else int(value)
         elif kind == 'name' and value in ('true', 'false'):
