@@ -66,8 +66,8 @@ def define_flags():
     flags.DEFINE_bool('grpc', True, "Also load the gRPC API (h2load: apt-get install "
                       'nghttp2-client), single images, at every concurrency.')
     flags.DEFINE_integer('from_image_requests', 500, 'Requests of the drawing page\'s kind '
-                         '(a 280x280 PNG to from_image, REST) at the highest concurrency '
-                         '(0: none).', lower_bound=0)
+                         '(a 280x280 PNG to from_image; REST, and gRPC unless --nogrpc) at '
+                         'the highest concurrency (0: none).', lower_bound=0)
     flags.DEFINE_integer('swap_requests', 10000, 'gRPC requests while a new version is put '
                          'in a copy of the base path and served (0: no swap).', lower_bound=0)
     flags.DEFINE_enum('worker', None, ['inprocess', 'swap'], 'Internal: a part run in a '
@@ -314,6 +314,16 @@ def main(argv):
             x['images_per_second'] = x['requests_per_second']
             levels.append(x)
             show(x)
+            if FLAGS.grpc:  # the same pictures' first, as a string tensor over gRPC
+                body = bench_serving_grpc.predict_request(pictures=pictures(1))
+                y = bench_serving_grpc.h2load(server.url, server.grpc_target, body,
+                                              max(concurrencies), FLAGS.from_image_requests,
+                                              FLAGS.max_seconds)
+                y.update(api='gRPC', signature='from_image', batch=1,
+                         concurrency=max(concurrencies),
+                         images_per_second=y['requests_per_second'])
+                levels.append(y)
+                show(y)
     swapped = None
     if FLAGS.grpc and FLAGS.swap_requests:
         swapped = swap_run(images[:1])
