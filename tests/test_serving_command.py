@@ -115,7 +115,7 @@ def test_metrics_add_up_every_process_under_tf_servings_names(exported):
     assert metric(page, ':tensorflow:serving:request_latency_count', API='Predict',
                   entrypoint='GRPC', model_name='mnist') == 4
     assert metric(page, ':graph_mnist:serving:batch_size_count') == 14
-    assert ':graph_mnist:serving:queue_depth' in page
+    assert metric(page, ':graph_mnist:serving:queue_depth', signature='serving_default') == 0
     assert 'request_count_total' not in page  # TF's names, not prometheus-client's
 
 

@@ -6,12 +6,11 @@ them (prometheus_exporter.cc: a counter keeps its name, no `_total`).
     :tensorflow:serving:request_count{model_name, status}          predict calls, by code
     :tensorflow:serving:request_latency{model_name, API, entrypoint}  successful ones, us
     :graph_mnist:serving:batch_size                                 examples per batch run
-    :graph_mnist:serving:queue_depth                                requests waiting
+    :graph_mnist:serving:queue_depth{signature}                     requests waiting
 
 The directory must be named in PROMETHEUS_MULTIPROC_DIR before prometheus_client is
 first imported: server.run does so before anything imports this module's users."""
 
-import os
 import time
 
 PATH = '/monitoring/prometheus/metrics'
@@ -33,7 +32,8 @@ class Metrics:
         self.batch = Histogram(':graph_mnist:serving:batch_size', 'Examples per batch run '
                                '(a Session call).', buckets=BATCH_BUCKETS)
         self.queue = Gauge(':graph_mnist:serving:queue_depth', 'Requests waiting for a '
-                           'batch, all processes together.', multiprocess_mode='livesum')
+                           'batch, all processes together.', ['signature'],
+                           multiprocess_mode='livesum')
         self.children = {}
 
     def child(self, metric, *labels):
@@ -51,9 +51,10 @@ class Metrics:
             self.child(self.latency, model_name, api, entrypoint).observe(
                 (time.perf_counter() - started) * 1e6)
 
-    def batched(self, size, waiting):
+    def batched(self, signature, size, waiting):
+        """A batch of `size` examples of `signature` runs; `waiting` requests wait."""
         self.batch.observe(size)
-        self.queue.set(waiting)
+        self.child(self.queue, signature).set(waiting)
 
 
 def page(directory):
@@ -81,13 +82,3 @@ def page(directory):
 
 def escape(value):
     return str(value).replace('\\', r'\\').replace('\n', r'\n').replace('"', r'\"')
-
-
-def process_ended(pid, directory):
-    """Drops a stopped process's live gauges (its counters stay in the sums)."""
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(pid, directory)
-
-
-def directory_set():
-    return os.environ.get('PROMETHEUS_MULTIPROC_DIR')

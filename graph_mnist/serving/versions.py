@@ -5,6 +5,7 @@ serving processes (board.py)."""
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import os
 import threading
@@ -85,11 +86,13 @@ class Servable:
         if settings.warm_up:
             self.replay(os.path.join(path, export.WARMUP))
             self.warm_up(max_batch_size)
-        observe = settings.metrics.batched if settings.metrics else None
+        metrics = settings.metrics
         self.batchers = {name: Batcher(signature, max_batch_size,
                                        settings.batch_timeout_seconds,
                                        f'batcher-{version}-{name}',
-                                       settings.max_enqueued_batches, observe)
+                                       settings.max_enqueued_batches,
+                                       functools.partial(metrics.batched, name) if metrics
+                                       else None)
                          for name, signature in self.signatures.items()}
 
     def replay(self, path):
