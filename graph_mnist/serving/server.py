@@ -215,7 +215,7 @@ def run(options, argv):
     """Serves until SIGTERM or Ctrl-C; the exit code. argv: the command line, which the
     other processes are started with."""
     base = options.model_base_path
-    rest_socket = grpc_reserved = None
+    rest_socket = grpc_reserved = metrics_dir = None
     if not options.other_process:
         if not os.path.isdir(base):
             raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
@@ -238,8 +238,9 @@ def run(options, argv):
         count = options.processes or machine.usable_cores()
         board = Board.create(count)
         if options.metrics_path:  # every process writes its metrics here (inherited)
-            os.environ['PROMETHEUS_MULTIPROC_DIR'] = tempfile.mkdtemp(
-                prefix='graph_mnist_metrics_', dir=os.path.dirname(board.path))
+            metrics_dir = tempfile.mkdtemp(prefix='graph_mnist_metrics_',
+                                           dir=os.path.dirname(board.path))
+            os.environ['PROMETHEUS_MULTIPROC_DIR'] = metrics_dir
         ready, told = os.pipe()
         others = start_others(argv, count - 1, told, board.path)
         os.close(told)
@@ -288,8 +289,8 @@ def run(options, argv):
     finally:
         stop_others(others)
         board.close(remove=not options.other_process)
-        if not options.other_process and os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
-            shutil.rmtree(os.environ['PROMETHEUS_MULTIPROC_DIR'], ignore_errors=True)
+        if metrics_dir:  # ours only: never a directory the environment named
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         for sock in (rest_socket, grpc_reserved):
             if sock is not None:
                 sock.close()
