@@ -160,3 +160,23 @@ def test_export_writes_tf_servings_warmup_file_and_the_server_replays_both_signa
         assert digit['digit'].tolist() == [1]  # the warm-up picture is a real 1
     finally:
         servable.close()
+
+
+def test_stopped_it_ends_cleanly_and_leaves_nothing_behind(exported):
+    import signal
+    import tempfile
+    where = '/dev/shm' if os.path.isdir('/dev/shm') else tempfile.gettempdir()
+
+    def ours():
+        return {name for name in os.listdir(where) if name.startswith('graph_mnist_')}
+    before = ours()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT: Ctrl-C
+        server = server_process.Subprocess(exported[1], '--rest_api_num_processes=2')
+        try:
+            assert ours() - before, 'the board and the metrics directory exist while it runs'
+            server.process.send_signal(signum)
+            assert server.process.wait(60) == 0
+        finally:
+            server.stop()
+        assert 'stopped' in server.log() and 'Traceback' not in server.log()
+        assert ours() == before  # the shared board, its states, the metrics: removed

@@ -159,11 +159,13 @@ def threads(options):
 
 
 async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
-    """Both APIs in one event loop until SIGTERM or Ctrl-C: uvicorn on the REST socket,
-    grpcio's asyncio server on --port (SO_REUSEPORT, as every process binds it)."""
+    """Both APIs in one event loop until SIGTERM or Ctrl-C (then both shut down
+    gracefully and serve returns): uvicorn on the REST socket, grpcio's asyncio server on
+    --port (SO_REUSEPORT, as every process binds it)."""
     import grpc
     import uvicorn
     from graph_mnist.serving import grpc_api
+    RestServer = rest_server_class()
     manager.loop = asyncio.get_running_loop()  # where retiring versions finish
     grpc_server = None
     if options.grpc_port:
@@ -179,7 +181,11 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
         await grpc_server.start()
     if grpc_reserved is not None:
         grpc_reserved.close()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        manager.loop.add_signal_handler(signum, stop.set)
     ready()  # both listen (uvicorn takes the REST socket's waiting connections)
+    rest = None
     try:
         if rest_socket is not None:
             http = Http(max_body_bytes=options.max_body_bytes,
@@ -189,15 +195,32 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
             config = uvicorn.Config(make_app(manager, http, metrics), log_level='warning',
                                     access_log=False, timeout_keep_alive=5,
                                     limit_concurrency=10 * http.max_in_flight)
-            await uvicorn.Server(config).serve(sockets=[rest_socket])
-        else:  # gRPC only: wait for the signal uvicorn would have caught
-            stop = asyncio.Event()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                manager.loop.add_signal_handler(signum, stop.set)
+            rest = RestServer(config)
+            serving = asyncio.ensure_future(rest.serve(sockets=[rest_socket]))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+            rest.should_exit = True  # uvicorn's graceful shutdown
+            stopped.cancel()
+            await serving
+        else:
             await stop.wait()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
+
+
+def rest_server_class():
+    """uvicorn's Server, leaving the signals to serve(): uvicorn's own handlers raise
+    the signal again once it has shut down, which ended the process before its cleanup
+    (the other processes, the shared board, the metrics directory) could run."""
+    import contextlib
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+    return Server
 
 
 def announce(options, rest_socket, count):
@@ -276,7 +299,7 @@ def run(options, argv):
             manager.running = lambda: [0] + [i for i, process in enumerate(others, 1)
                                              if process.poll() is None]
             manager.settle()  # every process holds the first version: it is served
-        if manager.current is None:
+        if manager.current is None and not options.other_process:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',
                             base)
         import uvicorn
