@@ -169,7 +169,13 @@ def test_errors_have_tf_servings_codes_and_the_next_call_is_answered(stubs):
     assert len(answer.outputs['digit'].int64_val) == 1
 
 
-def test_grpc_and_rest_share_the_versions(server, stubs):
+def test_grpc_and_rest_answer_from_the_same_versions(server, stubs):
+    from tensorflow_serving.apis import get_model_status_pb2
     from test_serve import request
     status, answer, _ = request(server.url, 'GET', '/v1/models/mnist')
-    assert status == 200 and answer['model_version_status'][0]['version'] == '1'
+    rest = [(int(v['version']), v['state']) for v in answer['model_version_status']]
+    grpc_answer = stubs[1].GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'mnist'}), timeout=30)
+    by_grpc = [(v.version, get_model_status_pb2.ModelVersionStatus.State.Name(v.state))
+               for v in grpc_answer.model_version_status]
+    assert status == 200 and rest == by_grpc == [(1, 'AVAILABLE')]
