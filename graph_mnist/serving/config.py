@@ -8,6 +8,7 @@ import ast
 import re
 
 from graph_mnist.errors import UserError
+from graph_mnist.serving import metrics
 
 TOKEN = re.compile(r'\s*(?:#[^\n]*\n?\s*)*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|'
                    r'(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|'
@@ -140,7 +141,7 @@ def monitoring(path):
     only(prometheus, {'enable', 'path'}, where + ' prometheus_config')
     if not scalar(prometheus, 'enable', bool, where):
         return None
-    path = scalar(prometheus, 'path', str, where) or '/monitoring/prometheus/metrics'
+    path = scalar(prometheus, 'path', str, where) or metrics.PATH
     if not path.startswith('/'):
         raise UserError(f'{where}: path must start with /')
     return path

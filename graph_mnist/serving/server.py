@@ -22,6 +22,7 @@ from graph_mnist import exposure
 from graph_mnist import machine
 from graph_mnist.errors import UserError
 from graph_mnist.serving.board import Board
+from graph_mnist.serving.metrics import PATH as metrics_page_path
 from graph_mnist.serving.rest import Http
 from graph_mnist.serving.rest import make_app
 from graph_mnist.serving.versions import Manager
@@ -46,7 +47,7 @@ class Options:
     max_enqueued_batches: int = 100  # --max_enqueued_batches (or the batching file)
     timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms / 1e3 (None: no limit)
     cors: bool = False            # --rest_api_enable_cors_support
-    metrics_path: str = '/monitoring/prometheus/metrics'  # --monitoring_config_file
+    metrics_path: str = metrics_page_path  # --monitoring_config_file (None: no page)
     warm_up: bool = True          # --enable_model_warmup
     max_load_retries: int = 5     # --max_num_load_retries
     load_retry_seconds: float = 60.0  # --load_retry_interval_micros / 1e6
