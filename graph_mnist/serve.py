@@ -96,10 +96,10 @@ def define_flags():
     flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
                          '--max_batch_size waits for more requests (0: it goes as soon as '
                          'the previous batch is done).', lower_bound=0)
-    flags.DEFINE_integer('max_enqueued_batches', 100, 'Most batches waiting per signature '
+    flags.DEFINE_integer('max_enqueued_batches', server.Options.max_enqueued_batches, 'Most batches waiting per signature '
                          'and process; a request beyond is answered 503 at once.',
                          lower_bound=1)
-    flags.DEFINE_integer('rest_api_timeout_in_ms', 30000, 'A predict not answered in this '
+    flags.DEFINE_integer('rest_api_timeout_in_ms', int(server.Options.timeout_seconds * 1000), 'A predict not answered in this '
                          'time gets 504 (0: no limit).', lower_bound=0)
     flags.DEFINE_bool('rest_api_enable_cors_support', False, "Add TensorFlow Serving's "
                       'CORS headers (any origin may call the REST API from a browser).')
@@ -111,7 +111,7 @@ def define_flags():
                         'it the Prometheus page is at /monitoring/prometheus/metrics.')
     flags.DEFINE_bool('enable_model_warmup', True, "Replay the version's warm-up requests "
                       '(assets.extra/tf_serving_warmup_requests) before it serves.')
-    flags.DEFINE_integer('max_body_bytes', 16 * 1024 * 1024, 'Larger request bodies get 413.',
+    flags.DEFINE_integer('max_body_bytes', server.Options.max_body_bytes, 'Larger request bodies get 413.',
                          lower_bound=1024)
     flags.DEFINE_integer('rest_api_num_processes', 0, 'Processes answering requests, each '
                          'with the model loaded, all on the one port (0: one per core this '

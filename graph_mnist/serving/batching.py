@@ -10,6 +10,8 @@ import numpy as np
 from graph_mnist.serving.errors import ServingError
 from graph_mnist.serving.errors import Unloaded
 
+MAX_ENQUEUED_BATCHES = 100  # per signature and process: a bound TF Serving leaves open
+
 
 class Batcher:
     """Runs the requests given to one signature, several at a time, one batch at a time.
@@ -26,8 +28,8 @@ class Batcher:
     beyond, a request is refused at once with 503, as TensorFlow Serving's full queue.
     observe(batch size, requests still waiting) is told of every batch run."""
 
-    def __init__(self, run, max_batch_size, timeout, name, max_enqueued_batches=100,
-                 observe=None):
+    def __init__(self, run, max_batch_size, timeout, name,
+                 max_enqueued_batches=MAX_ENQUEUED_BATCHES, observe=None):
         self.run, self.max_batch_size, self.timeout = run, max_batch_size, timeout
         self.max_waiting = max_enqueued_batches * max_batch_size  # examples
         self.observe = observe

@@ -40,12 +40,12 @@ class Options:
     poll_seconds: float = 1.0     # --file_system_poll_wait_seconds
     max_batch_size: int = 64      # --max_batch_size
     batch_timeout_seconds: float = 0.0  # --batch_timeout_micros / 1e6
-    max_body_bytes: int = 16 * 1024 * 1024  # --max_body_bytes
+    max_body_bytes: int = Http.max_body_bytes  # --max_body_bytes
     processes: int = 0            # --rest_api_num_processes (0: one per core)
     intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
-    max_enqueued_batches: int = 100  # --max_enqueued_batches (or the batching file)
-    timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms / 1e3 (None: no limit)
+    max_enqueued_batches: int = Settings.max_enqueued_batches  # or the batching file
+    timeout_seconds: float = Http.timeout_seconds  # --rest_api_timeout_in_ms / 1e3
     cors: bool = False            # --rest_api_enable_cors_support
     metrics_path: str = metrics_page_path  # --monitoring_config_file (None: no page)
     warm_up: bool = True          # --enable_model_warmup

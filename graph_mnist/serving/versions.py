@@ -16,6 +16,7 @@ import numpy as np
 
 from graph_mnist import export
 from graph_mnist import preprocess
+from graph_mnist.serving.batching import MAX_ENQUEUED_BATCHES
 from graph_mnist.serving.batching import Batcher
 from graph_mnist.serving.board import SERVING
 from graph_mnist.serving.board import TARGET
@@ -62,7 +63,7 @@ class Settings:
     max_batch_size: int = 64
     batch_timeout_seconds: float = 0.0
     threads: tuple = (1, 1)  # TensorFlow's intra-op, inter-op
-    max_enqueued_batches: int = 100
+    max_enqueued_batches: int = MAX_ENQUEUED_BATCHES
     metrics: object = None   # metrics.Metrics, or None
     warm_up: bool = True     # replay the version's warm-up requests
 
