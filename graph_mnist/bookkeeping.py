@@ -1,6 +1,9 @@
 """Everything a run keeps beside its training steps: the history and its file, the
 clock and the ETA, TensorBoard events, the dashboard, checkpoints, the NaN watch and the
-summary line. graph_mnist.training's loop tells it what happened; it drives nothing."""
+summary line. One implementation for every style: a training loop (graph_mnist.training's,
+a style's, a Keras callback's) calls it in plain calls; it drives nothing and calls
+nothing back. It reads the network through a small interface: SessionNet for a Session,
+graph_mnist.styles.eager's nets for TensorFlow 2."""
 
 import math
 import time
@@ -11,7 +14,7 @@ import numpy as np
 from graph_mnist import checkpoints
 from graph_mnist import dashboard
 from graph_mnist import events as graph_events
-from graph_mnist import models
+from graph_mnist import talk
 from graph_mnist import runs
 from graph_mnist.errors import UserError
 
@@ -20,13 +23,21 @@ class TrainingError(UserError):
     """A run that cannot go on (loss gone NaN, nothing to resume); the message says why."""
 
 
+class Interrupted(Exception):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, step, path):
+        super().__init__(f'stopped at step {step}; checkpoint saved: {path}')
+        self.step, self.path = step, path
+
+
 class SessionNet:
     """A network trained in a Session (the talk's style), as the books ask it: the same
     questions graph_mnist.styles.eager's nets answer for TensorFlow 2's styles."""
 
     def __init__(self, sess, g):
         self.sess, self.g, self.spec, self.graph = sess, g, g.spec, g.graph
-        self.parameters = models.trainable_parameters(g)
+        self.parameters = g.parameters
         self.weight_names = [v.op.name for v in g.weights]
         self.bias_names = [v.op.name for v in g.biases]
         self._variables = g.weights + g.biases
@@ -59,14 +70,16 @@ class SessionNet:
 class Bookkeeping:
     """Everything a run keeps beside its training steps: the history and its file, the
     clock, TensorBoard events, the dashboard, checkpoints, the NaN watch. `net` is what
-    the books read the network through: a SessionNet, or a TensorFlow 2 style's net."""
+    the books read the network through: a SessionNet, or a TensorFlow 2 style's net.
+    A context manager: leaving it closes the event files, and on Ctrl-C without a stop
+    handler (a plain call) marks the history interrupted."""
 
     def __init__(self, net, mnist, batches, config, workdir, history, first_step):
         self.net, self.mnist, self.batches = net, mnist, batches
         self.config, self.workdir, self.history = config, workdir, history
         self.board = None
         if config.vis != 'none':
-            changed = models.describe_changes(config.model, config.changes)
+            changed = talk.describe_changes(config.model, config.changes)
             self.board = dashboard.Dashboard(
                 config.vis, workdir, f'{config.model}, seed {config.seed}'
                 + ('' if config.style == 'graph' else f', --style={config.style}')
@@ -78,6 +91,7 @@ class Bookkeeping:
                      net.spec.optimizer.__name__, config.iterations, config.batch_size,
                      net.spec.pkeep, config.loss, history.get('device', 'CPU'),
                      '' if config.style == 'graph' else f', --style={config.style}')
+        self.marks = _Marks(first_step, config)
         self.elapsed_before = history.get('elapsed', 0.0)
         self.start = time.perf_counter()
         history['loop_started_at'] = time.time()  # wall clock: scripts/benchmark.py's start-up
@@ -99,11 +113,33 @@ class Bookkeeping:
         self.history['elapsed'] = self.clock()
         return self.net.save(self.workdir, step, runs.history_before(self.history, step))
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if kind is KeyboardInterrupt:
+            self.save('interrupted')
+        if self.events:
+            self.events.close()
+
+    def due(self, kind, step):
+        """Whether the log line ('log'), the test evaluation ('eval') or a checkpoint
+        ('checkpoint') is due at this step."""
+        return self.marks(kind, step)
+
     def stop(self, step):
-        """A checkpoint, then the history marked interrupted: the path of the checkpoint."""
+        """A checkpoint, the history marked interrupted, then Interrupted raised."""
         path = self.checkpoint(step)
         self.save('interrupted')
-        return path
+        raise Interrupted(step, path)
+
+    def watch(self, xent, step, after):
+        """The NaN watch on the cross-entropy of the training steps from `step` to
+        before `after`."""
+        if after - step == 1:
+            self.stop_if_nan(xent, step, 'in the training step')
+        else:
+            self.stop_if_nan(xent, step, f'in the training steps {step} to {after - 1}')
 
     def stop_if_nan(self, xent, step, where):
         if math.isnan(xent):
@@ -149,15 +185,37 @@ class Bookkeeping:
         self.stop_if_nan(xent, step, 'on the test set')
         self.save('running')
 
-    def close_events(self):
-        if self.events:
-            self.events.close()
-
-    def finish(self):
+    def finish(self, step):
+        """The final evaluation and checkpoint at `step`, the dashboard's files, the
+        history marked finished: the history with its summary."""
+        self.evaluate(step, final=True)
+        self.checkpoint(step, final=True)
         if self.board:
             self.history['dashboard'] = self.board.close()
         self.save('finished')
         return runs.summarize(self.history)
+
+
+class _Marks:
+    """When a periodic task is due. On one machine the step goes 1 by 1 (or by
+    --steps_per_run) and a task is due at each multiple of its period; on a cluster the
+    global step jumps (every worker adds to it), and a task is due at the first step
+    seen past a new multiple. A run that starts at `first` checkpoints at the next
+    multiple after it, logs and evaluates at the first multiple from it on."""
+
+    def __init__(self, first, config):
+        self.every = {'checkpoint': config.checkpoint_every, 'log': config.log_every,
+                      'eval': config.eval_every}
+        self.last = {'checkpoint': first // config.checkpoint_every,
+                     'log': -(-first // config.log_every) - 1,
+                     'eval': -(-first // config.eval_every) - 1}
+
+    def __call__(self, kind, step):
+        mark = step // self.every[kind]
+        if mark <= self.last[kind]:
+            return False
+        self.last[kind] = mark
+        return True
 
 
 def _duration(seconds):

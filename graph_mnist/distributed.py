@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import exposure
-from graph_mnist import models
+from graph_mnist import training_graph
 from graph_mnist.bookkeeping import SessionNet
 from graph_mnist.errors import UserError
 
@@ -192,7 +192,7 @@ def serve_parameters(task, stop_requested):
 
 
 class Placement:
-    """Where a cluster task's graph goes (models.build asks it): variables on the
+    """Where a cluster task's graph goes (training_graph.build asks it): variables on the
     parameter servers, operations on this task (`device`, a replica_device_setter);
     a global step that every training task adds to; with `sync`, the optimizer wrapped
     so that each step aggregates one gradient of each of the `replicas`."""
@@ -280,7 +280,7 @@ class Cluster:
             worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
         placement = Placement(device, replicas=task.replicas, sync=self.sync,
                               ps=len(task.cluster['ps']))
-        return models.build(config.model, loss=config.loss, seed=config.seed,
+        return training_graph.build(config.model, loss=config.loss, seed=config.seed,
                             placement=placement, changes=config.changes)
 
     def batches(self, mnist, config):

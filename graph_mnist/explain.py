@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist import today
 from graph_mnist.errors import UserError
 
@@ -78,7 +79,7 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
     batch: (images, labels) to run on, e.g. the first training batch of MNIST.
     workdir: where the graph is written for TensorBoard and as GraphDef text.
     """
-    g = models.build(model, loss=loss, seed=seed)
+    g = training_graph.build(model, loss=loss, seed=seed)
     graph, ops = g.graph, g.graph.get_operations()
     out = {'model': model, 'loss': loss}
 
@@ -127,7 +128,7 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
         'added_by_kind': dict(collections.Counter(kind_of(op) for op in added).most_common()),
         'parameters': {v.name: {'shape': v.shape.as_list(), 'size': v.shape.num_elements()}
                        for v in variables},
-        'trainable_parameters': models.trainable_parameters(g),
+        'trainable_parameters': g.parameters,
     }
 
     # 4. Running it: one step on a real batch.
@@ -210,7 +211,7 @@ def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
     into the graph (`steps` steps in one Session.run, the images held in the graph), and
     a Session.run that computes next to nothing (the learning rate). Medians of
     `repeats` timings, interleaved; per step."""
-    g = models.build(model, seed=seed, loop=True)
+    g = training_graph.build(model, seed=seed, loop=True)
     loop = g.loop
     sess = v1.Session(graph=g.graph, config=g.config)
     try:
@@ -371,8 +372,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_enum('model', 'softmax', list(models.NETWORKS), 'Which network to explain.')
-    flags.DEFINE_enum('loss', 'stable', list(models.LOSSES), 'The cross-entropy to build.')
+    flags.DEFINE_enum('model', 'softmax', list(talk.NETWORKS), 'Which network to explain.')
+    flags.DEFINE_enum('loss', 'stable', list(training_graph.LOSSES), 'The cross-entropy to build.')
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
     flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')

@@ -33,7 +33,7 @@ from absl import flags
 import tensorflow as tf
 
 from graph_mnist import checkpoints
-from graph_mnist import models
+from graph_mnist import talk
 from graph_mnist import preprocess
 from graph_mnist import runs
 from graph_mnist.errors import UserError
@@ -64,7 +64,7 @@ def inference_graph(model, layers=None):
     gathered in training (tst True). X is fed images, or else the pictures prepared from
     image_bytes: one network behind both signatures. layers: a dense network's depth
     when the run changed it (--layers)."""
-    spec = models.with_changes(model, layers=layers)
+    spec = talk.with_changes(model, layers=layers)
     graph = tf.Graph()
     with graph.as_default():
         image_bytes = v1.placeholder(tf.string, [None], name='image_bytes')

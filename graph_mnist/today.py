@@ -10,7 +10,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist.styles import eager
 
 v1 = tf.compat.v1
@@ -39,7 +40,7 @@ def _executed(sess, fetches, feed):
 def observe_session(model, batch, seed=0):
     """7 and 8: the state lives in a Session; a Session.run runs what its fetches need."""
     X, Y_ = batch
-    g = models.build(model, seed=seed)
+    g = training_graph.build(model, seed=seed)
     W1 = g.weights[0]
     feed = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
     out = {}
@@ -70,10 +71,10 @@ def observe_session(model, batch, seed=0):
 
 def observe_grappler(batch, model='five_layers_relu'):
     """9: the graph TensorFlow runs is not the graph you wrote: Grappler rewrites the
-    talk's literal log(softmax(...)) into one LogSoftmax (graph_mnist.models.session_config
+    talk's literal log(softmax(...)) into one LogSoftmax (graph_mnist.training_graph.session_config
     turns that off for --loss=literal, so that the literal loss stays literal)."""
     X, Y_ = batch
-    g = models.build(model, loss='literal')
+    g = training_graph.build(model, loss='literal')
     written = collections.Counter(op.type for op in g.graph.get_operations())
     ran = {}
     for name, config in (('default', v1.ConfigProto()), ('literal', g.config)):
@@ -119,7 +120,7 @@ def observe_function(model, batch, seed=0):
 
     net = eager.FunctionNet(model, seed=seed)
     traced = tf.function(net.logits).get_concrete_function(tf.TensorSpec([None, 28, 28, 1]))
-    g = models.build(model, seed=seed)
+    g = training_graph.build(model, seed=seed)
 
     def arithmetic(output):
         """The operations `output` is computed from, counted by kind (the initial
@@ -145,7 +146,7 @@ def observe_tape(model, batch, seed=0):
     """11: GradientTape records what eager code did and differentiates it: the same
     gradients as minimize's formal derivatives in the graph."""
     X, Y_ = batch
-    spec, initial = models.NETWORKS[model], eager.initial_values(model, seed, {})
+    spec, initial = talk.NETWORKS[model], eager.initial_values(model, seed, {})
     values = iter(initial.values())
 
     def from_the_seed(next_creator, **kwargs):  # the values the graph of this seed makes
@@ -157,7 +158,7 @@ def observe_tape(model, batch, seed=0):
         images = v1.placeholder(tf.float32, [None, 28, 28, 1])
         labels = v1.placeholder(tf.float32, [None, 10])
         with tf.variable_creator_scope(from_the_seed):
-            loss = models.cross_entropy(spec.logits(images, 1.0), labels)
+            loss = training_graph.cross_entropy(spec.logits(images, 1.0), labels)
         variables = v1.trainable_variables()
         formal = v1.gradients(loss, variables)
         init = v1.global_variables_initializer()
@@ -167,7 +168,7 @@ def observe_tape(model, batch, seed=0):
     net = eager.FunctionNet(model, seed=seed)  # the same initial values
     by_name = dict(zip(net.names, net.variables))
     with tf.GradientTape() as tape:
-        cross_entropy = models.cross_entropy(net.logits(tf.constant(X)), tf.constant(Y_))
+        cross_entropy = training_graph.cross_entropy(net.logits(tf.constant(X)), tf.constant(Y_))
     ordered = [by_name[v.op.name] for v in variables]
     recorded = tape.gradient(cross_entropy, ordered)
     return {'variables': len(ordered),
@@ -177,7 +178,7 @@ def observe_tape(model, batch, seed=0):
 
 
 def observe(model, batch, seed=0):
-    if models.NETWORKS[model].batch_norm:
+    if talk.NETWORKS[model].batch_norm:
         return {'refused': f'{model}: batch norm has no TensorFlow 2 twin here '
                            '(its moving averages are graph collections)'}
     return {'session': observe_session(model, batch, seed),

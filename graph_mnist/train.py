@@ -19,7 +19,8 @@ from absl import flags
 from graph_mnist import dashboard
 from graph_mnist import data
 from graph_mnist import distributed
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist import training
 from graph_mnist.styles import eager
 
@@ -32,7 +33,7 @@ def define_flags(flag_values=FLAGS):
     """The command line (flag_values: where to define it; tests pass their own)."""
     defaults = Config()
     own = dict(flag_values=flag_values)
-    flags.DEFINE_enum('model', defaults.model, list(models.NETWORKS),
+    flags.DEFINE_enum('model', defaults.model, list(talk.NETWORKS),
                       'Which network of the talk to train, in the talk\'s order.', **own)
     flags.DEFINE_integer('iterations', None, 'Training steps (default: the talk\'s count for '
                          'the model: 2,000 for softmax, 10,000 for the others).',
@@ -83,7 +84,7 @@ def define_flags(flag_values=FLAGS):
                       'tf.GradientTape. keras: Keras 3 layers and train_on_batch. The same '
                       'initial weights, batches, loss and optimizer in all three.', **own)
     _define_experiments(own)
-    flags.DEFINE_enum('loss', defaults.loss, list(models.LOSSES), 'stable: the talk\'s '
+    flags.DEFINE_enum('loss', defaults.loss, list(training_graph.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '
                       'line -sum(Y_ * log(Y)) exactly, which goes NaN once a probability hits 0.',
                       **own)
@@ -93,17 +94,17 @@ def _by_value(value_of, networks):
     """'0.003: a, b; 0.005: c': the networks grouped by a setting, in the talk's order."""
     groups = {}
     for name in networks:
-        groups.setdefault(value_of(models.NETWORKS[name]), []).append(name)
+        groups.setdefault(value_of(talk.NETWORKS[name]), []).append(name)
     return '; '.join(f'{value}: {", ".join(names)}' for value, names in groups.items())
 
 
 def _define_experiments(own):
     """The experiments the talk invites; each default is the network's own setting."""
-    talk = models.TALK
+    steps = talk.TALK
     flags.DEFINE_float('learning_rate', None, 'The learning rate: the constant rate, or where '
                        'the decay starts (default: the network\'s own, '
-                       + _by_value(lambda s: str(s.learning_rate), talk) + ').', **own)
-    dropout = [name for name in talk if models.NETWORKS[name].has_dropout]
+                       + _by_value(lambda s: str(s.learning_rate), steps) + ').', **own)
+    dropout = [name for name in steps if talk.NETWORKS[name].has_dropout]
     flags.DEFINE_float('pkeep', None, 'Probability of keeping a neuron in training, for the '
                        'networks with dropout (default: the talk\'s code\'s, '
                        + _by_value(lambda s: s.pkeep, dropout) + '; the talk: "pick a '

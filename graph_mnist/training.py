@@ -1,46 +1,46 @@
-"""The training library: one network of the talk trained with a tf.compat.v1 Session
-and a feed_dict loop, and everything a run keeps beside its steps.
+"""The talk's training loop, in the package: one network trained with a tf.compat.v1
+Session, a batch fed through the placeholders X and Y_ at every step.
 
-The graph is built first (graph_mnist.models); then a Session runs its training step
-once per batch of 100 images, feeding them through the placeholders X and Y_, as in
-the talk. Every `log_every` steps: accuracy and cross-entropy on the current batch;
-every `eval_every` steps: the same on all 10,000 test images. The metrics history is
-written to <workdir>/history.json as it grows (graph_mnist.runs).
-
-    train(mnist, Config(...), workdir)      the whole run, for tests, notebooks, scripts
+    train(mnist, Config(...), workdir)      one whole run, for tests, notebooks, scripts
+    loop(sess, g, batches, books, ...)      the talk's loop itself, also a cluster
+                                            chief's (graph_mnist.distributed)
     train_and_evaluate(settings, workdir)   the command's whole job (signals, data,
                                             workdir, run, closing lines): what
                                             `python -m graph_mnist.train` calls
 
-One loop for every place a run trains: this process alone (`OneMachine`), or one task
-of a cluster (graph_mnist.distributed.Cluster, which says what differs there: where the
-graph lives, how the Session starts, a global step that jumps, the chief alone keeping
-the books). Never run as __main__: graph_mnist.train is the entry point.
+The graph is built first (graph_mnist.training_graph); then the loop runs its training
+step once per batch of 100 images. What a run keeps beside its steps (history,
+dashboard, TensorBoard, checkpoints, the NaN watch) is graph_mnist.bookkeeping, called
+from the loop in plain calls. TensorFlow 2's styles have loops of their own, in their
+own idioms (graph_mnist.styles.eager). Never run as __main__: graph_mnist.train is the
+entry point.
 """
 
 import dataclasses
-import math
 import signal
-import time
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from graph_mnist import checkpoints
 from graph_mnist import cli
 from graph_mnist import dashboard
 from graph_mnist import data
-from graph_mnist import models
 from graph_mnist import runs
-from graph_mnist.styles import eager
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist.bookkeeping import Bookkeeping
+from graph_mnist.bookkeeping import Interrupted
 from graph_mnist.bookkeeping import SessionNet
 from graph_mnist.bookkeeping import TrainingError
 from graph_mnist.bookkeeping import summary_line
 from graph_mnist.errors import UserError
+from graph_mnist.styles import eager
 
 v1 = tf.compat.v1
+
+__all__ = ['Config', 'Interrupted', 'SettingsError', 'TrainingError', 'loop', 'train',
+           'train_and_evaluate']
 
 
 class SettingsError(UserError, ValueError):
@@ -55,27 +55,27 @@ class Config:
     iterations: int = None     # training steps; None: the talk's count for the model
     batch_size: int = 100
     seed: int = 0              # initial weights, dropout and the data order
-    loss: str = 'stable'       # models.LOSSES
+    loss: str = 'stable'       # training_graph.LOSSES
     eval_every: int = 100      # test evaluations (all 10,000 images)
     log_every: int = 20        # the training batch's accuracy and loss
     checkpoint_every: int = 1000
     vis: str = 'none'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
     steps_per_run: int = 1     # training steps per Session.run: 1 is the talk's loop; more
-                               # moves the loop into the graph (models.training_loop)
-    # the talk's experiments (models.with_changes); None: the network's own setting
+                               # moves the loop into the graph (graph_mnist.graph_loop)
+    # the talk's experiments (talk.with_changes); None: the network's own setting
     learning_rate: float = None  # a constant rate, or the decay's start
     pkeep: float = None          # keep probability of a network with dropout
     layers: int = None           # depth of a dense network, 2 to 5
     style: str = 'graph'         # eager.STYLES: the talk's Session, or TensorFlow 2's
 
     # what a resumed run must keep; the other settings may change between sessions
-    FIXED = ('model', 'seed', 'batch_size', 'loss', *models.EXPERIMENTS, 'style')
+    FIXED = ('model', 'seed', 'batch_size', 'loss', *talk.EXPERIMENTS, 'style')
 
     def __post_init__(self):
-        if self.model not in models.NETWORKS:
-            raise ValueError(f'model must be one of {list(models.NETWORKS)}, got {self.model!r}')
-        if self.loss not in models.LOSSES or self.vis not in ('auto', *dashboard.MODES):
-            raise ValueError(f'loss must be one of {models.LOSSES}, vis one of '
+        if self.model not in talk.NETWORKS:
+            raise ValueError(f'model must be one of {list(talk.NETWORKS)}, got {self.model!r}')
+        if self.loss not in training_graph.LOSSES or self.vis not in ('auto', *dashboard.MODES):
+            raise ValueError(f'loss must be one of {training_graph.LOSSES}, vis one of '
                              f'{("auto", *dashboard.MODES)}')
         if self.steps_per_run < 1:
             raise SettingsError(f'steps_per_run must be at least 1, got {self.steps_per_run}')
@@ -87,26 +87,26 @@ class Config:
                 f'--steps_per_run={self.steps_per_run} must divide {", ".join(uneven)}: '
                 'the loop in the graph logs, evaluates and checkpoints between its runs')
         try:
-            models.with_changes(self.model, **self.changes)
+            talk.with_changes(self.model, **self.changes)
         except ValueError as e:
             raise SettingsError(str(e)) from None
         if self.style not in eager.STYLES:
             raise ValueError(f'style must be one of {eager.STYLES}, got {self.style!r}')
-        if self.style != 'graph' and models.NETWORKS[self.model].batch_norm:
+        if self.style != 'graph' and talk.NETWORKS[self.model].batch_norm:
             raise SettingsError(f'--style={self.style} trains the talk\'s networks '
-                                f'({", ".join(models.TALK)}): {self.model}\'s batch norm keeps '
+                                f'({", ".join(talk.TALK)}): {self.model}\'s batch norm keeps '
                                 'its moving averages in TensorFlow 1 graph collections')
         if self.style != 'graph' and self.steps_per_run > 1:
             raise SettingsError(f'--steps_per_run moves the talk\'s Session loop into the '
                                 f'graph; --style={self.style} has no Session loop: leave it at 1')
         object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
-            object.__setattr__(self, 'iterations', models.NETWORKS[self.model].iterations)
+            object.__setattr__(self, 'iterations', talk.NETWORKS[self.model].iterations)
 
     @property
     def changes(self):
         """The talk's experiments this run makes: {name: value} of those given."""
-        return {name: getattr(self, name) for name in models.EXPERIMENTS
+        return {name: getattr(self, name) for name in talk.EXPERIMENTS
                 if getattr(self, name) is not None}
 
     @classmethod
@@ -119,7 +119,7 @@ class Config:
 
 
 def new_history(config):
-    spec = models.with_changes(config.model, **config.changes)
+    spec = talk.with_changes(config.model, **config.changes)
     return runs.new_history(dataclasses.asdict(config), pkeep_in_training=spec.pkeep,
                             talk_accuracy=spec.talk_accuracy, tensorflow=tf.__version__,
                             device=device())
@@ -135,267 +135,91 @@ def device():
     return f'GPU:0 {name}'.strip()
 
 
-class Interrupted(Exception):
-    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
-
-    def __init__(self, step, path):
-        super().__init__(f'stopped at step {step}; checkpoint saved: {path}')
-        self.step, self.path = step, path
-
-
-# --------------------------------------------------------------------- one machine
-
-
-def open_session(g):
-    """The Session a network's training runs in (also what the benchmark times)."""
-    return v1.Session(graph=g.graph, config=g.config)
-
-
-def training_step(sess, g, batch_X, batch_Y, step):
-    """The talk's training step: gradients on this batch, one small step down them.
-    Returns the batch's cross-entropy (computed on the way, fetched to catch a NaN)."""
-    _, xent = sess.run([g.train_step, g.cross_entropy],
-                       {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep, g.step: step})
-    return xent
-
-
-def load_training_set(sess, g, images, labels):
-    """The training set, into the graph once, for the loop in the graph (g.loop)."""
-    sess.run(g.loop['load'], {g.loop['images']: images, g.loop['labels']: labels})
-
-
-class OneMachine:
-    """Where a run trains when it trains alone: this process holds the variables and
-    keeps the books, its steps are consecutive. graph_mnist.distributed.Cluster answers
-    the same questions for a task of a cluster."""
-    holds_variables = False  # a parameter server: serve(stop_requested) instead of training
-    keeps_books = True       # evaluates, writes the history, checkpoints, the dashboard
-
-    def build(self, config):
-        return models.build(config.model, loss=config.loss, seed=config.seed,
-                            loop=config.steps_per_run > 1, changes=config.changes)
-
-    def batches(self, mnist, config):
-        return data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
-                            config.seed)
-
-    def open(self, g, start):
-        """A Session with the variables initialised or restored by `start(sess)`.
-        As in the talk: sess = tf.Session(); sess.run(init)."""
-        sess = open_session(g)
-        try:
-            start(sess)
-        except BaseException:
-            sess.close()
-            raise
-        return sess
-
-    def net(self, sess, g):
-        """What the books read the network through."""
-        return SessionNet(sess, g)
-
-    def first_step(self, sess, g, started):
-        return started
-
-    def batch_index(self, step, local_steps):
-        return step  # a pure function of the step: a resumed run sees the same batches
-
-    def train_step(self, sess, g, batch_X, batch_Y, step):
-        """(the batch's cross-entropy, the step after this one)."""
-        return training_step(sess, g, batch_X, batch_Y, step), step + 1
-
-    def train_run(self, sess, g, batches, step, count):
-        """`count` training steps from `step` in one Session.run of the loop in the graph,
-        on the batches the talk's loop would take: (the last one's cross-entropy, the
-        step after them)."""
-        loop = g.loop
-        indices = np.stack([batches.indices(s) for s in range(step, step + count)])
-        xent = sess.run(loop['run'], {loop['indices']: indices, loop['first']: step,
-                                      g.pkeep: g.spec.pkeep})
-        return xent, step + count
-
-    def nan(self, step):
-        return None  # the bookkeeping reports it
-
-    def progress(self, local_steps, step):
-        pass
-
-    def ran(self, local_steps, seconds, first, step):
-        pass
-
-    def final_step(self, sess, g, step, iterations):
-        return iterations
-
-    def finished(self, sess, g, history, local_steps, seconds):
-        pass
-
-    def failure(self, error):
-        return None  # TensorFlow's own error goes up as it is
-
-    def close(self, sess):
-        sess.close()
-
-
-class TensorFlow2(OneMachine):
-    """Where a run trains in one of TensorFlow 2's styles (--style=function or keras,
-    graph_mnist.styles.eager): no Session; the net takes the steps, the same loop and
-    books as the talk's."""
-
-    def build(self, config):
-        return eager.make(config.style, config.model, config.seed, config.loss,
-                          config.changes)
-
-    def open(self, net, start):
-        start(net)
-        return net
-
-    def net(self, net, _):
-        return net
-
-    def train_step(self, net, _, batch_X, batch_Y, step):
-        return net.train_step(batch_X, batch_Y, step), step + 1
-
-    def close(self, net):
-        pass
-
-
-def place_for(config):
-    """Where a run on this machine trains: the talk's Session, or TensorFlow 2's."""
-    return OneMachine() if config.style == 'graph' else TensorFlow2()
-
-
 # --------------------------------------------------------------------------- the loop
 
 
-def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=None,
-          place=None):
-    """Trains `config.model` on `mnist` (a data.Mnist); returns the metrics history
-    (None for a cluster task that does not keep the books).
+def loop(sess, g, batches, books, config, step, stop_requested):
+    """The talk's loop: "in a loop, we load a batch of 100 training images and labels. We
+    run this training step which adjusts our weights and biases. And we repeat." The
+    display line and the test evaluation "it's just for display". Runs from `step` to
+    config.iterations; returns the step it reached. With --steps_per_run, the same loop
+    fetches the loop in the graph (graph_mnist.graph_loop): that many steps a run."""
+    while step < config.iterations:
+        if stop_requested():
+            books.stop(step)  # a checkpoint, then Interrupted
+        batch_X, batch_Y = batches(step)
+        if books.due('log', step):  # accuracy and cross-entropy on this batch
+            books.training_batch(step, batch_X, batch_Y)
+        if books.due('eval', step):  # the same on the 10,000 test images
+            books.evaluate(step)
+        if books.due('checkpoint', step):
+            books.checkpoint(step)
+        if not g.loop:
+            _, xent, after = sess.run([g.train_step, g.cross_entropy, g.next_step],
+                                      {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep,
+                                       g.step: step})
+        else:
+            steps = range(step, min(step + config.steps_per_run, config.iterations))
+            xent, after = sess.run([g.loop.cross_entropy, g.loop.next_step],
+                                   {g.loop.indices: [batches.indices(s) for s in steps],
+                                    g.loop.first: step, g.pkeep: g.spec.pkeep})
+        books.watch(xent, step, int(after))  # a NaN stops the run, keeping its history
+        step = int(after)
+    return step
+
+
+def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=None):
+    """Trains `config.model` on `mnist` (a data.Mnist); returns the metrics history.
 
     With a workdir: the history is written there at every test evaluation, TensorBoard
     event files beside it, and a checkpoint every `config.checkpoint_every` steps and at
     the end. resume: continue the workdir's run from its latest checkpoint.
     stop_requested: a callable polled before every step; when it answers True, a
     checkpoint is saved and Interrupted raised. A loss gone NaN raises TrainingError
-    after writing the history. place: OneMachine() (default) or a cluster task.
-    """
-    place = place or place_for(config)
-    g = place.build(config)  # before any value
-    batches = place.batches(mnist, config)
-    started = {}
-
-    def start(sess):
-        started['step'], started['history'] = start_from(place.net(sess, g), config,
-                                                         workdir, resume)
-    sess = place.open(g, start)
-    book = None
-    try:
-        if g.loop:
-            load_training_set(sess, g, batches.images, batches.labels)
-        if place.keeps_books:
-            book = Bookkeeping(place.net(sess, g), mnist, batches, config, workdir,
-                               started['history'], started['step'])
-        return _loop(sess, g, batches, book, place, config, started.get('step'),
-                     stop_requested)
-    except KeyboardInterrupt:  # no stop_requested handler (a plain call): no checkpoint
-        if book:
-            book.save('interrupted')
-        raise
-    except tf.errors.OpError as e:
-        failure = place.failure(e)
-        if failure is None:
-            raise
-        if book:
-            book.save('interrupted')
-        raise failure from None
-    finally:
-        place.close(sess)
-        if book:
-            book.close_events()
+    after writing the history. --style=function and keras train in their own loops."""
+    stop_requested = stop_requested or (lambda: False)
+    batches = data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
+                           config.seed)
+    path, history, step = starting_point(config, workdir, resume)
+    if config.style != 'graph':
+        net = eager.make(config.style, config.model, config.seed, config.loss,
+                         config.changes)
+        if path:
+            net.restore(path)
+        with Bookkeeping(net, mnist, batches, config, workdir, history, step) as books:
+            step = eager.TRAIN[config.style](net, batches, books, config, step,
+                                             stop_requested)
+            return books.finish(step)
+    g = training_graph.build(config.model, config.loss, config.seed,
+                             loop=config.steps_per_run > 1, changes=config.changes)
+    with v1.Session(graph=g.graph, config=g.config) as sess:
+        sess.run(g.init)  # as in the talk: sess.run(init)
+        if path:
+            g.saver.restore(sess, path)
+        if g.loop:  # the training set, into the graph once
+            sess.run(g.loop.load, {g.loop.images: batches.images,
+                                   g.loop.labels: batches.labels})
+        with Bookkeeping(SessionNet(sess, g), mnist, batches, config, workdir, history,
+                         step) as books:
+            step = loop(sess, g, batches, books, config, step, stop_requested)
+            return books.finish(step)
 
 
-class _Marks:
-    """When a periodic task is due. On one machine the step goes 1 by 1 and a task is
-    due at each multiple of its period; on a cluster the global step jumps (every
-    worker adds to it), and a task is due at the first step seen past a new multiple.
-    A run that starts at `first` checkpoints at the next multiple after it, logs and
-    evaluates at the first multiple from it on."""
-
-    def __init__(self, first, config):
-        self.every = {'checkpoint': config.checkpoint_every, 'log': config.log_every,
-                      'eval': config.eval_every}
-        self.last = {'checkpoint': first // config.checkpoint_every,
-                     'log': -(-first // config.log_every) - 1,
-                     'eval': -(-first // config.eval_every) - 1}
-
-    def __call__(self, kind, step):
-        mark = step // self.every[kind]
-        if mark <= self.last[kind]:
-            return False
-        self.last[kind] = mark
-        return True
-
-
-def _loop(sess, g, batches, book, place, config, started, stop_requested):
-    step = first = place.first_step(sess, g, started)
-    due, local_steps, began = _Marks(step, config), 0, time.perf_counter()
-    while step < config.iterations:
-        if stop_requested and stop_requested():
-            if book:
-                raise Interrupted(step, book.stop(step))
-            break
-        if book and due('checkpoint', step):
-            book.checkpoint(step)
-        log = book and due('log', step)
-        if log or not g.loop:
-            batch_X, batch_Y = batches(place.batch_index(step, local_steps))
-        if log:
-            book.training_batch(step, batch_X, batch_Y)  # the talk's display line
-        if book and due('eval', step):
-            book.evaluate(step)  # "it is just for display": the test set trains nothing
-
-        if g.loop:  # steps_per_run steps at once, in the graph
-            count = min(config.steps_per_run, config.iterations - step)
-            xent, after = place.train_run(sess, g, batches, step, count)
-            where = f'in the training steps {step} to {after - 1}'
-        else:
-            count = 1
-            xent, after = place.train_step(sess, g, batch_X, batch_Y, step)
-            where = 'in the training step'
-        if math.isnan(xent):
-            if book:
-                book.stop_if_nan(xent, step, where)
-            raise place.nan(step)
-        step, local_steps = after, local_steps + count  # this task's own steps
-        place.progress(local_steps, step)
-    seconds = time.perf_counter() - began
-    place.ran(local_steps, seconds, first, step)
-    if not book:
-        return None
-    final = place.final_step(sess, g, step, config.iterations)
-    book.evaluate(final, final=True)
-    book.checkpoint(final, final=True)
-    place.finished(sess, g, book.history, local_steps, seconds)
-    return book.finish()
-
-
-def start_from(net, config, workdir, resume):
-    """Restores the latest checkpoint (resume) or initialises the variables of `net`
-    (a SessionNet, or a TensorFlow 2 style's net): (first step, history so far)."""
+def starting_point(config, workdir, resume):
+    """Where a run starts: (the checkpoint to restore, None for a new run; the history so
+    far; the first step)."""
     if not resume:
-        net.init()
-        return 0, new_history(config)
+        return None, new_history(config), 0
     found = checkpoints.latest(workdir)
     if not found:
         raise TrainingError(f'no checkpoint in {workdir}: nothing to resume')
     path, step, history = found
-    net.restore(path)
     if step >= config.iterations:
         raise TrainingError(f'the run in {workdir} has already trained {step} steps; '
                             'pass a larger --iterations to train on')
     history.update(dataclasses.asdict(config))  # the settings of this session
     logging.info('resuming from %s at step %d', path, step)
-    return step, history
+    return path, history, step
 
 
 # ---------------------------------------------------------------- the command's job
@@ -427,34 +251,31 @@ def config_to_resume(workdir, settings, given):
     return Config.of_run(run, **changes, vis=settings.get('vis', 'auto'))
 
 
+def config_of(settings, workdir=None, resume=False, given=()):
+    """The Config of a run from the flags: `settings` (Config's fields by name) and
+    `given` (those the user gave explicitly); resume: the workdir's run's, changed by
+    the given ones."""
+    settings = periods_for_the_runs(settings, given)
+    return config_to_resume(workdir, settings, given) if resume else Config(**settings)
+
+
 def train_and_evaluate(settings, workdir=None, data_dir=None, resume=False, given=(),
-                       place=None):
+                       trainer=train):
     """What `python -m graph_mnist.train` does; its exit code.
 
     settings: Config's fields by name (the flags); given: those the user gave (they
-    change a resumed run's stored settings); place: None for this machine (the talk's
-    Session or TensorFlow 2's, as --style says) or a cluster task
-    (graph_mnist.distributed.from_environment). Installs the Ctrl-C/SIGTERM handlers,
-    loads the data (a failure there leaves nothing behind), makes the workdir, trains,
-    and logs where everything is."""
-    chosen, place = place, place or OneMachine()  # until the settings say which
-    stop_requested = cli.stop_on_signals(saving=place.keeps_books)
-    if place.holds_variables:
-        return place.serve(stop_requested)
-    settings = periods_for_the_runs(settings, given)
-    config = config_to_resume(workdir, settings, given) if resume else Config(**settings)
-    place = chosen or place_for(config)
-    if not place.keeps_books:
-        config = dataclasses.replace(config, vis='none')  # the chief alone shows and writes
+    change a resumed run's stored settings). Installs the Ctrl-C/SIGTERM handlers,
+    loads the data (a failure there leaves nothing behind), makes the workdir, trains
+    with `trainer` (`train`, or a cluster chief's, graph_mnist.distributed), and logs
+    where everything is."""
+    stop_requested = cli.stop_on_signals()
+    config = config_of(settings, workdir, resume, given)
     mnist = data.load(data_dir, log=logging.info)
-    if not place.keeps_books:
-        train(mnist, config, None, False, stop_requested, place)
-        return 0
     if not resume:
         workdir = runs.prepare_workdir(workdir, config.model)
     logging.info('workdir: %s', workdir)
     try:
-        history = train(mnist, config, workdir, resume, stop_requested, place)
+        history = trainer(mnist, config, workdir, resume, stop_requested)
     except Interrupted as e:
         logging.warning('%s. Continue with:\n  python -m graph_mnist.train --resume '
                         '--workdir=%s', e, workdir)

@@ -37,10 +37,10 @@ class Ours:
     """The talk's loop: one Session.run with its feed_dict per step."""
     steps_per_run = 1
     def __init__(self, description, mnist, seed=0):
-        from graph_mnist import models
+        from graph_mnist import training_graph
         from graph_mnist import training
         self.training, self.models = training, models
-        self.g = models.build(description['model'], seed=seed, loop=self.steps_per_run > 1)
+        self.g = training_graph.build(description['model'], seed=seed, loop=self.steps_per_run > 1)
         self.sess = training.open_session(self.g)
         self.sess.run(self.g.init)
         self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
@@ -68,7 +68,7 @@ class Ours:
         return correct / len(images)
 
     def parameters(self):
-        return self.models.trainable_parameters(self.g)
+        return self.self.g.parameters
 
 
 class OursLoop(Ours):

@@ -26,7 +26,7 @@ without AVX-512, on this one). The twins are built from the network's descriptio
 off its graph in this process (graph_mnist.styles.twins), so the PyTorch process never
 imports TensorFlow.
 Also: the float32 matrix-multiply peak (numpy, its own process), the achieved GFLOP/s
-(models.training_flops_per_image), the start-up of `python -m graph_mnist.train`; with
+(architecture.training_flops_per_image), the start-up of `python -m graph_mnist.train`; with
 --time_to_99, wall time to 99% test accuracy (evaluations every 100 steps included) for
 ours and Keras per seed (Keras in one fit call over whole epochs, evaluating in a
 callback); with --readme_command, the wall time of README's first command; with
@@ -294,11 +294,12 @@ def main(argv):
                               FLAGS.data_dir, **timing_from_flags(),
                               eval_batches=eval_batches())))
         return 0
-    from graph_mnist import models
-    names = list(models.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
-    unknown = sorted(set(names) - set(models.NETWORKS))
+    from graph_mnist import talk
+    from graph_mnist import architecture
+    names = list(talk.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
+    unknown = sorted(set(names) - set(talk.NETWORKS))
     if unknown:
-        raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
+        raise app.UsageError(f'unknown --models {unknown}; choose from {list(talk.NETWORKS)}')
     if FLAGS.json and os.path.exists(FLAGS.json):
         raise UserError(f'{FLAGS.json} already exists; choose another --json')
     contenders = contenders_from_flags()

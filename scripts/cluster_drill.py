@@ -46,7 +46,8 @@ from absl import flags
 from absl import logging
 
 from graph_mnist import cluster
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist import runs
 from graph_mnist.errors import UserError
 
@@ -58,7 +59,7 @@ OWN_STEPS = re.compile(r'(chief|worker \d+): (\d+) steps of its own in ([\d.]+) 
 def define_flags():
     flags.DEFINE_string('workdir', None, 'Where the runs and drill.json go (must not exist; '
                         'default runs/cluster_drill-<date>-<time>).')
-    flags.DEFINE_enum('model', 'conv_dropout', list(models.NETWORKS), 'The network.')
+    flags.DEFINE_enum('model', 'conv_dropout', list(talk.NETWORKS), 'The network.')
     flags.DEFINE_integer('iterations', None, 'Steps (default: the talk\'s for the model).',
                          lower_bound=100)
     flags.DEFINE_integer('seed', 0, 'The seed of every run.')
@@ -247,8 +248,8 @@ def scaling(results):
     """Where a step's time goes, from the parts' figures: what the chief-alone cluster adds
     to one machine's step is the trips to the parameter server (the variables read, the
     gradients sent: each the size of the parameters, float32)."""
-    g = models.build(results['model'])
-    parameters = models.trainable_parameters(g)
+    g = training_graph.build(results['model'])
+    parameters = g.parameters
     out = {'parameters': parameters, 'bytes_each_way_per_step': 4 * parameters}
     if 'single' in results and 'alone' in results:
         single_ms = 1000 / results['single']['steps_per_second']
@@ -278,7 +279,7 @@ def main(argv):
     if os.path.exists(workdir):
         raise UserError(f'{workdir} exists; choose another --workdir')
     os.makedirs(workdir)
-    iterations = FLAGS.iterations or models.NETWORKS[FLAGS.model].iterations
+    iterations = FLAGS.iterations or talk.NETWORKS[FLAGS.model].iterations
     results = {'command': ' '.join(['python', 'scripts/cluster_drill.py'] + sys.argv[1:]),
                'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'model': FLAGS.model,
                'iterations': iterations, 'seed': FLAGS.seed}

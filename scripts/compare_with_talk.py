@@ -30,13 +30,13 @@ from absl import logging
 import numpy as np
 
 from graph_mnist import files
-from graph_mnist import models
 from graph_mnist import runs
+from graph_mnist import talk
 from graph_mnist.errors import UserError
 from graph_mnist.styles import eager
 
-TALK = models.TALK      # the talk's eight, in its order; figures in models.NETWORKS
-BEYOND = models.BEYOND  # the published code's batch-norm chapter, reported apart
+TALK = talk.TALK      # the talk's eight, in its order; figures in talk.NETWORKS
+BEYOND = talk.BEYOND  # the published code's batch-norm chapter, reported apart
 
 # The talk quotes one decimal of a percent: 99.3% covers [0.9925, 0.9935). The published
 # code's notes give four decimals.
@@ -77,7 +77,7 @@ def start_run(directory, model, iterations, seed, data_dir, style='graph'):
 def train_all(workdir, networks, seeds, iterations, jobs, data_dir=None, style='graph'):
     """{(model, seed): history}, training only the runs not already finished."""
     wanted = [(m, s) for m in networks for s in range(seeds)]
-    steps = {m: iterations or models.NETWORKS[m].iterations for m in networks}
+    steps = {m: iterations or talk.NETWORKS[m].iterations for m in networks}
     histories, todo = {}, []
     for model, seed in wanted:
         history = runs.finished(run_dir(workdir, model, steps[model], seed, style))
@@ -136,17 +136,17 @@ def table_rows(histories, networks=TALK):
         done = [h for (m, _), h in histories.items() if m == model]
         if not done:
             continue
-        talk = models.NETWORKS[model].talk
+        said = talk.NETWORKS[model].talk
         finals = [h['final_test_accuracy'] for h in done]
         maxima = [h['max_test_accuracy'] for h in done]
         rows.append({
-            'model': model, 'talk': talk.accuracy, 'talk_words': talk.says,
-            'code': talk.code, 'code_is': talk.code_is, 'seeds': len(done),
+            'model': model, 'talk': said.accuracy, 'talk_words': said.says,
+            'code': said.code, 'code_is': said.code_is, 'seeds': len(done),
             'final': finals, 'max': maxima,
             'steps': done[0]['final_step'],
             'wall_time': float(np.mean([h['wall_time'] for h in done])),
-            'verdict': verdict(talk.accuracy, maxima),
-            'code_verdict': verdict(talk.code, finals if talk.code_is == 'final' else maxima,
+            'verdict': verdict(said.accuracy, maxima),
+            'code_verdict': verdict(said.code, finals if said.code_is == 'final' else maxima,
                                     CODE_ROUNDING),
         })
     return rows
@@ -176,15 +176,15 @@ def follow_the_talk(rows):
              '| settings from | ours, 3 seeds: final (max†) | verdict: the talk; its code\'s '
              'note |', '|---|---|---|---|---|---|']
     for r in rows:
-        i = models.TALK.index(r['model']) + 1  # the step of the talk
-        talk = models.NETWORKS[r['model']].talk
+        i = talk.TALK.index(r['model']) + 1  # the step of the talk
+        said = talk.NETWORKS[r['model']].talk
         code = f"; code: {r['code']:.4f} ({r['code_is']}), {r['code_verdict']}" \
             if r.get('code') else ''
-        reached = talk.says if r['talk'] is None else \
-            f"{r['talk']:.1%} ({talk.says})".replace('.0%', '%')
+        reached = said.says if r['talk'] is None else \
+            f"{r['talk']:.1%} ({said.says})".replace('.0%', '%')
         lines.append(
             f"| {i}. `python -m graph_mnist.train --model={r['model']}` "
-            f"| {talk.change}: {talk.why} | {reached} | {talk.settings} "
+            f"| {said.change}: {said.why} | {reached} | {said.settings} "
             f"| {_mean_std(r['final'])} ({np.mean(r['max']):.4f}) "
             f"| {r['verdict']}{code} |")
     return '\n'.join(lines)
@@ -379,7 +379,7 @@ def beyond_claims(histories):
                        '0.99 at 900 iterations")', f'first step at or above 0.99 per seed: '
                        f'{_steps(firsts)}', all(f is not None and f <= 1500 for f in firsts)))
     for model in BEYOND:
-        plain = models.NETWORKS[model].plain
+        plain = talk.NETWORKS[model].plain
         if model not in by_model or plain not in by_model or model == 'batchnorm_conv':
             continue
         parts, holds = [], True
@@ -452,7 +452,7 @@ def refuse_to_shrink(workdir, networks, seeds, iterations):
         return
     with open(path) as f:
         rows = json.load(f)['rows']
-    steps = {m: iterations or models.NETWORKS[m].iterations for m in networks}
+    steps = {m: iterations or talk.NETWORKS[m].iterations for m in networks}
     lost = [r['model'] for r in rows if r['model'] not in steps or r['seeds'] > seeds
             or r['steps'] != steps[r['model']]]
     if lost:
@@ -485,7 +485,7 @@ def compare(workdir, networks, seeds, iterations=None, jobs=1, data_dir=None, st
     if any(m in TALK for m, _ in histories):
         recap_plot(histories, os.path.join(workdir, 'recap.png'))
     if beyond:
-        compared = [n for m in BEYOND for n in (m, models.NETWORKS[m].plain)]
+        compared = [n for m in BEYOND for n in (m, talk.NETWORKS[m].plain)]
         recap_plot(histories, os.path.join(workdir, 'beyond.png'), compared,
                    'Batch norm against the plain networks')
     return report
@@ -511,9 +511,9 @@ def define_flags():
 
 def main(argv):
     del argv
-    unknown = [m for m in FLAGS.models if m not in models.NETWORKS]
+    unknown = [m for m in FLAGS.models if m not in talk.NETWORKS]
     if unknown:
-        raise app.UsageError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
+        raise app.UsageError(f'unknown --models {unknown}; choose from {list(talk.NETWORKS)}')
     workdir = FLAGS.workdir or runs.new_dir('talk_comparison')
     if FLAGS.style != 'graph' and any(m not in TALK for m in FLAGS.models):
         raise app.UsageError(f'--style={FLAGS.style} trains the talk\'s networks: {TALK}')

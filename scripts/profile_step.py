@@ -31,7 +31,7 @@ from absl import logging
 import bench_contenders as contenders
 from graph_mnist import data
 from graph_mnist import files
-from graph_mnist import models
+from graph_mnist import talk
 from graph_mnist.errors import UserError
 from graph_mnist.machine import machine
 from graph_mnist.styles import twins
@@ -119,9 +119,9 @@ def main(argv):
         print(json.dumps(profile(FLAGS.worker, FLAGS.model, FLAGS.steps, FLAGS.warmup,
                                  FLAGS.data_dir)))
         return 0
-    unknown = sorted(set(FLAGS.models) - set(models.NETWORKS))
+    unknown = sorted(set(FLAGS.models) - set(talk.NETWORKS))
     if unknown:
-        raise UserError(f'unknown --models {unknown}; choose from {list(models.NETWORKS)}')
+        raise UserError(f'unknown --models {unknown}; choose from {list(talk.NETWORKS)}')
     for name in FLAGS.contenders:
         try:
             contenders.contender_class(name)

@@ -4,7 +4,7 @@ runs beside the talk's numbers.
     python scripts/results_table.py --networks
     python scripts/results_table.py runs/latest results/talk_comparison/runs/*-seed0
 
-Every figure comes from models.NETWORKS (the layers read off each network's graph) or
+Every figure comes from talk.NETWORKS (the layers read off each network's graph) or
 from the runs' history.json files; nothing is typed in. tests/test_readme.py checks
 that README.md holds the networks table exactly as printed here.
 """
@@ -20,13 +20,15 @@ FLAGS = flags.FLAGS
 def networks_table(names, source='the talk says'):
     """One row per network: its layers, activation, dropout, batch norm, optimizer and
     learning rate, steps and the talk's (or the published code's) figure."""
+    from graph_mnist import talk
+    from graph_mnist import architecture
     from graph_mnist import models
     lines = ['| `--model` | layers (input 28×28, output 10 softmax) | hidden activation | dropout '
              f'| optimizer, learning rate | steps | {source} |',
              '|---|---|---|---|---|---|---|']
     display = {'relu': 'ReLU', 'sigmoid': 'sigmoid'}
     for name in names:
-        spec, layers = models.NETWORKS[name], models.layers(name)
+        spec, layers = talk.NETWORKS[name], architecture.layers(name)
         shapes, activations, dropped = [], set(), []
         for layer in layers:
             normalised = ' BN' if layer.batch_norm else ''
@@ -56,7 +58,7 @@ BEYOND_SOURCE = 'its published code says'
 def row(history):
     from graph_mnist import models
     ok = history['status'] == 'finished'
-    return (f"| `{history['model']}` | {models.NETWORKS[history['model']].talk.says} "
+    return (f"| `{history['model']}` | {talk.NETWORKS[history['model']].talk.says} "
             f"| {history['final_test_accuracy']:.4f} "
             f"| {history['max_test_accuracy']:.4f} (step {history['max_test_step']:,}) "
             f"| {history['final_step']:,} | {history['seed']} "
@@ -67,7 +69,7 @@ def row(history):
 def table(histories):
     """Runs in the talk's order, then by seed."""
     from graph_mnist import models
-    order = list(models.NETWORKS)
+    order = list(talk.NETWORKS)
     histories = sorted(histories, key=lambda h: (order.index(h['model']), h['seed']))
     lines = ['| network | the talk | final test accuracy | max test accuracy | steps | seed '
              '| wall time |', '|---|---|---|---|---|---|---|']
@@ -81,9 +83,9 @@ def define_flags():
 def main(argv):
     if FLAGS.networks:
         from graph_mnist import models
-        print(networks_table(models.TALK))
+        print(networks_table(talk.TALK))
         print('\nBeyond the talk (BN: batch norm before the activation):\n')
-        print(networks_table(models.BEYOND, BEYOND_SOURCE))
+        print(networks_table(talk.BEYOND, BEYOND_SOURCE))
     elif len(argv) < 2:
         raise app.UsageError('name at least one run directory, or pass --networks')
     else:

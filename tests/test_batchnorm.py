@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import export
+from graph_mnist import training_graph
 from graph_mnist import models
 from graph_mnist import predict
 from graph_mnist import training
@@ -45,7 +46,7 @@ def moving_averages(g, sess):
 def trained():
     """batchnorm_conv after 20 training steps on the generated squares."""
     mnist = synthetic_mnist(n_test=100)
-    g = models.build('batchnorm_conv')
+    g = training_graph.build('batchnorm_conv')
     sess = training.open_session(g)
     sess.run(g.init)
     batches = training.data.Batches(mnist.train_images, mnist.train_labels, 50, 0)
@@ -95,7 +96,7 @@ def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_score
              and 'Adam' not in name}
     assert step == 12 and len(saved) == 2 * 4
 
-    g = models.build(config.model)
+    g = training_graph.build(config.model)
     with training.open_session(g) as sess:
         checkpoints.restore(sess, g.saver, path)
         restored = moving_averages(g, sess)
@@ -108,7 +109,7 @@ def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_score
     probabilities, digits = predict.Predictor(export_dir)(mnist.test_images)
     assert (digits == mnist.test_digits).mean() == \
         pytest.approx(history['final_test_accuracy'], abs=1e-6)
-    g = models.build(config.model)
+    g = training_graph.build(config.model)
     with training.open_session(g) as sess:
         checkpoints.restore(sess, g.saver, checkpoints.latest(workdir)[0])
         np.testing.assert_allclose(probabilities, sess.run(g.Y, g.test_feed(mnist.test_images)),

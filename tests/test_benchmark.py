@@ -12,6 +12,9 @@ import bench_report as report
 import benchmark
 from conftest import require
 from graph_mnist import machine
+from graph_mnist import talk
+from graph_mnist import training_graph
+from graph_mnist import architecture
 from graph_mnist import models
 from graph_mnist.styles import twins
 
@@ -19,12 +22,12 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_softmax_operation_count_by_hand():
-    assert models.forward_macs('softmax') == 784 * 10
-    assert models.training_flops_per_image('softmax') == 3 * 2 * 7840
+    assert architecture.forward_macs('softmax') == 784 * 10
+    assert architecture.training_flops_per_image('softmax') == 3 * 2 * 7840
 
 
 def test_conv_dropout_layers_and_operation_count_by_hand():
-    first = models.layers('conv_dropout')[0]
+    first = architecture.layers('conv_dropout')[0]
     assert (first.kind, first.size, first.patch, first.n_in, first.n_out, first.stride) == \
         ('conv', 28, 6, 1, 6, 1)
     assert first.macs == 28 * 28 * 6 * 6 * 1 * 6
@@ -32,17 +35,17 @@ def test_conv_dropout_layers_and_operation_count_by_hand():
                + 14 * 14 * 5 * 5 * 6 * 12     # conv 5x5x6 -> 12, stride 2: 14x14 out
                + 7 * 7 * 4 * 4 * 12 * 24      # conv 4x4x12 -> 24, stride 2: 7x7 out
                + 7 * 7 * 24 * 200 + 200 * 10)  # the two dense layers
-    assert models.forward_macs('conv_dropout') == by_hand == 985136  # "about 0.99 million"
+    assert architecture.forward_macs('conv_dropout') == by_hand == 985136  # "about 0.99 million"
 
 
 def test_layers_read_off_the_graph_hold_every_parameter():
-    for model in models.NETWORKS:
-        counted = sum(layer.parameters for layer in models.layers(model))
-        assert counted == models.trainable_parameters(models.build(model)), model
+    for model in talk.NETWORKS:
+        counted = sum(layer.parameters for layer in architecture.layers(model))
+        assert counted == training_graph.build(model).parameters, model
 
 
 def test_layers_are_read_from_the_network_function(monkeypatch):
-    """Whatever a network function writes is what models.layers reports."""
+    """Whatever a network function writes is what architecture.layers reports."""
     tf = models.tf
 
     def tiny(X, pkeep):  # written as models.py writes its networks
@@ -58,20 +61,20 @@ def test_layers_are_read_from_the_network_function(monkeypatch):
         Y1 = tf.nn.sigmoid(tf.nn.conv2d(X, W1, strides=[1, 3, 3, 1], padding='SAME') + B1)
         return tf.matmul(tf.reshape(tf.nn.dropout(Y1, rate=1 - pkeep), [-1, 500]), W2) + B2
 
-    monkeypatch.setitem(models.NETWORKS, 'tiny', models.NETWORKS['conv_dropout']._replace(
+    monkeypatch.setitem(talk.NETWORKS, 'tiny', talk.NETWORKS['conv_dropout']._replace(
         network=tiny))
-    conv, dropout, dense = models.layers('tiny')
-    assert conv == models.Layer('conv', n_in=1, n_out=5, size=28, patch=3, stride=3,
+    conv, dropout, dense = architecture.layers('tiny')
+    assert conv == architecture.Layer('conv', n_in=1, n_out=5, size=28, patch=3, stride=3,
                                 activation='sigmoid', init='truncated_normal', bias=0.2)
     assert conv.out_shape == (10, 10, 5) and conv.parameters == 3 * 3 * 5 + 5
     assert dropout.kind == 'dropout' and dropout.rate == 0.25
-    assert dense == models.Layer('dense', n_in=500, n_out=10, init='truncated_normal', bias=0.0)
+    assert dense == architecture.Layer('dense', n_in=500, n_out=10, init='truncated_normal', bias=0.0)
 
 
-@pytest.mark.parametrize('model', list(models.NETWORKS))
+@pytest.mark.parametrize('model', list(talk.NETWORKS))
 def test_keras_twin_matches_the_graph_layer_by_layer(model):
     import keras
-    ours = models.layers(model)
+    ours = architecture.layers(model)
     net = twins.keras_model(twins.describe(model))
     kinds = {keras.layers.Conv2D: 'conv', keras.layers.Dense: 'dense',
              keras.layers.Dropout: 'dropout'}
@@ -103,14 +106,14 @@ def test_keras_twin_matches_the_graph_layer_by_layer(model):
         assert np.allclose(offset.numpy(), layer.bias)
         assert trained == layer.parameters
     assert sum(int(np.prod(w.shape)) for w in net.trainable_weights) == \
-        models.trainable_parameters(models.build(model))
+        training_graph.build(model).parameters
 
 
-@pytest.mark.parametrize('model', list(models.NETWORKS))
+@pytest.mark.parametrize('model', list(talk.NETWORKS))
 def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
     torch = require('torch')
     from torch import nn
-    ours = models.layers(model)
+    ours = architecture.layers(model)
     net = twins.torch_model(twins.describe(model))
     kinds = {nn.Conv2d: 'conv', nn.Linear: 'dense', nn.Dropout: 'dropout'}
     shapes, x = [], torch.zeros(2, 1, 28, 28)
@@ -149,7 +152,7 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
             type(after[0]) if after else None)
         assert activation == layer.activation
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == \
-        models.trainable_parameters(models.build(model))
+        training_graph.build(model).parameters
 
 
 def test_summary_arithmetic():

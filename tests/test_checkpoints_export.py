@@ -15,7 +15,7 @@ from conftest import run_module
 from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import export
-from graph_mnist import models
+from graph_mnist import training_graph
 from graph_mnist import runs
 from graph_mnist import training
 
@@ -146,7 +146,7 @@ def test_export_then_load_gives_the_training_graphs_predictions(trained, tmp_pat
     out = serve(images=tf.constant(mnist.test_images))
     exported_p, exported_digits = out['probabilities'].numpy(), out['digit'].numpy()
 
-    g = models.build('conv_dropout')
+    g = training_graph.build('conv_dropout')
     sess = v1.Session(graph=g.graph)
     checkpoints.restore(sess, g.saver, checkpoints.latest(workdir)[0])
     trained_p = sess.run(g.Y, {g.X: mnist.test_images, g.pkeep: 1.0})

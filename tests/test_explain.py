@@ -103,8 +103,8 @@ def test_cli_json(tmp_path, mnist_dir):
 
 
 def test_what_minimize_added_is_only_what_minimize_added():
-    from graph_mnist import models
-    g = models.build('conv_dropout')
+    from graph_mnist import training_graph
+    g = training_graph.build('conv_dropout')
     added = g.graph.get_operations()[g.forward_ops:g.minimize_ops]
     assert added and not any(op.name.startswith(('save', 'init')) for op in added)
     later = g.graph.get_operations()[g.minimize_ops:]

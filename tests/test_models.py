@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import synthetic_batch
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 
 v1 = tf.compat.v1
 
@@ -44,25 +45,25 @@ PARAMETERS['batchnorm_conv'] = conv(6, 1, 24) + conv(5, 24, 48) + conv(4, 48, 64
 
 
 def test_the_eight_networks_in_the_talks_order_then_the_batch_norm_chapter():
-    assert models.TALK == [
+    assert talk.TALK == [
         'softmax', 'five_layers_sigmoid', 'five_layers_relu', 'five_layers_relu_lrdecay',
         'five_layers_relu_lrdecay_dropout', 'conv', 'conv_bigger', 'conv_dropout']
-    assert models.BEYOND == ['batchnorm_five_layers_sigmoid', 'batchnorm_five_layers_relu',
+    assert talk.BEYOND == ['batchnorm_five_layers_sigmoid', 'batchnorm_five_layers_relu',
                              'batchnorm_conv']
-    assert list(models.NETWORKS) == models.TALK + models.BEYOND
-    assert [models.NETWORKS[n].iterations for n in models.TALK] == [2000] + [10000] * 7
-    assert [models.NETWORKS[n].pkeep for n in models.TALK] == [1, 1, 1, 1, 0.75, 1, 1, 0.75]
-    assert [models.NETWORKS[n].pkeep for n in models.BEYOND] == [1, 1, 0.75]
-    assert [models.NETWORKS[n].plain for n in models.BEYOND] == [
+    assert list(talk.NETWORKS) == talk.TALK + talk.BEYOND
+    assert [talk.NETWORKS[n].iterations for n in talk.TALK] == [2000] + [10000] * 7
+    assert [talk.NETWORKS[n].pkeep for n in talk.TALK] == [1, 1, 1, 1, 0.75, 1, 1, 0.75]
+    assert [talk.NETWORKS[n].pkeep for n in talk.BEYOND] == [1, 1, 0.75]
+    assert [talk.NETWORKS[n].plain for n in talk.BEYOND] == [
         'five_layers_sigmoid', 'five_layers_relu_lrdecay', 'conv_dropout']
 
 
-@pytest.mark.parametrize('name', list(models.NETWORKS))
+@pytest.mark.parametrize('name', list(talk.NETWORKS))
 def test_shapes_and_parameter_count(name):
-    g = models.build(name)
+    g = training_graph.build(name)
     assert g.X.shape.as_list() == [None, 28, 28, 1]
     assert g.Ylogits.shape.as_list() == [None, 10]
-    assert models.trainable_parameters(g) == PARAMETERS[name]
+    assert g.parameters == PARAMETERS[name]
     assert PARAMETERS['softmax'] == 7850
     with v1.Session(graph=g.graph) as sess:
         sess.run(g.init)
@@ -71,9 +72,9 @@ def test_shapes_and_parameter_count(name):
     np.testing.assert_allclose(Y.sum(axis=1), 1, rtol=1e-5)
 
 
-@pytest.mark.parametrize('name', list(models.NETWORKS))
+@pytest.mark.parametrize('name', list(talk.NETWORKS))
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch(name):
-    g = models.build(name)
+    g = training_graph.build(name)
     X, Y_ = synthetic_batch()
     evaluate = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
     with v1.Session(graph=g.graph) as sess:
@@ -89,13 +90,13 @@ def test_literal_and_stable_loss_agree_until_a_probability_underflows():
     with graph.as_default():
         logits = v1.placeholder(tf.float32, [None, 10])
         labels = v1.placeholder(tf.float32, [None, 10])
-        literal = models.cross_entropy(logits, labels, 'literal')
-        stable = models.cross_entropy(logits, labels, 'stable')
+        literal = training_graph.cross_entropy(logits, labels, 'literal')
+        stable = training_graph.cross_entropy(logits, labels, 'stable')
     one_hot = np.eye(10, dtype=np.float32)[[3, 7]]
     moderate = np.random.default_rng(0).normal(size=(2, 10)).astype(np.float32)
     extreme = moderate.copy()
     extreme[:, 0] = 200.0  # exp(-200) underflows to 0 in float32 for the other classes
-    with v1.Session(graph=graph, config=models.session_config('literal')) as sess:
+    with v1.Session(graph=graph, config=training_graph.session_config('literal')) as sess:
         a, b = sess.run([literal, stable], {logits: moderate, labels: one_hot})
         np.testing.assert_allclose(a, b, rtol=1e-5)
         # by hand: mean over the batch of -log(softmax) at the right class, times 100
@@ -109,12 +110,12 @@ def test_literal_and_stable_loss_agree_until_a_probability_underflows():
 
 def test_unknown_loss_is_refused():
     with pytest.raises(ValueError, match='loss must be one of'):
-        models.build('softmax', loss='hinge')
+        training_graph.build('softmax', loss='hinge')
 
 
 def test_learning_rate_schedules():
     def rates(name, steps):
-        g = models.build(name)
+        g = training_graph.build(name)
         with v1.Session(graph=g.graph) as sess:
             return [sess.run(g.lr, {g.step: s}) for s in steps]
 
@@ -129,8 +130,8 @@ def test_dropout_only_where_the_talk_put_it():
     """Dropout networks give different outputs for pkeep < 1 on the same input; the
     others (conv_bigger: conv_dropout's network trained with pkeep 1) ignore pkeep."""
     X, _ = synthetic_batch(n=20)
-    for name, spec in models.NETWORKS.items():
-        g = models.build(name)
+    for name, spec in talk.NETWORKS.items():
+        g = training_graph.build(name)
         with v1.Session(graph=g.graph) as sess:
             sess.run(g.init)
             full = sess.run(g.Ylogits, {g.X: X, g.pkeep: 1.0})
@@ -141,7 +142,7 @@ def test_dropout_only_where_the_talk_put_it():
 
 def test_same_seed_same_initial_weights():
     def initial(seed):
-        g = models.build('conv', seed=seed)
+        g = training_graph.build('conv', seed=seed)
         with v1.Session(graph=g.graph) as sess:
             sess.run(g.init)
             return sess.run(g.graph.get_collection('trainable_variables'))
@@ -154,7 +155,7 @@ def test_same_seed_same_initial_weights():
 
 
 def test_building_leaves_eager_mode_alone():
-    models.build('softmax')
+    training_graph.build('softmax')
     assert tf.executing_eagerly()
     assert float(tf.constant(2.0) * 3) == 6.0
 
@@ -166,7 +167,7 @@ def _initial_values(g):
 
 
 def test_conv_bigger_is_conv_dropout_without_dropout_from_the_same_initial_weights():
-    bigger, dropout = models.build('conv_bigger', seed=3), models.build('conv_dropout', seed=3)
+    bigger, dropout = training_graph.build('conv_bigger', seed=3), training_graph.build('conv_dropout', seed=3)
     for a, b in zip(_initial_values(bigger), _initial_values(dropout), strict=True):
         np.testing.assert_array_equal(a, b)
     assert bigger.spec.pkeep == 1.0 and dropout.spec.pkeep == 0.75
@@ -180,30 +181,30 @@ def test_conv_bigger_is_conv_dropout_without_dropout_from_the_same_initial_weigh
 def test_fewer_layers_keep_the_first_hidden_layers():
     for layers, sizes in ((5, [784, 200, 100, 60, 30, 10]), (4, [784, 200, 100, 60, 10]),
                           (2, [784, 200, 10])):
-        g = models.build('five_layers_relu', changes={'layers': layers})
+        g = training_graph.build('five_layers_relu', changes={'layers': layers})
         assert [w.shape.as_list() for w in g.weights] == \
             [[m, n] for m, n in zip(sizes, sizes[1:])]
         assert [w.name for w in g.weights] == [f'W{i}:0' for i in range(1, layers + 1)]
 
 
 def test_five_layers_are_the_talks_with_or_without_the_flag():
-    plain, flagged = models.build('five_layers_relu', seed=1), \
-        models.build('five_layers_relu', seed=1, changes={'layers': 5})
+    plain, flagged = training_graph.build('five_layers_relu', seed=1), \
+        training_graph.build('five_layers_relu', seed=1, changes={'layers': 5})
     for a, b in zip(_initial_values(plain), _initial_values(flagged), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_the_experiments_change_the_settings_they_name():
-    spec = models.with_changes('five_layers_relu', learning_rate=0.01)
-    assert spec.learning_rate == models.ConstantRate(0.01)
-    spec = models.with_changes('conv', learning_rate=0.01)
-    assert spec.learning_rate == models.DecayingRate(start=0.01)  # period and floor kept
-    assert models.with_changes('conv_dropout', pkeep=0.5).pkeep == 0.5
-    assert models.with_changes('conv_bigger', pkeep=0.75).pkeep == \
-        models.NETWORKS['conv_dropout'].pkeep
-    assert models.describe_changes('conv_dropout', {'pkeep': 0.5}) == \
+    spec = talk.with_changes('five_layers_relu', learning_rate=0.01)
+    assert spec.learning_rate == talk.ConstantRate(0.01)
+    spec = talk.with_changes('conv', learning_rate=0.01)
+    assert spec.learning_rate == talk.DecayingRate(start=0.01)  # period and floor kept
+    assert talk.with_changes('conv_dropout', pkeep=0.5).pkeep == 0.5
+    assert talk.with_changes('conv_bigger', pkeep=0.75).pkeep == \
+        talk.NETWORKS['conv_dropout'].pkeep
+    assert talk.describe_changes('conv_dropout', {'pkeep': 0.5}) == \
         "pkeep 0.5 (the talk's: 0.75)"
-    assert models.describe_changes('conv', {}) == ''
+    assert talk.describe_changes('conv', {}) == ''
 
 
 @pytest.mark.parametrize('name, changes, says', [
@@ -216,4 +217,4 @@ def test_the_experiments_change_the_settings_they_name():
 ])
 def test_an_experiment_that_changes_nothing_or_is_out_of_range_is_refused(name, changes, says):
     with pytest.raises(ValueError, match=re.escape(says)):
-        models.with_changes(name, **changes)
+        talk.with_changes(name, **changes)

@@ -154,8 +154,8 @@ def test_the_install_cell_installs_the_package_in_a_fresh_kernel(tmp_path, monke
                    and "find_spec('graph_mnist')" in ''.join(c['source']))
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(''.join(install['source'])),
-        nbformat.v4.new_code_cell('import sys\nfrom graph_mnist import models\n'
-                                  'print(sys.prefix, len(models.NETWORKS))')])
+        nbformat.v4.new_code_cell('import sys\nfrom graph_mnist import talk\n'
+                                  'print(sys.prefix, len(talk.NETWORKS))')])
     source, output = tmp_path / 'install.ipynb', tmp_path / 'out.ipynb'
     nbformat.write(notebook, str(source))
     import papermill

@@ -74,21 +74,21 @@ def test_readme_opens_with_title_paragraph_and_the_two_commands():
 
 
 def test_the_network_tables_are_the_ones_models_py_prints():
-    from graph_mnist import models
+    from graph_mnist import talk
     page = DOCS[os.path.join(ROOT, 'docs', 'networks.md')]
-    assert results_table.networks_table(models.TALK) in page
-    assert results_table.networks_table(models.BEYOND, results_table.BEYOND_SOURCE) in page
+    assert results_table.networks_table(talk.TALK) in page
+    assert results_table.networks_table(talk.BEYOND, results_table.BEYOND_SOURCE) in page
 
 
 def test_readme_follow_the_talk_table_is_what_the_comparison_prints():
     """README's table is the committed comparison's, rendered by compare_with_talk from
-    its results and the talk's words in models.NETWORKS: one row per step of the talk,
+    its results and the talk's words in talk.NETWORKS: one row per step of the talk,
     each with its command and a result over 3 seeds."""
     import compare_with_talk
     from graph_mnist import models
     with open(os.path.join(ROOT, 'results', 'talk_comparison', 'comparison.json')) as f:
-        rows = [r for r in json.load(f)['rows'] if r['model'] in models.TALK]
-    assert [r['model'] for r in rows] == models.TALK and len(rows) == 8
+        rows = [r for r in json.load(f)['rows'] if r['model'] in talk.TALK]
+    assert [r['model'] for r in rows] == talk.TALK and len(rows) == 8
     assert all(r['seeds'] == 3 for r in rows)
     table = compare_with_talk.follow_the_talk(rows)
     assert table in README

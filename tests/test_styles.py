@@ -12,7 +12,7 @@ from conftest import run_module
 from conftest import synthetic_mnist
 from graph_mnist import data
 from graph_mnist import export
-from graph_mnist import models
+from graph_mnist import training_graph
 from graph_mnist import training
 from graph_mnist.styles import eager
 
@@ -28,7 +28,7 @@ def batches(n, seed=0):
 def graph_losses(model, steps, seed=0):
     """The talk's loop: Session.run(train_step) on the given batches, the loss fetched
     with it (computed before the step's update)."""
-    g = models.build(model, seed=seed)
+    g = training_graph.build(model, seed=seed)
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)
         return np.array([sess.run([g.train_step, g.cross_entropy],
@@ -43,7 +43,7 @@ def style_losses(net, steps):
 @pytest.mark.parametrize('style', ['function', 'keras'])
 def test_a_style_starts_from_the_graphs_initial_weights(style):
     net = eager.make(style, 'conv', seed=4)
-    g = models.build('conv', seed=4)
+    g = training_graph.build('conv', seed=4)
     with v1.Session(graph=g.graph) as sess:
         sess.run(g.init)
         graph_values = dict(zip([v.op.name for v in g.weights + g.biases],

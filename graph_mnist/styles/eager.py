@@ -5,7 +5,8 @@ r"""The same network trained the way TensorFlow 2 code is written: what replaced
                        called in a tf.function, its gradient taken by a tf.GradientTape,
                        applied by a Keras optimizer
     --style=keras      Keras 3 layers (a Sequential built layer by layer from the network,
-                       graph_mnist.styles.twins), trained with train_on_batch
+                       graph_mnist.styles.twins), trained with model.fit, a Keras
+                       callback keeping the books
 
 Both start from the initial values the graph of the same seed starts from (read from a
 Session of that graph once), see the same batches (the training loop hands them over),
@@ -14,19 +15,23 @@ and take the same steps: the same loss (the talk's cross-entropy, the batch mean
 their losses match the graph's to float rounding; dropout draws its own random masks in
 each style.
 
-Each net answers what the training loop and its books ask (graph_mnist.bookkeeping's
-SessionNet answers the same for a Session): a training step, the accuracy and loss of a
-batch, the variables' values, a checkpoint. Checkpoints are TensorFlow 1 checkpoints
+Each style trains in its own idiom: `train_function`, a plain Python loop over a
+tf.function step; `train_keras`, Keras's `fit` with a callback. Both keep the same
+books as the talk's loop (graph_mnist.bookkeeping), which read the net as they read a
+Session (SessionNet): the accuracy and loss of a batch, the variables' values, a
+checkpoint. Checkpoints are TensorFlow 1 checkpoints
 with the graph's variable names (W1, B1, ...), so `graph_mnist.export` reads any style's.
 """
 
 import functools
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from graph_mnist import checkpoints
-from graph_mnist import models
+from graph_mnist import talk
+from graph_mnist import training_graph
 from graph_mnist.styles import twins
 
 v1 = tf.compat.v1
@@ -37,9 +42,9 @@ STYLES = ('graph', 'function', 'keras')
 def initial_values(model, seed, changes):
     """{name: value} of the network's variables as the graph of this seed initialises
     them, in the order the network function makes them (W1, B1, W2, ...)."""
-    g = models.build(model, seed=seed, changes=changes)
+    g = training_graph.build(model, seed=seed, changes=changes)
     with g.graph.as_default():
-        created = {op.name for op in g.graph.get_operations()[:g.forward_ops]}
+        created = {op.name for op in g.graph.get_operations()[:g.minimize_ops.start]}
         network = [v for v in v1.global_variables() if v.op.name in created]
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)
@@ -50,11 +55,11 @@ class _EagerNet:
     """What the function and Keras styles share: measuring, the variables, checkpoints."""
 
     def __init__(self, model, seed, loss, changes):
-        self.spec = models.with_changes(model, **changes)
+        self.spec = talk.with_changes(model, **changes)
         if self.spec.batch_norm:
             raise ValueError(f'{model}: batch norm\'s moving averages are TensorFlow 1 graph '
                              'collections; --style=function and --style=keras train the '
-                             f'talk\'s networks ({", ".join(models.TALK)})')
+                             f'talk\'s networks ({", ".join(talk.TALK)})')
         self.loss = loss
         self.initial = initial_values(model, seed, changes)
         self.names = list(self.initial)  # W1, B1, ... in the order made
@@ -69,7 +74,7 @@ class _EagerNet:
             Ylogits = self.logits(X)
             prediction = tf.argmax(Ylogits, 1)
             correct = tf.cast(tf.equal(prediction, tf.argmax(Y_, 1)), tf.float32)
-            return (tf.reduce_mean(correct), models.cross_entropy(Ylogits, Y_, self.loss),
+            return (tf.reduce_mean(correct), training_graph.cross_entropy(Ylogits, Y_, self.loss),
                     prediction)
         self._measure = measure
 
@@ -87,7 +92,7 @@ class _EagerNet:
 
     def learning_rate(self, step):
         rate = self.spec.learning_rate
-        if isinstance(rate, models.ConstantRate):
+        if isinstance(rate, talk.ConstantRate):
             return rate.rate
         return twins.rate_at({'kind': 'DecayingRate', **rate._asdict()}, step)
 
@@ -159,7 +164,7 @@ class FunctionNet(_EagerNet):
         def train_step(X, Y_, pkeep):
             with tf.GradientTape() as tape:  # records what the forward pass does ...
                 Ylogits = self._call(X, pkeep)
-                cross_entropy = models.cross_entropy(Ylogits, Y_, self.loss)
+                cross_entropy = training_graph.cross_entropy(Ylogits, Y_, self.loss)
             gradients = tape.gradient(cross_entropy, self.trainable)  # ... and differentiates it
             self.optimizer.apply_gradients(zip(gradients, self.trainable))
             return cross_entropy
@@ -233,3 +238,66 @@ class KerasNet(_EagerNet):
 def make(style, model, seed=0, loss='stable', changes=None):
     """The net of a TensorFlow 2 style."""
     return {'function': FunctionNet, 'keras': KerasNet}[style](model, seed, loss, changes)
+
+
+# ------------------------------------------------------------------ the styles' loops
+
+
+def train_function(net, batches, books, config, step, stop_requested):
+    """TensorFlow 2's loop: a plain Python loop over a tf.function step (FunctionNet).
+    The talk's loop, with `net.train_step(batch_X, batch_Y)` for Session.run."""
+    while step < config.iterations:
+        if stop_requested():
+            books.stop(step)  # a checkpoint, then Interrupted
+        batch_X, batch_Y = batches(step)
+        if books.due('log', step):
+            books.training_batch(step, batch_X, batch_Y)
+        if books.due('eval', step):
+            books.evaluate(step)
+        if books.due('checkpoint', step):
+            books.checkpoint(step)
+        xent = net.train_step(batch_X, batch_Y, step)
+        books.watch(xent, step, step + 1)
+        step += 1
+    return step
+
+
+def train_keras(net, batches, books, config, step, stop_requested):
+    """Keras's loop: model.fit on the same batches (data.Batches, from `step` on), the
+    books kept by a callback (KeepTheBooks)."""
+    first = step
+    dataset = tf.data.Dataset.from_generator(
+        lambda: (batches(s) for s in range(first, config.iterations)),
+        output_signature=(tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None, 10])))
+    net.net.fit(dataset, epochs=1, steps_per_epoch=config.iterations - first, verbose=0,
+                callbacks=[KeepTheBooks(books, batches, first, stop_requested)])
+    return config.iterations
+
+
+class KeepTheBooks(keras.callbacks.Callback):
+    """The books of a run trained by Keras's fit: before each batch, a stop request, the
+    log line, the evaluation and the checkpoint when due; after it, the NaN watch on the
+    loss Keras reports (the epoch's running mean: NaN once any step's loss is)."""
+
+    def __init__(self, books, batches, first, stop_requested):
+        super().__init__()
+        self.books, self.batches = books, batches
+        self.first, self.stop_requested = first, stop_requested
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step, books = self.first + batch, self.books
+        if self.stop_requested():
+            books.stop(step)  # a checkpoint, then Interrupted: fit ends there
+        if books.due('log', step):
+            books.training_batch(step, *self.batches(step))
+        if books.due('eval', step):
+            books.evaluate(step)
+        if books.due('checkpoint', step):
+            books.checkpoint(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.first + batch
+        self.books.watch(float(logs['loss']), step, step + 1)
+
+
+TRAIN = {'function': train_function, 'keras': train_keras}

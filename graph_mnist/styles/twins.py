@@ -1,7 +1,7 @@
 """The networks in other frameworks, for the benchmark and the lessons: their Keras 3
 and PyTorch twins, built layer by layer from the network's description.
 
-The description is read off the network's own graph (models.layers: layers, initial
+The description is read off the network's own graph (architecture.layers: layers, initial
 values) and its Spec (optimizer, learning rate), so the network is written once, in
 graph_mnist.models; it is plain data, so that a process without TensorFlow (PyTorch's)
 can build a twin. tests/test_benchmark.py checks the twins layer by layer.
@@ -12,19 +12,23 @@ import types
 
 
 def describe(model, changes=None):
-    """Network `model` as its twins need it, read off its graph (models.layers) and its
-    Spec: plain data, so that a process without TensorFlow can build a twin. changes:
-    the talk's experiments (models.with_changes)."""
+    """Network `model` as its twins need it, read off its graph (architecture.layers)
+    and its Spec: plain data, so that a process without TensorFlow can build a twin. changes:
+    the talk's experiments (talk.with_changes)."""
+    from graph_mnist import architecture
     from graph_mnist import models
-    spec = models.with_changes(model, **(changes or {}))
+    from graph_mnist import talk
+    from graph_mnist import training_graph
+    spec = talk.with_changes(model, **(changes or {}))
     rate = spec.learning_rate
+    layers = architecture.layers(model, changes)
     return {'model': model,
-            'layers': [layer._asdict() for layer in models.layers(model, changes)],
-            'optimizer': 'sgd' if spec.optimizer is models.SGD else 'adam',
+            'layers': [layer._asdict() for layer in layers],
+            'optimizer': 'sgd' if spec.optimizer is talk.SGD else 'adam',
             'rate': {'kind': type(rate).__name__, **rate._asdict()},
-            'loss_scale': models.LOSS_SCALE, 'weight_stddev': models.WEIGHT_STDDEV,
-            'bn_epsilon': models.BN_EPSILON,
-            'training_flops_per_image': models.training_flops_per_image(model)}
+            'loss_scale': training_graph.LOSS_SCALE, 'bn_epsilon': models.BN_EPSILON,
+            'weight_stddev': next((layer.stddev for layer in layers if layer.stddev), None),
+            'training_flops_per_image': architecture.training_flops_per_image(model)}
 
 
 def layers_of(description):
@@ -75,7 +79,7 @@ def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1, l
     """The Keras twin of a network, layer by layer from its description.
 
     loss: None, Keras's categorical cross-entropy as a Keras user writes it (the
-    benchmark's twin); or one of models.LOSSES, our own cross-entropy (the batch mean
+    benchmark's twin); or one of training_graph.LOSSES, our own cross-entropy (the batch mean
     times 100) and TensorFlow 1's Adam epsilon, so that the twin takes the same steps
     as the graph to float rounding (--style=keras)."""
     import keras
@@ -107,7 +111,7 @@ def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1, l
     if loss is not None:
         from graph_mnist import models
         net.compile(optimizer=optimizer, jit_compile=False,
-                    loss=lambda Y_, Ylogits: models.cross_entropy(Ylogits, Y_, loss))
+                    loss=lambda Y_, Ylogits: training_graph.cross_entropy(Ylogits, Y_, loss))
         return net
     net.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                 metrics=['accuracy'], jit_compile=jit_compile,

@@ -1,0 +1,183 @@
+"""The graph around a network, written as the talk's lines: placeholders for what is fed,
+the model, the cross-entropy, the accuracy, and the training step the optimizer makes
+by minimising the cross-entropy. `build` puts one network (graph_mnist.models) and its
+training step into a new `tf.Graph` and hands back the tensors a Session runs.
+
+Nothing here computes anything: a Session (graph_mnist.training) runs what is built.
+Nothing here switches TensorFlow modes: every graph is its own `tf.Graph()`.
+"""
+
+import contextlib
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from graph_mnist import graph_loop
+from graph_mnist import talk
+
+v1 = tf.compat.v1
+
+LOSSES = ('stable', 'literal')
+LOSS_SCALE = 100  # the cross-entropy is the batch mean times this: the sum over 100 images
+
+
+class Graph(NamedTuple):
+    """One network's graph and the tensors a training loop feeds and runs."""
+    graph: tf.Graph
+    X: tf.Tensor              # placeholder: images [batch, 28, 28, 1]
+    Y_: tf.Tensor             # placeholder: correct answers, one-hot [batch, 10]
+    step: tf.Tensor           # placeholder: the training step, for the learning-rate decay
+    pkeep: tf.Tensor          # placeholder: probability of keeping a neuron (dropout), fed
+                              # 1.0 to evaluate; used by the dropout networks only
+    tst: tf.Tensor            # placeholder (default False): testing? Batch norm networks
+                              # only (None for the talk's eight): True uses the averages
+    Ylogits: tf.Tensor
+    Y: tf.Tensor              # the ten probabilities
+    prediction: tf.Tensor     # the recognised digit, argmax of Y
+    cross_entropy: tf.Tensor  # summed over a batch of 100, as the talk's code scaled it
+    accuracy: tf.Tensor
+    lr: tf.Tensor
+    train_step: tf.Operation
+    next_step: tf.Tensor      # the step after a training step: step + 1, or on a cluster
+                              # the global step every worker adds to, read after it
+    init: tf.Operation
+    saver: object             # tf.compat.v1.train.Saver of every variable (Adam's slots,
+                              # batch norm's moving averages too)
+    spec: talk.Spec
+    config: object            # the tf.compat.v1.ConfigProto a Session of this graph needs
+    minimize_ops: range       # graph.get_operations()[minimize_ops]: what minimize added
+    global_step: tf.Variable = None  # on a cluster: the step all workers add to
+    loop: graph_loop.Loop = None     # build(loop=True): the training loop in the graph
+
+    @property
+    def weights(self):
+        """The W variables, for the dashboard's spread and TensorBoard."""
+        return self._named('W')
+
+    @property
+    def biases(self):
+        """The B variables (batch norm's offsets)."""
+        return self._named('B')
+
+    def _named(self, letter):
+        with self.graph.as_default():
+            return [v for v in v1.trainable_variables() if v.op.name.startswith(letter)]
+
+    @property
+    def parameters(self):
+        """Number of values the optimizer adjusts, e.g. 7,850 for softmax."""
+        with self.graph.as_default():
+            return sum(v.shape.num_elements() for v in v1.trainable_variables())
+
+    def test_feed(self, images, labels=None):
+        """The feed that evaluates: all neurons on, batch norm on its moving averages."""
+        feed = {self.X: images, self.pkeep: 1.0}
+        if labels is not None:
+            feed[self.Y_] = labels
+        if self.tst is not None:
+            feed[self.tst] = True
+        return feed
+
+
+def cross_entropy(Ylogits, Y_, loss='stable'):
+    """The talk's error function, -sum(Y_ * log(Y)), written by hand.
+
+    'literal' is the talk's line exactly: log of the softmax output, which is -inf
+    once a probability underflows to 0, and 0 * -inf = NaN. 'stable' is the same formula
+    with log(softmax) computed as log_softmax (logits minus their log-sum-exp), which
+    never takes the log of 0. Mean over the batch times 100: the sum over a batch of
+    100, the scale of the talk's code, so its learning rates apply unchanged.
+    """
+    if loss == 'literal':
+        Y = tf.nn.softmax(Ylogits)
+        per_image = -tf.reduce_sum(Y_ * tf.math.log(Y), axis=1)
+    elif loss == 'stable':
+        per_image = -tf.reduce_sum(Y_ * tf.nn.log_softmax(Ylogits), axis=1)
+    else:
+        raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}')
+    return tf.reduce_mean(per_image) * LOSS_SCALE
+
+
+def session_config(loss):
+    """Session settings for a loss: 'literal' must stay literal.
+
+    TensorFlow's graph optimizer (Grappler) rewrites Log(Softmax(x)) into LogSoftmax(x)
+    wherever it can, which would quietly make the talk's literal line stable, or not,
+    depending on what else is fetched. For --loss=literal that rewrite is switched off.
+    """
+    config = v1.ConfigProto()
+    if loss == 'literal':
+        off = config.graph_options.rewrite_options.OFF
+        config.graph_options.rewrite_options.arithmetic_optimization = off
+    return config
+
+
+def build(name, loss='stable', seed=0, loop=False, changes=None, cluster=None):
+    """Builds network `name`, its cross-entropy, accuracy and training step in a new
+    tf.Graph, finalized: from then on a Session only runs it.
+
+    changes: the talk's experiments (talk.with_changes's arguments), None for none.
+    loop: also the training loop moved into the graph (graph_loop: many training steps
+    in one Session.run). cluster: None on one machine; on a cluster,
+    graph_mnist.distributed's Placement: where the variables go (`device`), and
+    `optimizer(optimizer)`, which may wrap it (synchronous replicas). There a global
+    step counts every worker's steps, and the graph is left open for the cluster's own
+    operations (its MonitoredSession's Scaffold finalizes it)."""
+    spec = talk.with_changes(name, **(changes or {}))
+    graph = tf.Graph()
+    placed = graph.device(cluster.device) if cluster else contextlib.nullcontext()
+    with graph.as_default(), placed:
+        v1.set_random_seed(seed)  # graph-level seed: same seed, same initial weights
+        # placeholders for what is fed: the images, their correct answers, the step (for
+        # the learning rate's decay), the probability of keeping a neuron (dropout)
+        X = v1.placeholder(tf.float32, [None, 28, 28, 1], name='X')
+        Y_ = v1.placeholder(tf.float32, [None, 10], name='Y_')
+        step = v1.placeholder(tf.int32, name='step')
+        pkeep = v1.placeholder(tf.float32, name='pkeep')
+        tst = spec.testing_flag()  # batch norm's: testing? (None for the talk's eight)
+
+        # the model
+        Ylogits = tf.identity(spec.logits(X, pkeep, tst, step), name='Ylogits')
+        Y = tf.nn.softmax(Ylogits, name='Y')
+
+        # loss function
+        xent = tf.identity(cross_entropy(Ylogits, Y_, loss), name='cross_entropy')
+
+        # % of correct answers found in batch
+        prediction = tf.argmax(Y, 1, name='prediction')
+        correct_prediction = tf.equal(prediction, tf.argmax(Y_, 1))
+        accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32), name='accuracy')
+
+        global_step = v1.train.get_or_create_global_step() if cluster else None
+        # the learning rate's decay reads the step: the one fed, or on a cluster the
+        # global step (the synchronous chief's queue runner applies updates unfed)
+        lr = tf.identity(spec.learning_rate(
+            step if not cluster else tf.cast(global_step, tf.int32)), name='lr')
+        rate = graph_loop.Rate(lr) if loop else lr  # in the graph's loop: each step's own
+
+        # training step: AdamOptimizer(lr).minimize(cross_entropy) (softmax: gradient
+        # descent); batch norm's moving averages move with it (UPDATE_OPS), never else
+        optimizer = spec.optimizer(rate)
+        if cluster:
+            optimizer = cluster.optimizer(optimizer)
+        before = len(graph.get_operations())
+        with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+            train_step = optimizer.minimize(xent, global_step=global_step, name='train_step')
+        minimize_ops = range(before, len(graph.get_operations()))
+
+        if cluster:
+            with tf.control_dependencies([train_step]):
+                next_step = tf.cast(global_step.read_value(), tf.int32, name='next_step')
+        else:
+            next_step = tf.add(step, 1, name='next_step')
+        init = v1.global_variables_initializer()
+        saver = v1.train.Saver(max_to_keep=3)  # weights, biases and Adam's slots
+        in_graph = None
+        if loop:
+            in_graph = graph_loop.build(spec, lambda Ylogits, Y_: cross_entropy(Ylogits, Y_, loss),
+                                        optimizer, rate, pkeep)
+    if not cluster:
+        graph.finalize()  # from here on the graph is fixed: a Session only runs it
+    return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
+                 train_step, next_step, init, saver, spec, session_config(loss),
+                 minimize_ops, global_step, in_graph)
