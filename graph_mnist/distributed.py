@@ -26,13 +26,19 @@ same seed on one machine, worker i the seed + 1000 (i + 1)).
 Nothing waits forever: every Session call and every wait for another task times out
 after --cluster_timeout seconds with a message saying who did not answer.
 
-The training loop is graph_mnist.training's, the same as on one machine: a `Cluster`
-is the place it trains in, and says what differs here (where the variables live, how
-the Session starts, a global step that jumps, the chief alone keeping the books).
+Each task's session is TensorFlow 1's own: a MonitoredSession made as
+MonitoredTrainingSession makes it (the chief's SessionCreator initialises or restores,
+a worker's waits for it), with SessionRunHooks (StopAtStepHook on the workers, the
+synchronous optimizer's hook, this project's count of a task's own steps); see
+TaskSession for the one thing it does differently. The chief runs the talk's loop
+(graph_mnist.training.loop) over it, keeping the books as on one machine; a worker runs
+TensorFlow 1's `while not sess.should_stop()` loop.
 """
 
 import json
 import os
+import functools
+import math
 import re
 import signal
 import threading
@@ -42,9 +48,12 @@ from typing import NamedTuple
 from absl import logging
 import tensorflow as tf
 
+from graph_mnist import cli
 from graph_mnist import data
 from graph_mnist import exposure
+from graph_mnist import training
 from graph_mnist import training_graph
+from graph_mnist.bookkeeping import Bookkeeping
 from graph_mnist.bookkeeping import SessionNet
 from graph_mnist.errors import UserError
 
@@ -192,40 +201,22 @@ def serve_parameters(task, stop_requested):
 
 
 class Placement:
-    """Where a cluster task's graph goes (training_graph.build asks it): variables on the
-    parameter servers, operations on this task (`device`, a replica_device_setter);
-    a global step that every training task adds to; with `sync`, the optimizer wrapped
-    so that each step aggregates one gradient of each of the `replicas`."""
+    """Where a cluster task's graph goes (training_graph.build asks it): variables on
+    the parameter servers, operations on this task (`device`, a replica_device_setter);
+    with `sync`, the optimizer wrapped so that each step aggregates one gradient of each
+    of the `replicas` (kept as `sync_optimizer`, for its session hook)."""
 
-    def __init__(self, device, replicas=1, sync=False, ps=1):
-        self.device, self.replicas, self.sync, self.ps = device, replicas, sync, ps
-
-    def global_step(self):
-        return v1.train.get_or_create_global_step()
+    def __init__(self, device, replicas=1, sync=False):
+        self.device, self.replicas, self.sync = device, replicas, sync
+        self.sync_optimizer = None
 
     def optimizer(self, optimizer):
-        if not self.sync:
-            return optimizer
-        return v1.train.SyncReplicasOptimizer(optimizer, replicas_to_aggregate=self.replicas,
-                                              total_num_replicas=self.replicas)
-
-    def operations(self, optimizer, train_step, global_step):
-        """What a cluster's sessions run besides the training (made before the graph is
-        finalized): readiness, the synchronous optimizer's set-up, the end of the run,
-        the global step after a training step."""
-        ready = v1.report_uninitialized_variables()
-        getattr(ready, 'mark_used', lambda: None)()  # run by SessionManager, maybe never
-        ops = {'ready': ready, 'sync': self.sync,
-               'done': [done_queue(ps).enqueue(1) for ps in range(self.ps)]}
         if self.sync:
-            ops.update(ready_for_local_init=optimizer.ready_for_local_init_op,
-                       chief_init=optimizer.chief_init_op,
-                       local_init=optimizer.local_step_init_op,
-                       init_tokens=optimizer.get_init_tokens_op(),
-                       queue_runner=optimizer.get_chief_queue_runner())
-        with tf.control_dependencies([train_step]):
-            ops['step_after'] = tf.identity(global_step.read_value())
-        return ops
+            self.sync_optimizer = v1.train.SyncReplicasOptimizer(
+                optimizer, replicas_to_aggregate=self.replicas,
+                total_num_replicas=self.replicas)
+            return self.sync_optimizer
+        return optimizer
 
 
 def done_queue(ps):
@@ -236,75 +227,80 @@ def done_queue(ps):
                             name=f'done_{ps}')
 
 
-# ----------------------------------------------------------------------- chief and workers
+def build(task, config, sync=False):
+    """The graph of a training task (graph_mnist.training_graph's, placed), its
+    Placement, and the chief's last operations: the end of the run for the parameter
+    servers, and with --sync_replicas the tokens that let waiting workers see it.
+    Left open: the session's Scaffold finalizes it."""
+    if config.style != 'graph':
+        raise ClusterError(f'--style={config.style} is for one machine: the cluster runs '
+                           'the talk\'s graph, its variables on the parameter servers; '
+                           'leave --style=graph')
+    if config.steps_per_run > 1:
+        raise ClusterError('--steps_per_run is for one machine: on a cluster each step goes '
+                           'through the parameter servers and adds to the global step, one '
+                           'Session.run each; leave it at 1')
+    device = v1.train.replica_device_setter(
+        worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
+    placement = Placement(device, replicas=task.replicas, sync=sync)
+    g = training_graph.build(config.model, loss=config.loss, seed=config.seed,
+                             changes=config.changes, cluster=placement)
+    with g.graph.as_default():
+        last = [done_queue(ps).enqueue(1) for ps in range(len(task.cluster['ps']))]
+        if sync:
+            last.insert(0, placement.sync_optimizer.get_init_tokens_op())
+    return g, placement, last
 
 
-def from_environment(sync=False, timeout=120, environ=None):
-    """The Cluster task TF_CONFIG describes (started by graph_mnist.cluster: stopping
-    when the launcher goes), or None when TF_CONFIG is not set."""
-    task = task_from_environment(environ)
-    if not task:
-        return None
-    end_with_launcher(environ)
-    return Cluster(task, sync, timeout)
+# ------------------------------------------------------------- the session, TF1's way
 
 
-class Cluster:
-    """One task of a cluster as a place graph_mnist.training trains in (the questions
-    training.OneMachine answers for a run alone). The cluster's settings in one object:
-    the task, synchronous replicas or not, the longest wait for another task."""
+class OwnSteps(v1.train.SessionRunHook):
+    """This task's own training steps (the global step counts every task's), counted
+    after each run of the monitored session, a worker's logged every 1000; and the
+    plain Session underneath, where the chief's books evaluate and save."""
 
-    def __init__(self, task, sync=False, timeout=120):
-        self.task, self.sync, self.timeout = task, sync, timeout
-        self.holds_variables = task.type == 'ps'
-        self.keeps_books = task.is_chief
+    def __init__(self, task):
+        self.task, self.steps, self.session, self.began = task, 0, None, None
 
-    def serve(self, stop_requested):
-        return serve_parameters(self.task, stop_requested)
+    def after_create_session(self, session, coord):
+        self.session, self.began = session, time.perf_counter()
 
-    def net(self, sess, g):
-        """What the books read the network through (the chief's)."""
-        return SessionNet(sess, g)
+    def after_run(self, run_context, run_values):
+        self.steps += 1
+        if not self.task.is_chief and self.steps % 1000 == 0:
+            logging.info('%s: %d steps', self.task.name, self.steps)
 
-    def build(self, config):
-        if config.style != 'graph':
-            raise ClusterError(f'--style={config.style} is for one machine: the cluster '
-                               'runs the talk\'s graph, its variables on the parameter '
-                               'servers; leave --style=graph')
-        if config.steps_per_run > 1:
-            raise ClusterError('--steps_per_run is for one machine: on a cluster each step '
-                               'goes through the parameter servers and adds to the global '
-                               'step, one Session.run each; leave it at 1')
-        task = self.task
-        device = v1.train.replica_device_setter(
-            worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
-        placement = Placement(device, replicas=task.replicas, sync=self.sync,
-                              ps=len(task.cluster['ps']))
-        return training_graph.build(config.model, loss=config.loss, seed=config.seed,
-                            placement=placement, changes=config.changes)
+    def log(self, first, step):
+        seconds = time.perf_counter() - self.began
+        logging.info('%s: %d steps of its own in %.1f s (%.1f steps/s); global step %d '
+                     'from %d', self.task.name, self.steps, seconds,
+                     self.steps / max(seconds, 1e-9), step, first)
+        return seconds
 
-    def batches(self, mnist, config):
-        """Each task reads the whole training set in an order of its own."""
-        return data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
-                            config.seed + 1000 * self.task.replica)
 
-    def open(self, g, start):
-        """The chief: a Session with the variables initialised or restored by
-        `start(sess)`, and with synchronous replicas the tokens and the thread that
-        applies the aggregated gradients. A worker: a Session once the chief has done
-        that. The other tasks may still be starting: their ports refuse until then."""
+class Waiting(v1.train.SessionCreator):
+    """The chief's or a worker's SessionCreator, as MonitoredTrainingSession makes them,
+    made patient and final: it waits up to --cluster_timeout for the other tasks to
+    start (their ports refuse until then), and a second session is refused with
+    ClusterError (see TaskSession)."""
+
+    def __init__(self, creator, task, timeout):
+        self.creator, self.task, self.timeout, self.created = creator, task, timeout, False
+
+    def create_session(self):
         task, timeout = self.task, self.timeout
-        server = start_server(task)
-        config = session_config(g, task, timeout)
-        ops = g.cluster
-        manager = v1.train.SessionManager(
-            ready_op=ops['ready'], ready_for_local_init_op=ops.get('ready_for_local_init'),
-            local_init_op=ops.get('chief_init' if task.is_chief else 'local_init'),
-            graph=g.graph, recovery_wait_secs=1)
+        if self.created:
+            raise ClusterError(f'{task.name} lost its session to the parameter servers '
+                               f'({", ".join(task.cluster["ps"])}). The run can go on from '
+                               'its last checkpoint: start the cluster again and the chief '
+                               'with --resume.')
         deadline, waiting = time.monotonic() + timeout, False
         while True:
             try:
-                return self._session(manager, server, config, g, start)
+                session = self.creator.create_session()
+                self.created = True
+                return session
             except tf.errors.UnavailableError as e:
                 if time.monotonic() > deadline:
                     raise unanswered(task, e, timeout) from None
@@ -312,80 +308,165 @@ class Cluster:
                     logging.info('%s: waiting for the other tasks to start', task.name)
                     waiting = True
                 time.sleep(1)
+            except tf.errors.DeadlineExceededError:
+                raise ClusterError(f'{task.name}: the chief did not initialise the variables '
+                                   f'within {timeout:.0f} s (--cluster_timeout)') from None
 
-    def _session(self, manager, server, config, g, start):
-        task, ops = self.task, g.cluster
-        try:
-            if not task.is_chief:
-                sess = manager.wait_for_session(server.target, config=config,
-                                                max_wait_secs=self.timeout)
-                if sess is None:
-                    raise ClusterError(f'{task.name}: the chief did not initialise the '
-                                       f'variables within {self.timeout:.0f} s '
-                                       '(--cluster_timeout)')
-                return sess
-            sess = manager.prepare_session(server.target, init_fn=start, config=config)
-            if ops['sync']:  # the tokens that let each worker's step go through, and the
-                sess.run(ops['init_tokens'])  # thread that applies the aggregated gradients
-                ops['queue_runner'].create_threads(sess, coord=tf.train.Coordinator(),
-                                                   daemon=True, start=True)
-            return sess
-        except (tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
-            raise unanswered(task, e, self.timeout) from None
 
-    def first_step(self, sess, g, started):
-        return int(sess.run(g.global_step))
+class WorkerSessionCreator(v1.train.SessionCreator):
+    """TensorFlow 1's WorkerSessionCreator, looking every second whether the chief has
+    initialised the variables (its SessionManager looks every 30 s: a worker that
+    looked once too early missed a short run)."""
 
-    def batch_index(self, step, local_steps):
-        return local_steps
+    def __init__(self, scaffold, master, config, max_wait_secs):
+        self.scaffold, self.master, self.config = scaffold, master, config
+        self.max_wait_secs = max_wait_secs
 
-    def train_step(self, sess, g, batch_X, batch_Y, step):
-        """(the batch's cross-entropy, the global step after it: every task adds)."""
-        xent, after = sess.run([g.cross_entropy, g.cluster['step_after']],
-                               {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep,
-                                g.step: step})
-        return xent, int(after)
+    def create_session(self):
+        scaffold = self.scaffold
+        scaffold.finalize()
+        manager = v1.train.SessionManager(
+            local_init_op=scaffold.local_init_op, ready_op=scaffold.ready_op,
+            ready_for_local_init_op=scaffold.ready_for_local_init_op,
+            graph=v1.get_default_graph(), recovery_wait_secs=1)
+        return manager.wait_for_session(self.master, config=self.config,
+                                        max_wait_secs=self.max_wait_secs)
 
-    def nan(self, step):
-        return ClusterError(f'{self.task.name}: the cross-entropy became NaN at step {step}')
 
-    def progress(self, local_steps, step):
-        if not self.keeps_books and local_steps % 1000 == 0:
-            logging.info('%s: %d steps, global step %d', self.task.name, local_steps, step)
+class TaskSession(v1.train.MonitoredSession):
+    """TensorFlow 1's session for a task of a cluster: what
+    `MonitoredTrainingSession(master=server.target, is_chief=...)` makes (the chief's
+    SessionCreator initialises or restores the variables, a worker's waits for them;
+    SessionRunHooks), but not recovering. MonitoredTrainingSession always recovers: on a
+    lost parameter server it closes its session (a close that never returns when that
+    server is dead) and creates a new one, which without a checkpoint_dir initialises
+    the weights again, or waits for the server forever. This project's checkpoints
+    are its own (written with the history), so a lost server ends the task with one
+    message and the run resumes with --resume, as SingularMonitoredSession, TF1's
+    non-recovering one, would (it has no worker's creator)."""
 
-    def ran(self, local_steps, seconds, first, step):
-        logging.info('%s: %d steps of its own in %.1f s (%.1f steps/s); global step %d '
-                     'from %d', self.task.name, local_steps, seconds,
-                     local_steps / max(seconds, 1e-9), step, first)
+    def __init__(self, session_creator, hooks):
+        super(v1.train.MonitoredSession, self).__init__(
+            session_creator, hooks, should_recover=False, stop_grace_period_secs=5)
 
-    def final_step(self, sess, g, step, iterations):
-        if g.cluster['sync']:  # let workers waiting for a token see the end
-            sess.run(g.cluster['init_tokens'])
-        return max(step, iterations)
 
-    def finished(self, sess, g, history, local_steps, seconds):
-        history.setdefault('cluster', {}).update(
-            {'replicas': self.task.replicas, 'ps': len(self.task.cluster['ps']),
-             'sync_replicas': bool(g.cluster['sync']), 'chief_steps': local_steps,
-             'chief_steps_per_second': local_steps / max(seconds, 1e-9)})
-        sess.run(g.cluster['done'])  # the parameter servers may go
+def task_session(task, g, server, timeout, hooks, placement, restore=None):
+    """The monitored session of a chief or a worker, inside g's graph. restore: the
+    chief's checkpoint to start from (after the initialisation)."""
+    config = session_config(g, task, timeout)
+    restored = (lambda scaffold, sess: g.saver.restore(sess, restore)) if restore else None
+    scaffold = v1.train.Scaffold(init_op=g.init, saver=g.saver, init_fn=restored)
+    if task.is_chief:
+        creator = v1.train.ChiefSessionCreator(scaffold, master=server.target, config=config)
+    else:
+        creator = WorkerSessionCreator(scaffold, server.target, config, max_wait_secs=timeout)
+    if placement.sync:
+        hooks = hooks + [placement.sync_optimizer.make_session_run_hook(task.is_chief)]
+    with g.graph.as_default():
+        return TaskSession(Waiting(creator, task, timeout), hooks)
 
-    def failure(self, error):
-        """The ClusterError for a TensorFlow error that comes from the cluster."""
-        task = self.task
-        if isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                              tf.errors.AbortedError)):
-            return unanswered(task, error, self.timeout)
-        if isinstance(error, tf.errors.OutOfRangeError):  # the synchronous queue closed
-            said = re.findall(r'grpc_message:"([^"]+)"', str(error))
-            return ClusterError(f'{task.name}: synchronous training stopped (the chief\'s '
-                                f'queue of gradients closed: '
-                                f'{said[0] if said else "the chief failed"}). Resume from '
-                                'the last checkpoint with --resume.')
-        return None
 
-    def close(self, sess):
+# ----------------------------------------------------------------------- chief and workers
+
+
+def run(task, settings, workdir=None, data_dir=None, resume=False, given=(), sync=False,
+        timeout=120):
+    """What `python -m graph_mnist.train` does with TF_CONFIG set: this task's part (a
+    parameter server's, the chief's or a worker's); its exit code."""
+    end_with_launcher()
+    if task.type == 'ps':
+        return serve_parameters(task, cli.stop_on_signals(saving=False))
+    if task.is_chief:
+        return training.train_and_evaluate(
+            settings, workdir, data_dir, resume, given,
+            trainer=functools.partial(chief, task, sync, timeout))
+    stop_requested = cli.stop_on_signals(saving=False)
+    config = training.config_of(settings, workdir, resume, given)
+    mnist = data.load(data_dir, log=logging.info)
+    work(task, config, mnist, stop_requested, sync, timeout)
+    return 0
+
+
+def chief(task, sync, timeout, mnist, config, workdir, resume, stop_requested):
+    """The chief: the talk's loop (training.loop) over the task's monitored session,
+    the books kept as on one machine; at the end the cluster's figures in the history,
+    and the parameter servers told the run is over. Its steps are the global step."""
+    server = start_server(task)
+    g, placement, last = build(task, config, sync)
+    path, history, _ = training.starting_point(config, workdir, resume)
+    batches = data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
+                           config.seed)
+    own = OwnSteps(task)
+    sess = task_session(task, g, server, timeout, [own], placement, restore=path)
+    books = None
+    try:
+        first = int(own.session.run(g.global_step))
+        books = Bookkeeping(SessionNet(own.session, g), mnist, batches, config, workdir,
+                            history, first)
+        with books:
+            step = training.loop(sess, g, batches, books, config, first, stop_requested)
+            seconds = own.log(first, step)
+            own.session.run(last[:-len(task.cluster['ps'])])  # the waiting workers' tokens
+            history.setdefault('cluster', {}).update(
+                {'replicas': task.replicas, 'ps': len(task.cluster['ps']),
+                 'sync_replicas': sync, 'chief_steps': own.steps,
+                 'chief_steps_per_second': own.steps / max(seconds, 1e-9)})
+            summary = books.finish(max(step, config.iterations))
+            own.session.run(last[-len(task.cluster['ps']):])  # the parameter servers may go
+            return summary
+    except tf.errors.OpError as e:
+        failure = failure_of(task, e, timeout)
+        if failure is None:
+            raise
+        if books:
+            books.save('interrupted')
+        raise failure from None
+    finally:
         close_within(sess, 5)
+
+
+def work(task, config, mnist, stop_requested, sync, timeout):
+    """A worker: TensorFlow 1's loop over its monitored session (`while not
+    sess.should_stop()`), until the global step reaches --iterations (StopAtStepHook)
+    or a stop is requested. Its batches are its own order of the training set."""
+    server = start_server(task)
+    g, placement, _ = build(task, config, sync)
+    batches = data.Batches(mnist.train_images, mnist.train_labels, config.batch_size,
+                           config.seed + 1000 * task.replica)
+    own = OwnSteps(task)
+    hooks = [own, v1.train.StopAtStepHook(last_step=config.iterations)]
+    sess = task_session(task, g, server, timeout, hooks, placement)
+    try:
+        step = first = int(own.session.run(g.global_step))
+        while not sess.should_stop() and not stop_requested():
+            batch_X, batch_Y = batches(step)
+            _, xent, step = sess.run([g.train_step, g.cross_entropy, g.next_step],
+                                     {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep,
+                                      g.step: step})
+            if math.isnan(xent):
+                raise ClusterError(f'{task.name}: the cross-entropy became NaN at step {step}')
+        own.log(first, step)
+    except tf.errors.OpError as e:
+        failure = failure_of(task, e, timeout)
+        if failure is None:
+            raise
+        raise failure from None
+    finally:
+        close_within(sess, 5)
+
+
+def failure_of(task, error, timeout):
+    """The ClusterError for a TensorFlow error that comes from the cluster, or None."""
+    if isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                          tf.errors.AbortedError)):
+        return unanswered(task, error, timeout)
+    if isinstance(error, tf.errors.OutOfRangeError):  # the synchronous queue closed
+        said = re.findall(r'grpc_message:"([^"]+)"', str(error))
+        return ClusterError(f'{task.name}: synchronous training stopped (the chief\'s '
+                            f'queue of gradients closed: '
+                            f'{said[0] if said else "the chief failed"}). Resume from '
+                            'the last checkpoint with --resume.')
+    return None
 
 
 def session_config(g, task, timeout):

@@ -121,10 +121,14 @@ def main(argv):
     if FLAGS.resume and not FLAGS.workdir:
         raise app.UsageError('--resume needs --workdir, the run to continue')
     names = [field.name for field in dataclasses.fields(Config)]
-    return training.train_and_evaluate(
-        {name: FLAGS[name].value for name in names}, FLAGS.workdir, FLAGS.data_dir,
-        resume=FLAGS.resume, given={name for name in names if FLAGS[name].present},
-        place=distributed.from_environment(FLAGS.sync_replicas, FLAGS.cluster_timeout))
+    settings = {name: FLAGS[name].value for name in names}
+    given = {name for name in names if FLAGS[name].present}
+    task = distributed.task_from_environment()  # TF_CONFIG: a task of a cluster
+    if task:
+        return distributed.run(task, settings, FLAGS.workdir, FLAGS.data_dir, FLAGS.resume,
+                               given, FLAGS.sync_replicas, FLAGS.cluster_timeout)
+    return training.train_and_evaluate(settings, FLAGS.workdir, FLAGS.data_dir,
+                                       resume=FLAGS.resume, given=given)
 
 
 if __name__ == '__main__':

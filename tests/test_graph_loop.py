@@ -78,7 +78,7 @@ def test_the_last_run_is_shorter_when_the_steps_run_out():
 def test_a_cluster_refuses_the_loop_in_the_graph_in_one_line():
     task = distributed.Task({'chief': ['127.0.0.1:1'], 'ps': ['127.0.0.1:2']}, 'chief', 0)
     with pytest.raises(distributed.ClusterError, match='--steps_per_run is for one machine'):
-        distributed.Cluster(task).build(training.Config('softmax', steps_per_run=10,
+        distributed.build(task, training.Config('softmax', steps_per_run=10,
                                                         log_every=10))
 
 

@@ -137,7 +137,7 @@ def test_a_cluster_trains_the_graph_style_only():
     task = distributed.Task({'chief': ['127.0.0.1:1'], 'worker': ['127.0.0.1:2'],
                              'ps': ['127.0.0.1:3']}, 'worker', 0)
     with pytest.raises(distributed.ClusterError, match='--style=keras is for one machine'):
-        distributed.Cluster(task).build(training.Config('conv', style='keras'))
+        distributed.build(task, training.Config('conv', style='keras'))
 
 
 @pytest.mark.slow  # three commands on real MNIST
