@@ -94,7 +94,7 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
         no_value = f'{type(e).__name__}: {e}'
     out['built'] = {
         'tensors': {k: _describe(t) for k, t in symbols.items()},
-        'operations_before_minimize': g.forward_ops,
+        'operations_before_minimize': g.minimize_ops.start,
         'is_symbolic': all(isinstance(t, tf.Tensor) and not hasattr(t, '_numpy')
                            for t in symbols.values()),
         'asking_for_a_value': no_value,
@@ -118,13 +118,13 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
     out['needs'] = {'placeholders': needs, 'missing_feed': missing}
 
     # 3. What minimize() added.
-    added = ops[g.forward_ops:g.minimize_ops]
+    added = ops[g.minimize_ops.start:g.minimize_ops.stop]
     with graph.as_default():
         variables = v1.trainable_variables()
     out['minimize'] = {
         'optimizer': g.spec.optimizer.__name__,
-        'operations_before': g.forward_ops,
-        'operations_after': g.minimize_ops,
+        'operations_before': g.minimize_ops.start,
+        'operations_after': g.minimize_ops.stop,
         'added_by_kind': dict(collections.Counter(kind_of(op) for op in added).most_common()),
         'parameters': {v.name: {'shape': v.shape.as_list(), 'size': v.shape.num_elements()}
                        for v in variables},
@@ -134,7 +134,7 @@ def observe(model, batch, loss='stable', seed=0, workdir=None):
     # 4. Running it: one step on a real batch.
     run_feed = {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0}
     with graph.as_default():  # what the network creates, in order (no optimizer slots)
-        created = set(op.name for op in ops[:g.forward_ops])
+        created = set(op.name for op in ops[:g.minimize_ops.start])
         network_variables = [v for v in v1.global_variables() if v.op.name in created]
         averages = [v for v in network_variables if 'ExponentialMovingAverage' in v.op.name]
     with v1.Session(graph=graph, config=g.config) as sess:
@@ -216,7 +216,7 @@ def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
     sess = v1.Session(graph=g.graph, config=g.config)
     try:
         sess.run(g.init)
-        sess.run(loop['load'], {loop['images']: images, loop['labels']: labels})  # once
+        sess.run(loop.load, {loop.images: images, loop.labels: labels})  # once
         order = np.random.default_rng(seed).permutation(len(images))
         batches = order[:steps * 100].reshape(steps, 100) % len(images)
 
@@ -226,7 +226,7 @@ def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
                                         g.step: i, g.pkeep: g.spec.pkeep})
 
         def in_graph():
-            sess.run(loop['run'], {loop['indices']: batches, loop['first']: 0,
+            sess.run(loop.cross_entropy, {loop.indices: batches, loop.first: 0,
                                    g.pkeep: g.spec.pkeep})
 
         def nothing():

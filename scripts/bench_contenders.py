@@ -1,8 +1,9 @@
 """The benchmark's contenders and what one worker process measures (scripts/benchmark.py
 starts one process per measurement and reads its result).
 
-- ours: graph_mnist's own step (training.training_step: a batch from data.Batches,
-  Session.run(train_step, feed_dict)); also its evaluation of the 10,000 test images;
+- ours: graph_mnist's own step, as training.loop runs it (a batch from data.Batches,
+  Session.run([train_step, cross_entropy, next_step], feed_dict)); also its evaluation
+  of the 10,000 test images;
 - keras, keras_spe, keras_xla: the network's Keras 3 twin (graph_mnist.styles.twins),
   `model.fit` as a user calls it (jit_compile off), with steps_per_execution=50, and
   with jit_compile on (XLA); the windows are timed inside one fit call by a callback;
@@ -37,23 +38,27 @@ class Ours:
     """The talk's loop: one Session.run with its feed_dict per step."""
     steps_per_run = 1
     def __init__(self, description, mnist, seed=0):
+        import tensorflow as tf
+
         from graph_mnist import training_graph
-        from graph_mnist import training
-        self.training, self.models = training, models
-        self.g = training_graph.build(description['model'], seed=seed, loop=self.steps_per_run > 1)
-        self.sess = training.open_session(self.g)
-        self.sess.run(self.g.init)
+        g = self.g = training_graph.build(description['model'], seed=seed,
+                                          loop=self.steps_per_run > 1)
+        self.sess = tf.compat.v1.Session(graph=g.graph, config=g.config)
+        self.sess.run(g.init)
         self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
         self.mnist, self.step = mnist, 0
-        if self.g.loop:  # the training set, into the graph once (not timed)
-            training.load_training_set(self.sess, self.g, mnist.train_images,
-                                       mnist.train_labels)
+        if g.loop:  # the training set, into the graph once (not timed)
+            self.sess.run(g.loop.load, {g.loop.images: mnist.train_images,
+                                        g.loop.labels: mnist.train_labels})
 
     def train_steps(self, count):
-        for _ in range(count):
+        g = self.g
+        for _ in range(count):  # training.loop's step, its books left out
             batch_X, batch_Y = self.batches(self.step)
-            self.training.training_step(self.sess, self.g, batch_X, batch_Y, self.step)
-            self.step += 1
+            _, _, after = self.sess.run([g.train_step, g.cross_entropy, g.next_step],
+                                        {g.X: batch_X, g.Y_: batch_Y, g.pkeep: g.spec.pkeep,
+                                         g.step: self.step})
+            self.step = int(after)
 
     def evaluate(self, batch=10000):
         """Test accuracy on all 10,000 test images, `batch` per Session.run (the talk's
@@ -68,7 +73,7 @@ class Ours:
         return correct / len(images)
 
     def parameters(self):
-        return self.self.g.parameters
+        return self.g.parameters
 
 
 class OursLoop(Ours):
@@ -77,11 +82,14 @@ class OursLoop(Ours):
     steps_per_run = STEPS_PER_RUN
 
     def train_steps(self, count):
-        place = self.training.OneMachine()
-        while count:
-            n = min(self.steps_per_run, count)
-            _, self.step = place.train_run(self.sess, self.g, self.batches, self.step, n)
-            count -= n
+        g = self.g
+        while count:  # training.loop's run of the loop in the graph
+            steps = range(self.step, self.step + min(self.steps_per_run, count))
+            _, after = self.sess.run([g.loop.cross_entropy, g.loop.next_step],
+                                     {g.loop.indices: [self.batches.indices(s) for s in steps],
+                                      g.loop.first: self.step, g.pkeep: g.spec.pkeep})
+            count -= len(steps)
+            self.step = int(after)
 
 
 class Keras:

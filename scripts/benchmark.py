@@ -295,7 +295,6 @@ def main(argv):
                               eval_batches=eval_batches())))
         return 0
     from graph_mnist import talk
-    from graph_mnist import architecture
     names = list(talk.NETWORKS) if FLAGS.models == ['all'] else FLAGS.models
     unknown = sorted(set(names) - set(talk.NETWORKS))
     if unknown:

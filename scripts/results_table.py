@@ -22,7 +22,6 @@ def networks_table(names, source='the talk says'):
     learning rate, steps and the talk's (or the published code's) figure."""
     from graph_mnist import talk
     from graph_mnist import architecture
-    from graph_mnist import models
     lines = ['| `--model` | layers (input 28×28, output 10 softmax) | hidden activation | dropout '
              f'| optimizer, learning rate | steps | {source} |',
              '|---|---|---|---|---|---|---|']
@@ -56,7 +55,7 @@ BEYOND_SOURCE = 'its published code says'
 
 
 def row(history):
-    from graph_mnist import models
+    from graph_mnist import talk
     ok = history['status'] == 'finished'
     return (f"| `{history['model']}` | {talk.NETWORKS[history['model']].talk.says} "
             f"| {history['final_test_accuracy']:.4f} "
@@ -68,7 +67,7 @@ def row(history):
 
 def table(histories):
     """Runs in the talk's order, then by seed."""
-    from graph_mnist import models
+    from graph_mnist import talk
     order = list(talk.NETWORKS)
     histories = sorted(histories, key=lambda h: (order.index(h['model']), h['seed']))
     lines = ['| network | the talk | final test accuracy | max test accuracy | steps | seed '
@@ -82,7 +81,7 @@ def define_flags():
 
 def main(argv):
     if FLAGS.networks:
-        from graph_mnist import models
+        from graph_mnist import talk
         print(networks_table(talk.TALK))
         print('\nBeyond the talk (BN: batch norm before the activation):\n')
         print(networks_table(talk.BEYOND, BEYOND_SOURCE))

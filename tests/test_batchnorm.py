@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from conftest import synthetic_mnist
 from graph_mnist import checkpoints
+from graph_mnist import data
 from graph_mnist import export
 from graph_mnist import training_graph
 from graph_mnist import models
@@ -47,11 +48,12 @@ def trained():
     """batchnorm_conv after 20 training steps on the generated squares."""
     mnist = synthetic_mnist(n_test=100)
     g = training_graph.build('batchnorm_conv')
-    sess = training.open_session(g)
+    sess = v1.Session(graph=g.graph, config=g.config)
     sess.run(g.init)
-    batches = training.data.Batches(mnist.train_images, mnist.train_labels, 50, 0)
+    batches = data.Batches(mnist.train_images, mnist.train_labels, 50, 0)
     for step in range(20):
-        training.training_step(sess, g, *batches(step), step)
+        batch_X, batch_Y = batches(step)
+        sess.run(g.train_step, {g.X: batch_X, g.Y_: batch_Y, g.pkeep: 1.0, g.step: step})
     yield g, sess, mnist
     sess.close()
 
@@ -77,7 +79,8 @@ def test_only_a_training_step_moves_the_averages(trained):
               g.step: 20})
     unchanged = moving_averages(g, sess)
     assert all(np.array_equal(before[k], unchanged[k]) for k in before)
-    training.training_step(sess, g, mnist.train_images[:50], mnist.train_labels[:50], 20)
+    sess.run(g.train_step, {g.X: mnist.train_images[:50], g.Y_: mnist.train_labels[:50],
+                            g.pkeep: 1.0, g.step: 20})
     after = moving_averages(g, sess)
     assert all(not np.array_equal(before[k], after[k]) for k in before)
 
@@ -97,7 +100,7 @@ def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_score
     assert step == 12 and len(saved) == 2 * 4
 
     g = training_graph.build(config.model)
-    with training.open_session(g) as sess:
+    with v1.Session(graph=g.graph, config=g.config) as sess:
         checkpoints.restore(sess, g.saver, path)
         restored = moving_averages(g, sess)
     assert restored.keys() == saved.keys()
@@ -110,7 +113,7 @@ def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_score
     assert (digits == mnist.test_digits).mean() == \
         pytest.approx(history['final_test_accuracy'], abs=1e-6)
     g = training_graph.build(config.model)
-    with training.open_session(g) as sess:
+    with v1.Session(graph=g.graph, config=g.config) as sess:
         checkpoints.restore(sess, g.saver, checkpoints.latest(workdir)[0])
         np.testing.assert_allclose(probabilities, sess.run(g.Y, g.test_feed(mnist.test_images)),
                                    atol=1e-5)

@@ -105,9 +105,9 @@ def test_cli_json(tmp_path, mnist_dir):
 def test_what_minimize_added_is_only_what_minimize_added():
     from graph_mnist import training_graph
     g = training_graph.build('conv_dropout')
-    added = g.graph.get_operations()[g.forward_ops:g.minimize_ops]
+    added = [g.graph.get_operations()[i] for i in g.minimize_ops]
     assert added and not any(op.name.startswith(('save', 'init')) for op in added)
-    later = g.graph.get_operations()[g.minimize_ops:]
+    later = g.graph.get_operations()[g.minimize_ops.stop:]
     assert any(op.name.startswith('save') for op in later)  # the Saver comes after
 
 

@@ -11,10 +11,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'graph_mnist')
 
-# module: what it must never import (DESIGN: "who may use whom")
+# module: what it must never import (who may use whom, as docs/layout.md draws it)
 NEVER = {
     'data': {'*'},  # numpy and the standard library (and cli, as a command of its own)
-    'models': {'data', 'training', 'train', 'dashboard', 'distributed', 'runs', 'serving'},
+    'models': {'*'},  # the networks alone: TensorFlow, nothing of ours
+    'talk': {'data', 'training', 'training_graph', 'graph_loop', 'train', 'dashboard',
+             'distributed', 'runs', 'serving'},
+    'training_graph': {'data', 'training', 'train', 'dashboard', 'distributed', 'runs',
+                       'serving'},
     'dashboard': {'training', 'train', 'models', 'distributed'},
     'training': {'train', 'distributed', 'cluster', 'serve', 'serving'},
     'bookkeeping': {'training', 'train', 'distributed', 'cluster', 'serving', 'data'},
@@ -125,7 +129,7 @@ def lines(path):
 
 def test_no_file_of_the_package_is_too_long_to_read():
     long = {os.path.relpath(p, ROOT): lines(p) for p in modules().values()
-            if lines(p) > 500 and not p.endswith('models.py')}
+            if lines(p) > 450}
     assert not long, long
     assert lines(os.path.join(ROOT, 'scripts', 'benchmark.py')) < 400
 

@@ -85,7 +85,7 @@ def test_readme_follow_the_talk_table_is_what_the_comparison_prints():
     its results and the talk's words in talk.NETWORKS: one row per step of the talk,
     each with its command and a result over 3 seeds."""
     import compare_with_talk
-    from graph_mnist import models
+    from graph_mnist import talk
     with open(os.path.join(ROOT, 'results', 'talk_comparison', 'comparison.json')) as f:
         rows = [r for r in json.load(f)['rows'] if r['model'] in talk.TALK]
     assert [r['model'] for r in rows] == talk.TALK and len(rows) == 8

@@ -109,7 +109,7 @@ def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1, l
     net = keras.Sequential(stack)
     optimizer = keras_optimizer(description, our_loss=loss is not None)
     if loss is not None:
-        from graph_mnist import models
+        from graph_mnist import training_graph
         net.compile(optimizer=optimizer, jit_compile=False,
                     loss=lambda Y_, Ylogits: training_graph.cross_entropy(Ylogits, Y_, loss))
         return net
