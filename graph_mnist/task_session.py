@@ -11,6 +11,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from graph_mnist import checkpoints
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
@@ -119,7 +120,8 @@ def task_session(task, g, server, timeout, hooks, placement, restore=None):
     """The monitored session of a chief or a worker, inside g's graph. restore: the
     chief's checkpoint to start from (after the initialisation)."""
     config = session_config(g, task, timeout)
-    restored = (lambda scaffold, sess: g.saver.restore(sess, restore)) if restore else None
+    restored = (lambda scaffold, sess: checkpoints.restore(sess, g.saver, restore)) \
+        if restore else None
     scaffold = v1.train.Scaffold(init_op=g.init, saver=g.saver, init_fn=restored)
     if task.is_chief:
         creator = v1.train.ChiefSessionCreator(scaffold, master=server.target, config=config)

@@ -195,7 +195,7 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)  # as in the talk: sess.run(init)
         if path:
-            g.saver.restore(sess, path)
+            checkpoints.restore(sess, g.saver, path)
         if g.loop:  # the training set, into the graph once
             sess.run(g.loop.load, {g.loop.images: batches.images,
                                    g.loop.labels: batches.labels})

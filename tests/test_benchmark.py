@@ -65,10 +65,12 @@ def test_layers_are_read_from_the_network_function(monkeypatch):
         network=tiny))
     conv, dropout, dense = architecture.layers('tiny')
     assert conv == architecture.Layer('conv', n_in=1, n_out=5, size=28, patch=3, stride=3,
-                                activation='sigmoid', init='truncated_normal', bias=0.2)
+                                      activation='sigmoid', init='truncated_normal',
+                                      stddev=0.1, bias=0.2)
     assert conv.out_shape == (10, 10, 5) and conv.parameters == 3 * 3 * 5 + 5
     assert dropout.kind == 'dropout' and dropout.rate == 0.25
-    assert dense == architecture.Layer('dense', n_in=500, n_out=10, init='truncated_normal', bias=0.0)
+    assert dense == architecture.Layer('dense', n_in=500, n_out=10, init='truncated_normal',
+                                       stddev=0.1, bias=0.0)
 
 
 @pytest.mark.parametrize('model', list(talk.NETWORKS))
