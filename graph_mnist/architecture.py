@@ -86,10 +86,10 @@ def _what_follows(tensor):
     return variables, activation, normalised
 
 
-def layers(name, changes=None):
-    """Network `name` as a list of Layers, read off its own graph. changes: the talk's
-    experiments (talk.with_changes)."""
-    spec = talk.with_changes(name, **(changes or {}))
+def layers(model):
+    """A network (its name, or a Spec with the talk's experiments applied) as a list of
+    Layers, read off its own graph."""
+    spec = talk.spec_of(model)
     graph = tf.Graph()
     with graph.as_default():
         spec.logits(v1.placeholder(tf.float32, [None, 28, 28, 1]), v1.placeholder(tf.float32),
@@ -124,14 +124,14 @@ def layers(name, changes=None):
     return found
 
 
-def forward_macs(name):
-    """Multiply-adds of one image's forward pass through network `name`."""
-    return sum(layer.macs for layer in layers(name))
+def forward_macs(model):
+    """Multiply-adds of one image's forward pass through a network (name or Spec)."""
+    return sum(layer.macs for layer in layers(model))
 
 
-def training_flops_per_image(name):
+def training_flops_per_image(model):
     """FLOPs of one image's training step: 2 per multiply-add, x 3 for forward then
     backward (gradients with respect to the activations and to the weights, each as
     costly as the forward pass). Biases, activations, softmax and the optimizer's
     updates are left out (a few % at most)."""
-    return 3 * 2 * forward_macs(name)
+    return 3 * 2 * forward_macs(model)

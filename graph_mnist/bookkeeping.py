@@ -79,7 +79,7 @@ class Bookkeeping:
         self.config, self.workdir, self.history = config, workdir, history
         self.board = None
         if config.vis != 'none':
-            changed = talk.describe_changes(config.model, config.changes)
+            changed = talk.describe_changes(config.spec)
             self.board = dashboard.Dashboard(
                 config.vis, workdir, f'{config.model}, seed {config.seed}'
                 + ('' if config.style == 'graph' else f', --style={config.style}')

@@ -227,9 +227,6 @@ class DashboardError(UserError):
     """The dashboard cannot show where it was asked to."""
 
 
-MODES = ('live', 'save', 'notebook', 'none')
-
-
 def in_notebook():
     """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab)."""
     ipython = sys.modules.get('IPython')
@@ -247,103 +244,136 @@ def choose(vis):
     return 'live' if display_available() else 'save'
 
 
-class Dashboard:
-    """The dashboard of one training run, where it shows.
+class Window:
+    """--vis=live: a matplotlib window, redrawn at every frame; it stays open at the end
+    (see wait_for_windows)."""
 
-    mode 'live': a window, redrawn at every test evaluation; 'save': frames kept in
-    memory (at most `max_frames`, evenly spread), then final PNG, GIF and MP4 (with
-    ffmpeg) written into `workdir` by `close()`; 'notebook': one image in the cell's
-    output, replaced in place (the notebook display protocol's display_id: no widget
-    extension, so any front end shows it), redrawn as often as a budget of
-    NOTEBOOK_BUDGET of the elapsed time allows, and always at the end.
-    """
+    layout = 'wide'
 
-    NOTEBOOK_BUDGET = 0.06  # at most this share of the training time goes to drawing
-
-    def __init__(self, mode, workdir, title, evaluations, max_frames=60):
-        if mode == 'live' and not display_available():
+    def __init__(self, workdir):
+        del workdir
+        if not display_available():
             raise DashboardError('--vis=live needs a display and none is available '
                                  '(DISPLAY is not set); use --vis=save to write the '
                                  'dashboard as PNG and GIF into the workdir')
-        self.mode, self.workdir = mode, workdir
-        pyplot = None
-        if mode == 'live':
-            import matplotlib
-            from matplotlib import pyplot
-            if matplotlib.get_backend().lower() == 'agg':
-                raise DashboardError('--vis=live: matplotlib found no window backend '
-                                     '(install tkinter or PyQt); use --vis=save')
-            pyplot.ion()
-        if mode == 'notebook':
-            if not in_notebook():
-                raise DashboardError('--vis=notebook draws in a Jupyter notebook\'s cell and '
-                                     'this is not a Jupyter kernel; use --vis=save (or auto)')
-            from IPython import display
-            self.display, self.handle = display, None
-            self.started, self.drawing, self.last_cost = time.perf_counter(), 0.0, 0.0
-        self.figure = Figure(title, pyplot, layout='tall' if mode == 'notebook' else 'wide')
+        import matplotlib
+        from matplotlib import pyplot
+        if matplotlib.get_backend().lower() == 'agg':
+            raise DashboardError('--vis=live: matplotlib found no window backend '
+                                 '(install tkinter or PyQt); use --vis=save')
+        pyplot.ion()
+        self.pyplot = pyplot
+
+    def due(self, evaluation, every):
+        return evaluation % every == 0
+
+    def show(self, figure):
+        self.pyplot.pause(0.001)
+
+    def close(self, figure):
+        self.pyplot.ioff()
+        return []
+
+
+class Files:
+    """--vis=save: frames kept in memory (every `every`-th evaluation), then PNG, GIF and
+    MP4 (with ffmpeg) written into the workdir at the end."""
+
+    layout, pyplot = 'wide', None
+
+    def __init__(self, workdir):
+        self.workdir, self.frames = workdir, []
+
+    def due(self, evaluation, every):
+        return evaluation % every == 0
+
+    def show(self, figure):
+        self.frames.append(figure.rgb())
+
+    def close(self, figure):
+        figure.close()
+        if not self.frames:
+            return []
+        png = os.path.join(self.workdir, 'dashboard.png')
+        figure.save_png(png)
+        written = [png, write_gif(self.frames, os.path.join(self.workdir, 'dashboard.gif'))]
+        mp4 = write_mp4(self.frames, os.path.join(self.workdir, 'dashboard.mp4'))
+        return written + ([mp4] if mp4 else [])
+
+
+class NotebookCell:
+    """--vis=notebook: one image in the cell's output, replaced in place (the notebook
+    display protocol's display_id: no widget extension, so any front end shows it), redrawn
+    as often as a budget of BUDGET of the elapsed time allows, the first at once; its last
+    frame also written as dashboard.png into the workdir."""
+
+    layout, pyplot = 'tall', None
+    BUDGET = 0.06  # at most this share of the training time goes to drawing
+
+    def __init__(self, workdir):
+        if not in_notebook():
+            raise DashboardError('--vis=notebook draws in a Jupyter notebook\'s cell and '
+                                 'this is not a Jupyter kernel; use --vis=save (or auto)')
+        from IPython import display
+        self.display, self.handle, self.workdir = display, None, workdir
+        self.started = self.asked = time.perf_counter()
+        self.drawing, self.last_cost = 0.0, 0.0  # seconds spent drawing: all, the last frame
+
+    def due(self, evaluation, every):
+        self.asked = time.perf_counter()  # a frame's cost counts from here to its show
+        return self.drawing + self.last_cost <= self.BUDGET * (self.asked - self.started)
+
+    def show(self, figure):
+        frame = self.display.Image(data=figure.png(), format='png')
+        if self.handle is None:
+            self.handle = self.display.display(frame, display_id=True)
+        else:
+            self.handle.update(frame)
+        self.last_cost = time.perf_counter() - self.asked
+        self.drawing += self.last_cost
+
+    def close(self, figure):
+        figure.close()
+        if not (self.workdir and self.handle):
+            return []
+        png = os.path.join(self.workdir, 'dashboard.png')
+        figure.save_png(png)
+        return [png]
+
+
+OUTPUTS = {'live': Window, 'save': Files, 'notebook': NotebookCell}
+MODES = (*OUTPUTS, 'none')
+
+
+class Dashboard:
+    """The dashboard of one training run: the figure, drawn at the test evaluations its
+    output asks for (at most `max_frames` evenly spread, or a time budget in a notebook),
+    and always at the end, then shown by one of OUTPUTS."""
+
+    def __init__(self, mode, workdir, title, evaluations, max_frames=60):
+        self.output = OUTPUTS[mode](workdir)
+        self.figure = Figure(title, self.output.pyplot, layout=self.output.layout)
         self.every = max(1, math.ceil(evaluations / max_frames))
         self.evaluations = 0
-        self.frames = []
         self.batch = None  # the latest training batch: (images, correct, predicted)
 
     def training_batch(self, images, correct, predicted):
         self.batch = images, correct, predicted  # drawn only when a frame is made
 
-    def _due(self, final):
-        """Whether this evaluation makes a frame."""
-        self.evaluations += 1
-        if final:
-            return True
-        if self.mode == 'notebook':  # as often as the budget allows, the first at once
-            elapsed = time.perf_counter() - self.started
-            return self.drawing + self.last_cost <= self.NOTEBOOK_BUDGET * elapsed
-        return (self.evaluations - 1) % self.every == 0
-
     def evaluation(self, history, test_images, correct, predicted, final=False):
         """Called at every test evaluation; draws when this one makes a frame."""
-        if not self._due(final):
+        self.evaluations += 1
+        if not (self.output.due(self.evaluations - 1, self.every) or final):
             return
-        start = time.perf_counter()
         test_grid, _ = image_grid(test_images, correct, predicted,
                                   columns=TEST_COLUMNS[self.figure.layout], limit=1000)
         train_grid = image_grid(*self.batch, columns=10)[0] if self.batch else None
         self.figure.draw(history, train_grid, test_grid)
-        if self.mode == 'live':
-            self.figure.plt.pause(0.001)
-        elif self.mode == 'notebook':
-            frame = self.display.Image(data=self.figure.png(), format='png')
-            if self.handle is None:
-                self.handle = self.display.display(frame, display_id=True)
-            else:
-                self.handle.update(frame)
-            self.last_cost = time.perf_counter() - start
-            self.drawing += self.last_cost
-            self.frames.append(None)  # counted, not kept: the cell holds the picture
-        else:
-            self.frames.append(self.figure.rgb())
+        self.output.show(self.figure)
 
     def close(self):
-        """Save mode: writes the files and returns their paths. Live mode: the window
-        stays open (see wait_for_windows)."""
-        written = []
-        if self.mode == 'notebook' and self.workdir and self.frames:
-            png = os.path.join(self.workdir, 'dashboard.png')
-            self.figure.save_png(png)
-            written.append(png)
-        if self.mode == 'save' and self.frames:
-            png = os.path.join(self.workdir, 'dashboard.png')
-            self.figure.save_png(png)
-            written.append(png)
-            written.append(write_gif(self.frames, os.path.join(self.workdir, 'dashboard.gif')))
-            mp4 = write_mp4(self.frames, os.path.join(self.workdir, 'dashboard.mp4'))
-            if mp4:
-                written.append(mp4)
-        if self.mode == 'live':
-            self.figure.plt.ioff()
-        else:
-            self.figure.close()
-        return written
+        """The paths of the files written (save and notebook outputs)."""
+        return self.output.close(self.figure)
 
 
 def wait_for_windows():

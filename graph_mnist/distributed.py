@@ -242,8 +242,8 @@ def build(task, config, sync=False):
     device = v1.train.replica_device_setter(
         worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
     placement = Placement(device, replicas=task.replicas, sync=sync)
-    g = training_graph.build(config.model, loss=config.loss, seed=config.seed,
-                             changes=config.changes, cluster=placement)
+    g = training_graph.build(config.spec, loss=config.loss, seed=config.seed,
+                             cluster=placement)
     with g.graph.as_default():
         last = [done_queue(ps).enqueue(1) for ps in range(len(task.cluster['ps']))]
         if sync:

@@ -63,6 +63,8 @@ class Spec(NamedTuple):
     talk: Talk                 # what the talk reports
     batch_norm: bool = False   # beyond the talk: network(X, pkeep, tst, step), see batchnorm
     plain: str = None          # batch norm networks: the talk's network they improve upon
+    name: str = None           # its --model name (the key in NETWORKS)
+    changes: tuple = ()        # the experiments applied, ((setting, value), ...): with_changes
 
     @property
     def talk_accuracy(self):
@@ -171,6 +173,7 @@ NETWORKS = {
         Talk(0.995, 'max 0.9956, "stable above 0.995" (mnist_4.2 notes)'), batch_norm=True,
         plain='conv_dropout'),
 }
+NETWORKS = {name: spec._replace(name=name) for name, spec in NETWORKS.items()}
 TALK = [name for name, spec in NETWORKS.items() if not spec.batch_norm]  # the talk's eight
 BEYOND = [name for name, spec in NETWORKS.items() if spec.batch_norm]
 
@@ -207,17 +210,24 @@ def with_changes(name, learning_rate=None, pkeep=None, layers=None):
         if not 2 <= layers <= 5:
             raise ValueError(f'--layers must be 2, 3, 4 or 5 (the talk\'s), got {layers}')
         spec = spec._replace(network=functools.partial(spec.network, layers=layers))
-    return spec
+    given = (('learning_rate', learning_rate), ('pkeep', pkeep), ('layers', layers))
+    return spec._replace(changes=tuple((k, v) for k, v in given if v is not None))
+
+
+def spec_of(model):
+    """A network's name, or its Spec (a run's, with its experiments applied: made once, by
+    with_changes, as training.Config.spec), as a Spec."""
+    return model if isinstance(model, Spec) else NETWORKS[model]
 
 
 def _with(prop):
     return [name for name, spec in NETWORKS.items() if prop.fget(spec)]
 
 
-def describe_changes(name, changes):
-    """The experiments of a run as a change from the network's settings, in words
-    ('' when there is none): for the dashboard's title and the log."""
-    spec, parts = NETWORKS[name], []
+def describe_changes(run):
+    """The experiments of a run (its Spec, from with_changes) as a change from the
+    network's settings, in words ('' when there is none): for the dashboard's title."""
+    spec, changes, parts = NETWORKS[run.name], dict(run.changes), []
     if changes.get('learning_rate') is not None:
         rate = spec.learning_rate
         was = rate.rate if isinstance(rate, ConstantRate) else rate.start

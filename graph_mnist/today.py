@@ -146,7 +146,7 @@ def observe_tape(model, batch, seed=0):
     """11: GradientTape records what eager code did and differentiates it: the same
     gradients as minimize's formal derivatives in the graph."""
     X, Y_ = batch
-    spec, initial = talk.NETWORKS[model], eager.initial_values(model, seed, {})
+    spec, initial = talk.NETWORKS[model], eager.initial_values(model, seed)
     values = iter(initial.values())
 
     def from_the_seed(next_creator, **kwargs):  # the values the graph of this seed makes

@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values=FLAGS):
     """The command line (flag_values: where to define it; tests pass their own)."""
-    defaults = Config()
+    defaults = Config  # a dataclass's defaults are its class attributes: one per setting
     own = dict(flag_values=flag_values)
     flags.DEFINE_enum('model', defaults.model, list(talk.NETWORKS),
                       'Which network of the talk to train, in the talk\'s order.', **own)
@@ -57,7 +57,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_bool('resume', False, 'Continue the run in --workdir from its latest '
                       'checkpoint, with its settings (--iterations may raise its step count).',
                       **own)
-    flags.DEFINE_enum('vis', 'auto', ['auto', *dashboard.MODES], 'The talk\'s dashboard. '
+    flags.DEFINE_enum('vis', defaults.vis, ['auto', *dashboard.MODES], 'The talk\'s dashboard. '
                       'live: an animated window; save: dashboard.png and dashboard.gif in the '
                       'workdir (and .mp4 with ffmpeg); notebook: in the Jupyter cell; none: '
                       'no figure; auto: notebook in a Jupyter kernel, live where a display '
@@ -81,7 +81,7 @@ def define_flags(flag_values=FLAGS):
                       'written and trained. graph: the talk\'s code, a tf.compat.v1 graph '
                       'and Session.run(train_step, feed_dict). function: TensorFlow 2, the '
                       'same network function called in a tf.function, its gradient from a '
-                      'tf.GradientTape. keras: Keras 3 layers and train_on_batch. The same '
+                      'tf.GradientTape. keras: Keras 3 layers trained by model.fit. The same '
                       'initial weights, batches, loss and optimizer in all three.', **own)
     _define_experiments(own)
     flags.DEFINE_enum('loss', defaults.loss, list(training_graph.LOSSES), 'stable: the talk\'s '

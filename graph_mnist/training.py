@@ -50,7 +50,9 @@ class SettingsError(UserError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The settings of one run: built from the flags in one place (graph_mnist.train),
-    stored field by field in its history.json, read back from there to resume it."""
+    whose defaults are these; stored field by field in its history.json, read back from
+    there to resume it. `spec`, made once here, is the network's talk.Spec with the run's
+    experiments applied: what the graph, the styles and the history read."""
     model: str = 'conv_dropout'
     iterations: int = None     # training steps; None: the talk's count for the model
     batch_size: int = 100
@@ -59,7 +61,7 @@ class Config:
     eval_every: int = 100      # test evaluations (all 10,000 images)
     log_every: int = 20        # the training batch's accuracy and loss
     checkpoint_every: int = 1000
-    vis: str = 'none'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
+    vis: str = 'auto'          # the dashboard: dashboard.MODES, or 'auto' (made concrete)
     steps_per_run: int = 1     # training steps per Session.run: 1 is the talk's loop; more
                                # moves the loop into the graph (graph_mnist.graph_loop)
     # the talk's experiments (talk.with_changes); None: the network's own setting
@@ -87,12 +89,12 @@ class Config:
                 f'--steps_per_run={self.steps_per_run} must divide {", ".join(uneven)}: '
                 'the loop in the graph logs, evaluates and checkpoints between its runs')
         try:
-            talk.with_changes(self.model, **self.changes)
+            object.__setattr__(self, 'spec', talk.with_changes(self.model, **self.changes))
         except ValueError as e:
             raise SettingsError(str(e)) from None
         if self.style not in eager.STYLES:
             raise ValueError(f'style must be one of {eager.STYLES}, got {self.style!r}')
-        if self.style != 'graph' and talk.NETWORKS[self.model].batch_norm:
+        if self.style != 'graph' and self.spec.batch_norm:
             raise SettingsError(f'--style={self.style} trains the talk\'s networks '
                                 f'({", ".join(talk.TALK)}): {self.model}\'s batch norm keeps '
                                 'its moving averages in TensorFlow 1 graph collections')
@@ -101,7 +103,7 @@ class Config:
                                 f'graph; --style={self.style} has no Session loop: leave it at 1')
         object.__setattr__(self, 'vis', dashboard.choose(self.vis))
         if self.iterations is None:
-            object.__setattr__(self, 'iterations', talk.NETWORKS[self.model].iterations)
+            object.__setattr__(self, 'iterations', self.spec.iterations)
 
     @property
     def changes(self):
@@ -119,9 +121,8 @@ class Config:
 
 
 def new_history(config):
-    spec = talk.with_changes(config.model, **config.changes)
-    return runs.new_history(dataclasses.asdict(config), pkeep_in_training=spec.pkeep,
-                            talk_accuracy=spec.talk_accuracy, tensorflow=tf.__version__,
+    return runs.new_history(dataclasses.asdict(config), pkeep_in_training=config.spec.pkeep,
+                            talk_accuracy=config.spec.talk_accuracy, tensorflow=tf.__version__,
                             device=device())
 
 
@@ -182,16 +183,15 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
                            config.seed)
     path, history, step = starting_point(config, workdir, resume)
     if config.style != 'graph':
-        net = eager.make(config.style, config.model, config.seed, config.loss,
-                         config.changes)
+        net = eager.make(config.style, config.spec, config.seed, config.loss)
         if path:
             net.restore(path)
         with Bookkeeping(net, mnist, batches, config, workdir, history, step) as books:
             step = eager.TRAIN[config.style](net, batches, books, config, step,
                                              stop_requested)
             return books.finish(step)
-    g = training_graph.build(config.model, config.loss, config.seed,
-                             loop=config.steps_per_run > 1, changes=config.changes)
+    g = training_graph.build(config.spec, config.loss, config.seed,
+                             loop=config.steps_per_run > 1)
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)  # as in the talk: sess.run(init)
         if path:

@@ -112,18 +112,19 @@ def session_config(loss):
     return config
 
 
-def build(name, loss='stable', seed=0, loop=False, changes=None, cluster=None):
-    """Builds network `name`, its cross-entropy, accuracy and training step in a new
+def build(model, loss='stable', seed=0, loop=False, cluster=None):
+    """Builds a network, its cross-entropy, accuracy and training step in a new
     tf.Graph, finalized: from then on a Session only runs it.
 
-    changes: the talk's experiments (talk.with_changes's arguments), None for none.
+    model: the network's name, or a run's Spec with the talk's experiments applied
+    (talk.with_changes, made once in training.Config).
     loop: also the training loop moved into the graph (graph_loop: many training steps
     in one Session.run). cluster: None on one machine; on a cluster,
     graph_mnist.distributed's Placement: where the variables go (`device`), and
     `optimizer(optimizer)`, which may wrap it (synchronous replicas). There a global
     step counts every worker's steps, and the graph is left open for the cluster's own
     operations (its MonitoredSession's Scaffold finalizes it)."""
-    spec = talk.with_changes(name, **(changes or {}))
+    spec = talk.spec_of(model)
     graph = tf.Graph()
     placed = graph.device(cluster.device) if cluster else contextlib.nullcontext()
     with graph.as_default(), placed:

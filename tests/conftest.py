@@ -108,6 +108,6 @@ def exported(mnist_dir, tmp_path_factory):
     workdir, base = str(root / 'run'), str(root / 'exported')
     mnist = data.load(mnist_dir, log=lambda message: None)
     training.train(mnist, training.Config('conv_dropout', iterations=1500, eval_every=1500,
-                                    log_every=100, checkpoint_every=1500), workdir)
+                                    log_every=100, checkpoint_every=1500, vis='none'), workdir)
     export.export(workdir, base)
     return workdir, base, mnist.test_images[:200], mnist.test_digits[:200]

@@ -89,7 +89,7 @@ def test_only_a_training_step_moves_the_averages(trained):
 def test_resume_restores_the_saved_averages_and_export_scores_what_the_run_scored(tmp_path):
     mnist, workdir = synthetic_mnist(n_test=100), str(tmp_path / 'run')
     config = training.Config('batchnorm_five_layers_sigmoid', iterations=30, eval_every=10,
-                          log_every=10, checkpoint_every=100)
+                          log_every=10, checkpoint_every=100, vis='none')
     stops = iter([False] * 12 + [True])
     with pytest.raises(training.Interrupted):
         training.train(mnist, config, workdir, stop_requested=lambda: next(stops))

@@ -36,7 +36,7 @@ def assert_continuous(history, log_every, eval_every, last):
 def test_stop_then_resume_is_one_continuous_run(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
     config = training.Config('conv_dropout', iterations=50, eval_every=10, log_every=5,
-                          checkpoint_every=20)
+                          checkpoint_every=20, vis='none')
     with pytest.raises(training.Interrupted) as stopped:
         training.train(mnist, config, workdir, stop_requested=stop_at(33))
     assert stopped.value.step == 33
@@ -61,7 +61,7 @@ def test_resume_restores_the_weights_of_the_checkpoint(tmp_path):
     only randomness is the initialisation and the data order) end identical."""
     mnist = synthetic_mnist()
     config = training.Config('five_layers_relu_lrdecay', iterations=40, eval_every=10,
-                          log_every=10, checkpoint_every=100)
+                          log_every=10, checkpoint_every=100, vis='none')
     whole = training.train(mnist, config, str(tmp_path / 'whole'))
     with pytest.raises(training.Interrupted):
         training.train(mnist, config, str(tmp_path / 'parts'), stop_requested=stop_at(17))
@@ -72,25 +72,25 @@ def test_resume_restores_the_weights_of_the_checkpoint(tmp_path):
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(training.TrainingError, match='no checkpoint'):
-        training.train(synthetic_mnist(), training.Config('softmax', iterations=10), str(tmp_path),
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=10, vis='none'), str(tmp_path),
                     resume=True)
 
 
 def test_damaged_checkpoint_is_detected_with_a_clear_message(tmp_path):
     mnist, workdir = synthetic_mnist(), str(tmp_path)
     with pytest.raises(training.Interrupted):
-        training.train(mnist, training.Config('softmax', iterations=30),
+        training.train(mnist, training.Config('softmax', iterations=30, vis='none'),
                     workdir=workdir, stop_requested=stop_at(12))
     data_file, = glob.glob(os.path.join(workdir, 'checkpoints', 'model.ckpt-12.data-*'))
     with open(data_file, 'r+b') as f:
         f.truncate(os.path.getsize(data_file) // 2)
     with pytest.raises(checkpoints.CheckpointError, match='model.ckpt-12 cannot be loaded'):
-        training.train(mnist, training.Config('softmax', iterations=30), workdir, resume=True)
+        training.train(mnist, training.Config('softmax', iterations=30, vis='none'), workdir, resume=True)
 
 
 def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
     with pytest.raises(training.Interrupted):
-        training.train(synthetic_mnist(), training.Config('softmax', iterations=20), str(tmp_path),
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=20, vis='none'), str(tmp_path),
                     stop_requested=stop_at(5))
     result = run_module('graph_mnist.train', '--resume', '--model=conv',
                         f'--workdir={tmp_path}', f'--data_dir={mnist_dir}')
@@ -130,7 +130,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
     mnist = synthetic_mnist()
-    config = training.Config('conv_dropout', iterations=40, eval_every=20, log_every=20)
+    config = training.Config('conv_dropout', iterations=40, eval_every=20, log_every=20, vis='none')
     history = training.train(mnist, config,
                           workdir=workdir)
     return mnist, workdir, history

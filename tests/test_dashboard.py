@@ -121,7 +121,7 @@ def test_histogram_and_image_summaries_hold_the_data():
 
 
 def test_vis_none_draws_nothing_but_keeps_tensorboard(tmp_path):
-    training.train(synthetic_mnist(), training.Config('softmax', iterations=20, eval_every=10),
+    training.train(synthetic_mnist(), training.Config('softmax', iterations=20, eval_every=10, vis='none'),
                 workdir=str(tmp_path))
     assert not glob.glob(str(tmp_path / 'dashboard.*'))
     assert 'accuracy/test' in read_events(str(tmp_path))[0]
@@ -192,3 +192,45 @@ def test_vis_notebook_outside_a_kernel_is_a_clear_message(tmp_path, mnist_dir):
                         f'--data_dir={mnist_dir}')
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert 'this is not a Jupyter kernel; use --vis=save' in result.stderr
+
+
+def test_the_notebook_output_shows_one_image_replaced_in_place_within_its_budget(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard, 'in_notebook', lambda: True)
+    shown = []
+
+    class Handle:
+        def update(self, frame):
+            shown.append(('update', frame))
+
+    class Display:  # IPython.display's two calls the output makes
+        Image = staticmethod(lambda data, format: data)
+
+        @staticmethod
+        def display(frame, display_id):
+            shown.append(('display', frame))
+            return Handle()
+
+    board = dashboard.Dashboard('notebook', str(tmp_path), 'softmax', evaluations=50)
+    board.output.display = Display
+    images, digits = np.zeros((100, 28, 28, 1), np.float32), np.arange(100) % 10
+    history = runs.new_history({'model': 'softmax', 'seed': 0})
+    for _ in range(49):  # no training between them: the budget allows the first frame only
+        board.evaluation(history, images, digits, digits)
+    board.evaluation(history, images, digits, digits, final=True)  # the end: always drawn
+    assert [kind for kind, _ in shown] == ['display', 'update']
+    assert all(frame.startswith(b'\x89PNG') for _, frame in shown)
+    assert board.close() == [str(tmp_path / 'dashboard.png')]
+    assert Image.open(tmp_path / 'dashboard.png').size == (dashboard.TALL_WIDTH,
+                                                          dashboard.TALL_HEIGHT)
+
+
+def test_the_files_output_keeps_at_most_its_frames_evenly_spread(tmp_path):
+    board = dashboard.Dashboard('save', str(tmp_path), 'softmax', evaluations=21, max_frames=5)
+    images, digits = np.zeros((100, 28, 28, 1), np.float32), np.arange(100) % 10
+    history = runs.new_history({'model': 'softmax', 'seed': 0})
+    for i in range(21):
+        board.evaluation(history, images, digits, digits, final=i == 20)
+    assert len(board.output.frames) == 5  # evaluations 0, 5, 10, 15 and 20 (the last)
+    written = board.close()
+    assert [os.path.basename(p) for p in written][:2] == ['dashboard.png', 'dashboard.gif']

@@ -30,7 +30,7 @@ def test_100_steps_per_run_train_the_weights_of_the_talks_loop(model, tmp_path):
     for n in (1, 100):
         workdir = str(tmp_path / f'n{n}')
         config = training.Config(model, iterations=200, eval_every=100, log_every=100,
-                                 checkpoint_every=100, steps_per_run=n)
+                                 checkpoint_every=100, steps_per_run=n, vis='none')
         histories[n] = training.train(mnist, config, workdir)
         variables[n] = trained_variables(workdir)
     assert variables[1].keys() == variables[100].keys()
@@ -48,7 +48,7 @@ def test_100_steps_per_run_train_the_weights_of_the_talks_loop(model, tmp_path):
 def test_a_run_with_the_loop_in_the_graph_stops_and_resumes(tmp_path):
     mnist = synthetic_mnist()
     config = training.Config('conv_dropout', iterations=60, eval_every=20, log_every=10,
-                             checkpoint_every=20, steps_per_run=10)
+                             checkpoint_every=20, steps_per_run=10, vis='none')
     stops = iter([False] * 3 + [True])
     with pytest.raises(training.Interrupted) as stopped:
         training.train(mnist, config, str(tmp_path), stop_requested=lambda: next(stops))
@@ -62,16 +62,16 @@ def test_a_run_with_the_loop_in_the_graph_stops_and_resumes(tmp_path):
 def test_steps_per_run_must_divide_what_happens_between_runs():
     with pytest.raises(training.SettingsError, match=r'--steps_per_run=30 must divide '
                        r'--log_every=20, --eval_every=100, --checkpoint_every=1000'):
-        training.Config('softmax', steps_per_run=30)
+        training.Config('softmax', steps_per_run=30, vis='none')
     with pytest.raises(training.SettingsError, match='at least 1'):
-        training.Config('softmax', steps_per_run=0)
-    assert training.Config('softmax', steps_per_run=20).steps_per_run == 20
+        training.Config('softmax', steps_per_run=0, vis='none')
+    assert training.Config('softmax', steps_per_run=20, vis='none').steps_per_run == 20
 
 
 def test_the_last_run_is_shorter_when_the_steps_run_out():
     history = training.train(synthetic_mnist(), training.Config(
         'softmax', iterations=50, eval_every=20, log_every=20, checkpoint_every=20,
-        steps_per_run=20))
+        steps_per_run=20, vis='none'))
     assert history['final_step'] == 50 and history['test']['step'] == [0, 20, 40, 50]
 
 
@@ -79,7 +79,7 @@ def test_a_cluster_refuses_the_loop_in_the_graph_in_one_line():
     task = distributed.Task({'chief': ['127.0.0.1:1'], 'ps': ['127.0.0.1:2']}, 'chief', 0)
     with pytest.raises(distributed.ClusterError, match='--steps_per_run is for one machine'):
         distributed.build(task, training.Config('softmax', steps_per_run=10,
-                                                        log_every=10))
+                                                        log_every=10, vis='none'))
 
 
 def test_periods_not_given_are_rounded_up_to_whole_runs_given_ones_kept():
@@ -90,4 +90,4 @@ def test_periods_not_given_are_rounded_up_to_whole_runs_given_ones_kept():
     kept = training.periods_for_the_runs(settings, given={'steps_per_run', 'log_every'})
     assert kept['log_every'] == 20  # the user's: Config refuses it, saying why
     with pytest.raises(training.SettingsError, match='must divide --log_every=20'):
-        training.Config('softmax', **kept)
+        training.Config('softmax', **kept, vis='none')

@@ -180,7 +180,7 @@ def test_conv_bigger_is_conv_dropout_without_dropout_from_the_same_initial_weigh
 def test_fewer_layers_keep_the_first_hidden_layers():
     for layers, sizes in ((5, [784, 200, 100, 60, 30, 10]), (4, [784, 200, 100, 60, 10]),
                           (2, [784, 200, 10])):
-        g = training_graph.build('five_layers_relu', changes={'layers': layers})
+        g = training_graph.build(talk.with_changes('five_layers_relu', layers=layers))
         assert [w.shape.as_list() for w in g.weights] == \
             [[m, n] for m, n in zip(sizes, sizes[1:])]
         assert [w.name for w in g.weights] == [f'W{i}:0' for i in range(1, layers + 1)]
@@ -188,7 +188,7 @@ def test_fewer_layers_keep_the_first_hidden_layers():
 
 def test_five_layers_are_the_talks_with_or_without_the_flag():
     plain, flagged = training_graph.build('five_layers_relu', seed=1), \
-        training_graph.build('five_layers_relu', seed=1, changes={'layers': 5})
+        training_graph.build(talk.with_changes('five_layers_relu', layers=5), seed=1)
     for a, b in zip(_initial_values(plain), _initial_values(flagged), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -201,9 +201,10 @@ def test_the_experiments_change_the_settings_they_name():
     assert talk.with_changes('conv_dropout', pkeep=0.5).pkeep == 0.5
     assert talk.with_changes('conv_bigger', pkeep=0.75).pkeep == \
         talk.NETWORKS['conv_dropout'].pkeep
-    assert talk.describe_changes('conv_dropout', {'pkeep': 0.5}) == \
+    assert talk.describe_changes(talk.with_changes('conv_dropout', pkeep=0.5)) == \
         "pkeep 0.5 (the talk's: 0.75)"
-    assert talk.describe_changes('conv', {}) == ''
+    assert talk.describe_changes(talk.with_changes('conv')) == ''
+    assert talk.with_changes('conv', learning_rate=0.01).changes == (('learning_rate', 0.01),)
 
 
 @pytest.mark.parametrize('name, changes, says', [

@@ -124,7 +124,7 @@ def test_bad_files_each_get_their_message(tmp_path, monkeypatch):
 @pytest.mark.slow  # trains, exports, then a process of its own
 def test_predict_command_reads_good_files_despite_bad_ones(tmp_path):
     workdir, export_dir = str(tmp_path / 'run'), str(tmp_path / 'exported')
-    training.train(synthetic_mnist(), training.Config('softmax', iterations=30, eval_every=30),
+    training.train(synthetic_mnist(), training.Config('softmax', iterations=30, eval_every=30, vis='none'),
                 workdir=workdir)
     export.export(workdir, export_dir)
     empty = tmp_path / 'empty.png'

@@ -165,7 +165,7 @@ def clone_after_first_command(tmp_path, mnist_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     workdir = runs.prepare_workdir(None, 'conv_dropout')  # and runs/latest, as main does
     training.train(data.load(mnist_dir, log=lambda m: None),
-                training.Config('conv_dropout', iterations=30, eval_every=30, log_every=10),
+                training.Config('conv_dropout', iterations=30, eval_every=30, log_every=10, vis='none'),
                 workdir)
     assert os.path.realpath('runs/latest') == os.path.realpath(workdir)
     return tmp_path

@@ -89,13 +89,13 @@ def test_softmax_with_gradient_descent_agrees_in_every_style():
 def test_a_run_in_a_style_keeps_its_books_stops_and_resumes_exactly(style, tmp_path):
     mnist = synthetic_mnist()
     config = training.Config('five_layers_relu_lrdecay', iterations=40, eval_every=10,
-                             log_every=5, checkpoint_every=20, style=style)
+                             log_every=5, checkpoint_every=20, style=style, vis='none')
     whole = training.train(mnist, config, str(tmp_path / 'whole'))
     assert whole['style'] == style and whole['status'] == 'finished'
     assert whole['final_test_accuracy'] > 0.5 and len(whole['test']['step']) == 5
     assert whole['test']['weights'] and whole['test']['biases']  # the dashboard's spreads
     half = training.Config('five_layers_relu_lrdecay', iterations=20, eval_every=10,
-                           log_every=5, checkpoint_every=20, style=style)
+                           log_every=5, checkpoint_every=20, style=style, vis='none')
     training.train(mnist, half, str(tmp_path / 'resumed'))
     resumed = training.train(mnist, config, str(tmp_path / 'resumed'), resume=True)
     assert resumed['train']['loss'] == pytest.approx(whole['train']['loss'], rel=1e-6)
@@ -106,7 +106,7 @@ def test_a_run_in_a_style_keeps_its_books_stops_and_resumes_exactly(style, tmp_p
 @pytest.mark.parametrize('style', ['function', 'keras'])
 def test_a_styles_run_exports_to_the_same_signatures(style, tmp_path):
     mnist = synthetic_mnist()
-    config = training.Config('conv', iterations=10, eval_every=10, log_every=10, style=style)
+    config = training.Config('conv', iterations=10, eval_every=10, log_every=10, style=style, vis='none')
     history = training.train(mnist, config, str(tmp_path / 'run'))
     _, _, directory = export.export(str(tmp_path / 'run'), str(tmp_path / 'exported'))
     loaded = tf.saved_model.load(directory)
@@ -137,7 +137,7 @@ def test_a_cluster_trains_the_graph_style_only():
     task = distributed.Task({'chief': ['127.0.0.1:1'], 'worker': ['127.0.0.1:2'],
                              'ps': ['127.0.0.1:3']}, 'worker', 0)
     with pytest.raises(distributed.ClusterError, match='--style=keras is for one machine'):
-        distributed.build(task, training.Config('conv', style='keras'))
+        distributed.build(task, training.Config('conv', style='keras', vis='none'))
 
 
 @pytest.mark.slow  # three commands on real MNIST

@@ -1,5 +1,6 @@
 """The training loop on small generated data: history, determinism, NaN, workdirs."""
 
+import dataclasses
 import json
 import os
 
@@ -12,7 +13,7 @@ from graph_mnist import training
 
 
 def test_history_records_the_talks_curves(tmp_path):
-    config = training.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10)
+    config = training.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10, vis='none')
     history = training.train(synthetic_mnist(), config,
                           workdir=str(tmp_path))
     assert history['status'] == 'finished'
@@ -34,7 +35,7 @@ def test_history_records_the_talks_curves(tmp_path):
 def test_same_seed_same_numbers_other_seed_other_numbers():
     def run(seed):
         config = training.Config('conv_dropout', iterations=20, seed=seed, eval_every=10,
-                              log_every=5)
+                              log_every=5, vis='none')
         return training.train(synthetic_mnist(), config)
 
     a, b, c = run(3), run(3), run(4)
@@ -49,7 +50,7 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
     mnist = synthetic_mnist(brightness=50.0)
     with pytest.raises(training.TrainingError) as error:
         training.train(mnist, training.Config('softmax', iterations=200, loss='literal', eval_every=1,
-                                        log_every=1),
+                                        log_every=1, vis='none'),
                     workdir=str(tmp_path))
     message = str(error.value)
     assert 'log(0)' in message and '--loss=stable' in message
@@ -66,14 +67,14 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
 
 
 def test_stable_loss_survives_what_breaks_the_literal_one():
-    config = training.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50)
+    config = training.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50, vis='none')
     history = training.train(synthetic_mnist(brightness=50.0), config)
     assert history['status'] == 'finished'
     assert np.isfinite(history['test']['loss']).all()
 
 
 def test_workdir_never_overwrites_an_earlier_run(tmp_path):
-    runs.write_history(str(tmp_path), training.new_history(training.Config('softmax')))
+    runs.write_history(str(tmp_path), training.new_history(training.Config('softmax', vis='none')))
     with pytest.raises(runs.WorkdirError, match='already holds a run'):
         runs.prepare_workdir(str(tmp_path), 'softmax')
 
@@ -94,7 +95,7 @@ def test_default_workdirs_are_distinct(tmp_path, monkeypatch):
 
 def test_the_talks_experiments_are_recorded_and_kept_on_resume(tmp_path):
     config = training.Config('five_layers_relu_lrdecay_dropout', iterations=20, eval_every=10,
-                              log_every=10, pkeep=0.5, learning_rate=0.01, layers=3)
+                              log_every=10, pkeep=0.5, learning_rate=0.01, layers=3, vis='none')
     history = training.train(synthetic_mnist(), config, workdir=str(tmp_path))
     assert (history['pkeep'], history['learning_rate'], history['layers']) == (0.5, 0.01, 3)
     assert history['pkeep_in_training'] == 0.5
@@ -107,7 +108,7 @@ def test_the_talks_experiments_are_recorded_and_kept_on_resume(tmp_path):
 
 def test_a_run_without_experiments_records_none_and_the_networks_own_pkeep(tmp_path):
     history = training.train(synthetic_mnist(), training.Config(
-        'conv_dropout', iterations=5, eval_every=5, log_every=5), workdir=str(tmp_path))
+        'conv_dropout', iterations=5, eval_every=5, log_every=5, vis='none'), workdir=str(tmp_path))
     assert (history['pkeep'], history['learning_rate'], history['layers']) == (None,) * 3
     assert history['pkeep_in_training'] == 0.75
     assert training.Config.of_run(history).changes == {}
@@ -122,4 +123,15 @@ def test_a_history_from_before_the_experiments_resumes(tmp_path):
                                            ({'layers': 3}, 'dense networks')])
 def test_an_experiment_that_changes_nothing_is_refused(changes, says):
     with pytest.raises(training.SettingsError, match=says):
-        training.Config('conv', **changes)
+        training.Config('conv', **changes, vis='none')
+
+
+def test_the_command_line_and_the_library_have_one_default_per_setting():
+    from absl import flags
+
+    from graph_mnist import train
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    for field in dataclasses.fields(training.Config):
+        assert flag_values[field.name].default == field.default, field.name
+    assert training.Config.vis == 'auto'  # the dashboard by default, from a library call too

@@ -39,10 +39,11 @@ v1 = tf.compat.v1
 STYLES = ('graph', 'function', 'keras')
 
 
-def initial_values(model, seed, changes):
-    """{name: value} of the network's variables as the graph of this seed initialises
-    them, in the order the network function makes them (W1, B1, W2, ...)."""
-    g = training_graph.build(model, seed=seed, changes=changes)
+def initial_values(model, seed):
+    """{name: value} of the network's variables (model: its name or a run's Spec) as the
+    graph of this seed initialises them, in the order the network function makes them
+    (W1, B1, W2, ...)."""
+    g = training_graph.build(model, seed=seed)
     with g.graph.as_default():
         created = {op.name for op in g.graph.get_operations()[:g.minimize_ops.start]}
         network = [v for v in v1.global_variables() if v.op.name in created]
@@ -54,14 +55,14 @@ def initial_values(model, seed, changes):
 class _EagerNet:
     """What the function and Keras styles share: measuring, the variables, checkpoints."""
 
-    def __init__(self, model, seed, loss, changes):
-        self.spec = talk.with_changes(model, **changes)
+    def __init__(self, model, seed, loss):
+        self.spec = talk.spec_of(model)  # a name, or a run's Spec with its experiments
         if self.spec.batch_norm:
-            raise ValueError(f'{model}: batch norm\'s moving averages are TensorFlow 1 graph '
+            raise ValueError(f'{self.spec.name}: batch norm\'s moving averages are TensorFlow 1 graph '
                              'collections; --style=function and --style=keras train the '
                              f'talk\'s networks ({", ".join(talk.TALK)})')
         self.loss = loss
-        self.initial = initial_values(model, seed, changes)
+        self.initial = initial_values(self.spec, seed)
         self.names = list(self.initial)  # W1, B1, ... in the order made
         self.weight_names = [n for n in self.names if n.startswith('W')]
         self.bias_names = [n for n in self.names if n.startswith('B')]
@@ -140,12 +141,12 @@ class FunctionNet(_EagerNet):
 
     style = 'function'
 
-    def __init__(self, model, seed=0, loss='stable', changes=None, optimizer='keras'):
+    def __init__(self, model, seed=0, loss='stable', optimizer='keras'):
         """optimizer: 'keras', a Keras optimizer as TensorFlow 2 code uses; 'talk', the
         talk's own tf.compat.v1.train optimizer (eager too), whose rounding is the
         graph's: with it, the losses are the graph's to the last bit (the lesson's proof
         that nothing else differs)."""
-        super().__init__(model, seed, loss, changes or {})
+        super().__init__(model, seed, loss)
         # dropout's masks: TensorFlow 2 seeds a traced op from the global seed, as the graph
         # seeds it from the graph's (a run's one global setting, as Keras's seed is)
         tf.random.set_seed(seed)
@@ -155,8 +156,7 @@ class FunctionNet(_EagerNet):
         if optimizer == 'talk':
             self.optimizer = self.spec.optimizer(lambda: self.spec.learning_rate(self._step))
         else:
-            self.optimizer = twins.keras_optimizer(twins.describe(model, changes),
-                                                   our_loss=True)
+            self.optimizer = twins.keras_optimizer(twins.describe(self.spec), our_loss=True)
             self.optimizer.build(self.trainable)
 
         @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
@@ -214,9 +214,9 @@ class KerasNet(_EagerNet):
 
     style = 'keras'
 
-    def __init__(self, model, seed=0, loss='stable', changes=None):
-        super().__init__(model, seed, loss, changes or {})
-        self.net = twins.keras_model(twins.describe(model, changes), seed, loss=loss)
+    def __init__(self, model, seed=0, loss='stable'):
+        super().__init__(model, seed, loss)
+        self.net = twins.keras_model(twins.describe(self.spec), seed, loss=loss)
         self.net.set_weights([self.initial[name] for name in self.names])
         self.net.optimizer.build(self.net.trainable_variables)
 
@@ -235,9 +235,9 @@ class KerasNet(_EagerNet):
         return float(loss[0] if isinstance(loss, (list, tuple)) else loss)
 
 
-def make(style, model, seed=0, loss='stable', changes=None):
-    """The net of a TensorFlow 2 style."""
-    return {'function': FunctionNet, 'keras': KerasNet}[style](model, seed, loss, changes)
+def make(style, model, seed=0, loss='stable'):
+    """The net of a TensorFlow 2 style (model: a name, or a run's Spec)."""
+    return {'function': FunctionNet, 'keras': KerasNet}[style](model, seed, loss)
 
 
 # ------------------------------------------------------------------ the styles' loops

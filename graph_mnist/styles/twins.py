@@ -11,24 +11,24 @@ import math
 import types
 
 
-def describe(model, changes=None):
-    """Network `model` as its twins need it, read off its graph (architecture.layers)
-    and its Spec: plain data, so that a process without TensorFlow can build a twin. changes:
-    the talk's experiments (talk.with_changes)."""
+def describe(model):
+    """A network (its name, or a Spec with the talk's experiments applied) as its twins
+    need it, read off its graph (architecture.layers) and its Spec: plain data, so that a
+    process without TensorFlow can build a twin."""
     from graph_mnist import architecture
     from graph_mnist import models
     from graph_mnist import talk
     from graph_mnist import training_graph
-    spec = talk.with_changes(model, **(changes or {}))
+    spec = talk.spec_of(model)
     rate = spec.learning_rate
-    layers = architecture.layers(model, changes)
-    return {'model': model,
+    layers = architecture.layers(spec)
+    return {'model': spec.name,
             'layers': [layer._asdict() for layer in layers],
             'optimizer': 'sgd' if spec.optimizer is talk.SGD else 'adam',
             'rate': {'kind': type(rate).__name__, **rate._asdict()},
             'loss_scale': training_graph.LOSS_SCALE, 'bn_epsilon': models.BN_EPSILON,
             'weight_stddev': next((layer.stddev for layer in layers if layer.stddev), None),
-            'training_flops_per_image': architecture.training_flops_per_image(model)}
+            'training_flops_per_image': architecture.training_flops_per_image(spec)}
 
 
 def layers_of(description):
