@@ -235,3 +235,41 @@ def lesson(o, model):
                  'without Python; tf.function gives')
     lines.append('   TensorFlow 2 code the same, while the Python around it stays eager.')
     return '\n'.join(lines)
+
+
+# --------------------------------------------------------------- three loops, side by side
+
+
+def _without_docstring(function):
+    """A function's or class's source, its docstring left out."""
+    import ast
+    import inspect
+    import textwrap
+    lines = textwrap.dedent(inspect.getsource(function)).splitlines()
+    node = ast.parse('\n'.join(lines)).body[0]
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        blank = first.end_lineno < len(lines) and not lines[first.end_lineno].strip()
+        del lines[first.lineno - 1:first.end_lineno + blank]
+    return '\n'.join(lines)
+
+
+def three_loops():
+    """{style: the source of its training loop}, as the package runs it: the talk's loop
+    over Session.run (graph), a Python loop over a tf.function step (function), Keras's
+    fit with a callback keeping the books (keras)."""
+    from graph_mnist import training
+    return {'graph': _without_docstring(training.loop),
+            'function': _without_docstring(eager.train_function),
+            'keras': _without_docstring(eager.train_keras) + '\n\n\n'
+            + _without_docstring(eager.KeepTheBooks)}
+
+
+def three_loops_html():
+    """three_loops() as an HTML table, one column a style (docs/styles.md prints it, the
+    notebook shows it)."""
+    import html
+    cells = ''.join(f'<td valign="top"><pre>{html.escape(source)}</pre></td>'
+                    for source in three_loops().values())
+    heads = ''.join(f'<th><code>--style={style}</code></th>' for style in three_loops())
+    return f'<table>\n<tr>{heads}</tr>\n<tr>{cells}</tr>\n</table>'

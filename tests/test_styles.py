@@ -169,3 +169,15 @@ def test_same_seed_same_dropout_masks_in_a_style(style):
                                                    seed=s), steps) for s in (1, 1, 2))
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_the_three_loops_are_printed_side_by_side_from_the_source():
+    from graph_mnist import today
+    loops = today.three_loops()
+    assert list(loops) == list(eager.STYLES)
+    assert 'sess.run([g.train_step' in loops['graph']
+    assert 'net.train_step(batch_X, batch_Y, step)' in loops['function']
+    assert '.fit(dataset' in loops['keras'] and 'keras.callbacks.Callback' in loops['keras']
+    assert all(len(source.splitlines()) <= 40 for source in loops.values())
+    styles_page = open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'styles.md')).read()
+    assert today.three_loops_html() in styles_page  # docs/styles.md prints today's source

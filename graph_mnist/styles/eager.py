@@ -208,30 +208,31 @@ class FunctionNet(_EagerNet):
 
 
 class KerasNet(_EagerNet):
-    """Keras 3, as a Keras user writes it: layers in a Sequential, compile, train_on_batch.
-    Built layer by layer from the network (styles.twins.keras_model), compiled with our
-    loss, its weights set to the graph's initial values."""
+    """Keras 3, as a Keras user writes it: layers in a Sequential, compiled, trained by
+    `model.fit` (train_keras). Built layer by layer from the network
+    (styles.twins.keras_model), compiled with our loss, its weights set to the graph's
+    initial values. train_step (one train_on_batch) is for comparing losses step by step."""
 
     style = 'keras'
 
     def __init__(self, model, seed=0, loss='stable'):
         super().__init__(model, seed, loss)
-        self.net = twins.keras_model(twins.describe(self.spec), seed, loss=loss)
-        self.net.set_weights([self.initial[name] for name in self.names])
-        self.net.optimizer.build(self.net.trainable_variables)
+        self.model = twins.keras_model(twins.describe(self.spec), seed, loss=loss)
+        self.model.set_weights([self.initial[name] for name in self.names])
+        self.model.optimizer.build(self.model.trainable_variables)
 
     def logits(self, X):
-        return self.net(X, training=False)
+        return self.model(X, training=False)
 
     @property
     def variables(self):
-        return [w.value for w in self.net.weights]
+        return [w.value for w in self.model.weights]
 
     def optimizer_variables(self):
-        return [v.value for v in self.net.optimizer.variables]
+        return [v.value for v in self.model.optimizer.variables]
 
     def train_step(self, X, Y_, step):
-        loss = self.net.train_on_batch(X, Y_)
+        loss = self.model.train_on_batch(X, Y_)
         return float(loss[0] if isinstance(loss, (list, tuple)) else loss)
 
 
@@ -269,7 +270,7 @@ def train_keras(net, batches, books, config, step, stop_requested):
     dataset = tf.data.Dataset.from_generator(
         lambda: (batches(s) for s in range(first, config.iterations)),
         output_signature=(tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None, 10])))
-    net.net.fit(dataset, epochs=1, steps_per_epoch=config.iterations - first, verbose=0,
+    net.model.fit(dataset, epochs=1, steps_per_epoch=config.iterations - first, verbose=0,
                 callbacks=[KeepTheBooks(books, batches, first, stop_requested)])
     return config.iterations
 
