@@ -1,5 +1,8 @@
-"""TensorFlow Serving's REST API over exported SavedModels, in the parts TensorFlow
-Serving itself has: `batching` (requests run together), `versions` (the version
-manager), `json_tensor` (the request and response formats), `rest` (the handler and the
-drawing page), `server` (the process main). `python -m graph_mnist.serve` is its command
-line."""
+"""TensorFlow Serving's REST and gRPC APIs over exported SavedModels, in the parts
+TensorFlow Serving itself has: `server` (the process main), `rest` (the REST handler and
+the drawing page), `grpc_api` (PredictionService and ModelService), `versions` (the
+version manager), `board` (what the serving processes share), `batching` (requests run
+together), `json_tensor` (the REST request and response formats), `errors` (status codes
+for both APIs), `config` (TensorFlow Serving's configuration files), `metrics`
+(Prometheus, under TensorFlow Serving's names). `python -m graph_mnist.serve` is its
+command line."""

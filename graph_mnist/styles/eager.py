@@ -270,8 +270,8 @@ def train_keras(net, batches, books, config, step, stop_requested):
     dataset = tf.data.Dataset.from_generator(
         lambda: (batches(s) for s in range(first, config.iterations)),
         output_signature=(tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None, 10])))
-    net.model.fit(dataset, epochs=1, steps_per_epoch=config.iterations - first, verbose=0,
-                callbacks=[KeepTheBooks(books, batches, first, stop_requested)])
+    net.model.fit(dataset, epochs=1, steps_per_epoch=config.iterations - first, shuffle=False,
+                  verbose=0, callbacks=[KeepTheBooks(books, batches, first, stop_requested)])
     return config.iterations
 
 
