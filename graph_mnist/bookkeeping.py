@@ -14,8 +14,8 @@ import numpy as np
 from graph_mnist import checkpoints
 from graph_mnist import dashboard
 from graph_mnist import events as graph_events
-from graph_mnist import talk
 from graph_mnist import runs
+from graph_mnist import talk
 from graph_mnist.errors import UserError
 
 
@@ -240,8 +240,8 @@ def nan_message(step, where, loss, workdir):
     if loss == 'literal':
         return (f'the cross-entropy became NaN {where} at step {step}: with --loss=literal, '
                 '-sum(Y_ * log(Y)) takes log(0) = -inf as soon as a softmax probability '
-                'underflows to 0, and 0 * -inf = NaN (in a training step the NaN then spreads into '
-                'every weight). '
+                'underflows to 0, and 0 * -inf = NaN (in a training step the NaN then spreads '
+                'into every weight). '
                 'Run with --loss=stable (the default), the same formula computed as '
                 'log_softmax, which never takes log(0).' + kept)
     return (f'the cross-entropy became NaN {where} at step {step}: training diverged. '

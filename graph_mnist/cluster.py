@@ -1,7 +1,7 @@
 r"""Starts a training cluster on this machine: parameter servers and workers on loopback.
 
-    python -m graph_mnist.cluster --ps=1 --workers=2 -- --model=conv_dropout --workdir=runs/cluster
-    python -m graph_mnist.cluster --workers=2 -- --model=conv_dropout --sync_replicas
+    graph-mnist-cluster --ps=1 --workers=2 -- --model=conv_dropout --workdir=runs/cluster
+    graph-mnist-cluster --workers=2 -- --model=conv_dropout --sync_replicas
 
 Everything after `--` is given to every task's `python -m graph_mnist.train`. The
 launcher picks free ports on 127.0.0.1, writes each task's TF_CONFIG (the first of the
@@ -22,6 +22,8 @@ for a user who accepts that (on a private network only).
 
 On several machines, run the same `python -m graph_mnist.train` on each with its own
 TF_CONFIG (README: "Train on a cluster").
+
+`graph-mnist-cluster` is `python -m graph_mnist.cluster`: the same program.
 """
 
 import os

@@ -13,7 +13,9 @@ top left) and the recognised one (black, top right) stamped on them. The dashboa
 fed values (numpy arrays, the metrics history); it drives nothing and knows no
 TensorFlow.
 
-    python -m graph_mnist.dashboard --workdir=<workdir>    # redraw a finished run's curves as PNG
+    graph-mnist-dashboard --workdir=<workdir>    # redraw a finished run's curves as PNG
+
+`graph-mnist-dashboard` is `python -m graph_mnist.dashboard`: the same program.
 """
 
 import math
@@ -200,6 +202,7 @@ class Figure:
         of the size of the full-colour PNG, so that a notebook with a dashboard per
         training cell stays small enough to commit and to open on a repository page."""
         import io
+
         from PIL import Image
         buffer = io.BytesIO()
         Image.fromarray(self.rgb()).quantize(colors=colours).save(buffer, format='png')
@@ -251,7 +254,6 @@ class Window:
     layout = 'wide'
 
     def __init__(self, workdir):
-        del workdir
         if not display_available():
             raise DashboardError('--vis=live needs a display and none is available '
                                  '(DISPLAY is not set); use --vis=save to write the '
@@ -264,7 +266,7 @@ class Window:
         pyplot.ion()
         self.pyplot = pyplot
 
-    def due(self, evaluation, every):
+    def due(self, evaluation, every):  # evenly spread: every `every`-th evaluation
         return evaluation % every == 0
 
     def show(self, figure):
@@ -279,19 +281,15 @@ class Files:
     """--vis=save: frames kept in memory (every `every`-th evaluation), then PNG, GIF and
     MP4 (with ffmpeg) written into the workdir at the end."""
 
-    layout, pyplot = 'wide', None
+    layout, pyplot, due = 'wide', None, Window.due
 
     def __init__(self, workdir):
         self.workdir, self.frames = workdir, []
 
-    def due(self, evaluation, every):
-        return evaluation % every == 0
-
     def show(self, figure):
         self.frames.append(figure.rgb())
 
-    def close(self, figure):
-        figure.close()
+    def close(self, figure):  # an off-screen figure: nothing to close
         if not self.frames:
             return []
         png = os.path.join(self.workdir, 'dashboard.png')
@@ -332,8 +330,7 @@ class NotebookCell:
         self.last_cost = time.perf_counter() - self.asked
         self.drawing += self.last_cost
 
-    def close(self, figure):
-        figure.close()
+    def close(self, figure):  # an off-screen figure: nothing to close
         if not (self.workdir and self.handle):
             return []
         png = os.path.join(self.workdir, 'dashboard.png')
@@ -439,6 +436,7 @@ def main(argv):
 
 if __name__ == '__main__':
     from absl import flags
+
     from graph_mnist import cli
 
     FLAGS = flags.FLAGS

@@ -20,7 +20,9 @@ dimensions, counts, length, and the sha256 of its decompressed content.
 
 This module knows nothing of TensorFlow: it hands numpy arrays to whoever asks.
 
-`python -m graph_mnist.data [--data_dir=DIR]` fetches, verifies and prints a summary.
+`graph-mnist-data [--data_dir=DIR]` fetches, verifies and prints a summary.
+
+`graph-mnist-data` is `python -m graph_mnist.data`: the same program.
 """
 
 import gzip
@@ -392,6 +394,7 @@ def main(argv):
 
 if __name__ == '__main__':
     from absl import flags
+
     from graph_mnist import cli
 
     FLAGS = flags.FLAGS

@@ -35,10 +35,10 @@ TaskSession for the one thing it does differently. The chief runs the talk's loo
 TensorFlow 1's `while not sess.should_stop()` loop.
 """
 
-import json
-import os
 import functools
+import json
 import math
+import os
 import signal
 import threading
 import time

@@ -1,7 +1,7 @@
 r"""The talk's lesson on deferred execution, observed on a real network.
 
-    python -m graph_mnist.explain --model=softmax
-    python -m graph_mnist.explain --model=conv_dropout --format=json
+    graph-mnist-explain --model=softmax
+    graph-mnist-explain --model=conv_dropout --format=json
 
 "TensorFlow has a deferred execution model": every tf.* call adds a node to a graph
 and computes nothing; values exist only when a Session runs a node with every
@@ -15,6 +15,8 @@ prints what it observes in the graph, never a number typed in:
   5. the same forward pass, eager    11. GradientTape, and what the graph still buys
   6. the loop moved into the graph   and where to look next: TensorBoard, GraphDef text
 (7 to 11 are graph_mnist.today's)
+
+`graph-mnist-explain` is `python -m graph_mnist.explain`: the same program.
 """
 
 if __name__ == '__main__':
@@ -34,8 +36,8 @@ import tensorflow as tf
 
 from graph_mnist import data
 from graph_mnist import talk
-from graph_mnist import training_graph
 from graph_mnist import today
+from graph_mnist import training_graph
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
@@ -336,7 +338,7 @@ def lesson(o):
 
         lines.append(f"   an {e['type']} with its value at once: logits of the first image "
                      f"{first(e['first_logits'])}")
-        lines.append(f"   the Session gave                              {first(e['first_logits_graph'])}"
+        lines.append(f"   the Session gave{' ' * 30}{first(e['first_logits_graph'])}"
                      f"; largest difference over the batch {e['max_abs_difference']:.1e}")
     lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
                  'TensorFlow sees the whole computation before running any of it '
@@ -375,7 +377,8 @@ def define_flags():
     flags.DEFINE_enum('model', 'softmax', list(talk.NETWORKS), 'Which network to explain.')
     flags.DEFINE_enum('loss', 'stable', list(training_graph.LOSSES), 'The cross-entropy to build.')
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
-    flags.DEFINE_string('workdir', None, 'Where to write the graph (default runs/explain-<model>).')
+    flags.DEFINE_string('workdir', None,
+                        'Where to write the graph (default runs/explain-<model>).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
     flags.DEFINE_integer('loop_steps', 50, 'Steps per Session.run of the loop moved into the '
                          'graph, timed against the talk\'s loop (0: leave that part out).',

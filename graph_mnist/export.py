@@ -1,6 +1,6 @@
 r"""Exports a trained run as a TensorFlow SavedModel, laid out for TensorFlow Serving.
 
-    python -m graph_mnist.export --workdir=runs/conv_dropout --export_dir=exported/conv_dropout
+    graph-mnist-export --workdir=runs/conv_dropout --export_dir=exported/conv_dropout
 
 --export_dir is a model base path, as TensorFlow Serving's --model_base_path: each export
 adds the next numbered version (exported/conv_dropout/1, then 2, ...), written under a
@@ -20,6 +20,8 @@ its weights and biases are restored from the run's latest checkpoint. Images out
 [0, 1] (or NaN) are refused by the graph itself. Plain TensorFlow 2 loads it, with no
 graph_mnist code: tf.saved_model.load(dir).signatures['serving_default'], and so does
 TensorFlow Serving.
+
+`graph-mnist-export` is `python -m graph_mnist.export`: the same program.
 """
 
 if __name__ == '__main__':
@@ -33,9 +35,9 @@ from absl import flags
 import tensorflow as tf
 
 from graph_mnist import checkpoints
-from graph_mnist import talk
 from graph_mnist import preprocess
 from graph_mnist import runs
+from graph_mnist import talk
 from graph_mnist.errors import UserError
 
 v1 = tf.compat.v1
@@ -151,6 +153,7 @@ def warmup_requests():
     """PredictRequests for both signatures, as a server's first requests look: one
     image of numbers, and one PNG picture of a stroke (a 1) for from_image."""
     import io
+
     import numpy as np
     from PIL import Image
     from tensorflow_serving.apis import predict_pb2

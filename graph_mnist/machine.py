@@ -1,8 +1,8 @@
 """What a measurement was made on: written beside every figure the scripts produce."""
 
+from importlib import metadata
 import os
 import subprocess
-from importlib import metadata
 
 
 def machine():

@@ -69,7 +69,8 @@ def _five_layers(X, activation, bias_init, pkeep=None, layers=5):
     def dropout(Y):  # "shoot" a fraction 1 - pkeep of the neurons, in training only
         return Y if pkeep is None else tf.nn.dropout(Y, rate=1 - pkeep)
 
-    Y = XX = tf.reshape(X, [-1, 784])  # the image flattened
+    XX = tf.reshape(X, [-1, 784])  # the image flattened
+    Y = XX
     for Wi, Bi in zip(W[:-1], B[:-1]):  # Y1 = dropout(activation(XX.W1 + B1)), Y2, ...
         Y = dropout(activation(tf.matmul(Y, Wi) + Bi))
     Ylogits = tf.matmul(Y, W[-1]) + B[-1]

@@ -67,6 +67,7 @@ def curves(lines, title, ylabel, xlim=None, ylim=None):
     lines: (label, history, 'train' or 'test', 'accuracy' or 'loss'). Returns a PNG
     picture, which a notebook shows as the cell's value."""
     import io
+
     from IPython.display import Image
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

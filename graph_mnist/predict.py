@@ -1,7 +1,7 @@
 r"""Reads digits from image files with an exported network.
 
-    python -m graph_mnist.predict --export_dir=exported/conv_dropout digit.png photo.jpg
-    python -m graph_mnist.predict --export_dir=exported/conv_dropout/2 --top=3 *.png
+    graph-mnist-predict --export_dir=exported/conv_dropout digit.png photo.jpg
+    graph-mnist-predict --export_dir=exported/conv_dropout/2 --top=3 *.png
 
 --export_dir is a model base path (its newest version is read) or one version directory.
 Any PNG or JPEG, any size: the exported graph makes it look like MNIST first, the way
@@ -11,6 +11,8 @@ a light digit on black; cropped to its ink, scaled to fit 20x20 keeping its prop
 placed in 28x28 with its centre of mass at the centre. One line per file: the digit and
 its probability. A file that cannot be read gets its own message and the others are
 still read. This loads the SavedModel; it never builds a network.
+
+`graph-mnist-predict` is `python -m graph_mnist.predict`: the same program.
 """
 
 if __name__ == '__main__':

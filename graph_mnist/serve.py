@@ -1,9 +1,10 @@
 r"""Serves exported networks with TensorFlow Serving's REST and gRPC APIs, and a page to
 draw on.
 
-    python -m graph_mnist.serve --model_base_path=exported/conv_dropout
+    graph-mnist-serve --model_base_path=exported/conv_dropout
     # then open http://127.0.0.1:8501/ and draw a digit, or:
-    curl -d '{"signature_name": "from_image", "instances": [{"b64": "'$(base64 -w0 digit.png)'"}]}' \
+    curl -d '{"signature_name": "from_image",
+              "instances": [{"b64": "'$(base64 -w0 digit.png)'"}]}' \
         http://127.0.0.1:8501/v1/models/mnist:predict
     # or call 127.0.0.1:8500 with tensorflow-serving-api's PredictionService stub
 
@@ -45,6 +46,8 @@ This module is the command line only; the server is graph_mnist.serving, in the 
 TensorFlow Serving has: batching, versions (the manager) and board (one decision for all
 processes), json_tensor, rest and grpc_api (the handlers), metrics, config (its files),
 server (the process main). docs/serving.md has the flags beside TensorFlow Serving's.
+
+`graph-mnist-serve` is `python -m graph_mnist.serve`: the same program.
 """
 
 
@@ -96,11 +99,12 @@ def define_flags():
     flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
                          '--max_batch_size waits for more requests (0: it goes as soon as '
                          'the previous batch is done).', lower_bound=0)
-    flags.DEFINE_integer('max_enqueued_batches', server.Options.max_enqueued_batches, 'Most batches waiting per signature '
-                         'and process; a request beyond is answered 503 at once.',
-                         lower_bound=1)
-    flags.DEFINE_integer('rest_api_timeout_in_ms', int(server.Options.timeout_seconds * 1000), 'A predict not answered in this '
-                         'time gets 504 (0: no limit).', lower_bound=0)
+    flags.DEFINE_integer('max_enqueued_batches', server.Options.max_enqueued_batches,
+                         'Most batches waiting per signature and process; a request beyond '
+                         'is answered 503 at once.', lower_bound=1)
+    flags.DEFINE_integer('rest_api_timeout_in_ms', int(server.Options.timeout_seconds * 1000),
+                         'A predict not answered in this time gets 504 (0: no limit).',
+                         lower_bound=0)
     flags.DEFINE_bool('rest_api_enable_cors_support', False, "Add TensorFlow Serving's "
                       'CORS headers (any origin may call the REST API from a browser).')
     flags.DEFINE_integer('rest_api_num_threads', None, "TensorFlow Serving's HTTP threads: "
@@ -111,8 +115,8 @@ def define_flags():
                         'it the Prometheus page is at /monitoring/prometheus/metrics.')
     flags.DEFINE_bool('enable_model_warmup', True, "Replay the version's warm-up requests "
                       '(assets.extra/tf_serving_warmup_requests) before it serves.')
-    flags.DEFINE_integer('max_body_bytes', server.Options.max_body_bytes, 'Larger request bodies get 413.',
-                         lower_bound=1024)
+    flags.DEFINE_integer('max_body_bytes', server.Options.max_body_bytes,
+                         'Larger request bodies get 413.', lower_bound=1024)
     flags.DEFINE_integer('rest_api_num_processes', 0, 'Processes answering requests, each '
                          'with the model loaded, all on the one port (0: one per core this '
                          'process may use, fewer where a CPU quota is set). '

@@ -9,7 +9,8 @@ Quotes are the transcript's words (../shared/tools/talk-quotes checks them).
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable
+from typing import NamedTuple
 
 import tensorflow as tf
 

@@ -221,7 +221,8 @@ def lesson(o, model):
     lines.append(f"   A Python line inside it ran {f['traces_after_three_calls']} time(s) "
                  f"for three calls, {f['traces_after_a_new_shape']} after a call with "
                  f"another batch size (shapes {f['traced_shapes']}).")
-    lines.append(f"   AutoGraph turned `if tf.reduce_sum(x) > 0:` into {f['autograph_conditional']}.")
+    lines.append('   AutoGraph turned `if tf.reduce_sum(x) > 0:` into '
+                 f"{f['autograph_conditional']}.")
     lines.append(f"   The traced {model}: {f['traced_network']}")
     lines.append(f"   the talk's graph:   {f['talks_network']}")
     lines.append('')

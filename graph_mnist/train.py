@@ -1,10 +1,12 @@
 r"""Trains one network of the talk: the command line.
 
-    python -m graph_mnist.train --model=conv_dropout
+    graph-mnist-train --model=conv_dropout
 
 Flags, then one call: graph_mnist.training.train_and_evaluate, which builds the graph,
 runs the talk's Session loop and keeps the books. With TF_CONFIG set, this process is
 one task of a cluster (graph_mnist.distributed).
+
+`graph-mnist-train` is `python -m graph_mnist.train`: the same program.
 """
 
 if __name__ == '__main__':
@@ -20,8 +22,8 @@ from graph_mnist import dashboard
 from graph_mnist import data
 from graph_mnist import distributed
 from graph_mnist import talk
-from graph_mnist import training_graph
 from graph_mnist import training
+from graph_mnist import training_graph
 from graph_mnist.styles import eager
 
 Config = training.Config  # the settings the flags make

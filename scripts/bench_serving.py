@@ -90,6 +90,7 @@ def test_images():
 def inprocess():
     """Images per second of the SavedModel in a Session, batches of 100."""
     import tensorflow as tf
+
     from graph_mnist import export
     images, _ = test_images()
     graph = tf.Graph()
@@ -126,6 +127,7 @@ def pictures(count=200):
     """MNIST test digits as the drawing page sends them: black ink on white, 280x280
     PNG (the canvas), encoded."""
     import io
+
     from PIL import Image
     images, _ = test_images()
     encoded = []
@@ -227,8 +229,10 @@ def swap_run(image):
     """The version swap under load: a server of its own on a copy of the newest version
     (the user's base path is not written to), the load in a process of its own."""
     import tempfile
+
     import bench_serving_grpc
     import server_process
+
     from graph_mnist import export
     with tempfile.TemporaryDirectory() as work:
         base = os.path.join(work, 'base')
@@ -262,9 +266,10 @@ def main(argv):
         bench_serving_grpc.swap_main(FLAGS.target, FLAGS.model_base_path, FLAGS.swap_requests,
                                      int(FLAGS.concurrency[0]), FLAGS.body)
         return 0
-    from graph_mnist.machine import machine
-    from graph_mnist import export
     import server_process
+
+    from graph_mnist import export
+    from graph_mnist.machine import machine
     if FLAGS.model_base_path is None:
         raise UserError('--model_base_path is required')
     if shutil.which('wrk') is None:

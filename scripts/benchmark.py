@@ -3,7 +3,8 @@ each contender in a fresh process of its own.
 
     python scripts/benchmark.py --models=conv_dropout --repeats=5
     python scripts/benchmark.py --models=all --time_to_99 --readme_command --json=runs/b.json
-    python scripts/benchmark.py --contenders=ours,keras_spe,ours@avx2,keras_spe@avx2,ours@onednn_off
+    python scripts/benchmark.py \
+        --contenders=ours,keras_spe,ours@avx2,keras_spe@avx2,ours@onednn_off
 
 For each network, --repeats rounds; in each round every contender runs once, in a new
 process (`scripts/benchmark.py --worker=...`), the order rotated from round to round, so
@@ -50,7 +51,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-
 import bench_contenders as contenders
 from bench_contenders import CONTENDERS
 from bench_contenders import STEP_QUANTUM
@@ -60,13 +60,14 @@ from bench_contenders import WORKERS
 from bench_contenders import contender_class
 from bench_contenders import timed
 from bench_contenders import work
-from bench_report import RUN_PARTS
-from bench_report import ratio_text
 from bench_report import PAIRS
+from bench_report import RUN_PARTS
 from bench_report import best_keras
 from bench_report import markdown
 from bench_report import pairs
+from bench_report import ratio_text
 from bench_report import summarize
+
 from graph_mnist import data
 from graph_mnist import files
 from graph_mnist import runs

@@ -3,9 +3,10 @@ r"""Checks an exported run: its test accuracy through plain TensorFlow, and digi
     python scripts/check_export.py --workdir=runs/latest --export_dir=exported/latest
 
 Exports the run (unless the base path --export_dir already holds a version), loads its
-newest version with tf.saved_model.load only, measures the accuracy on the 10,000 test images beside the
-run's final test accuracy, and reads the digit pictures of tests/fixtures/digits (none
-of them from MNIST; the true digit is the first character of each name).
+newest version with tf.saved_model.load only, measures the accuracy on the 10,000 test
+images beside the run's final test accuracy, and reads the digit pictures of
+tests/fixtures/digits (none of them from MNIST; the true digit is the first character of
+each name).
 """
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ test accuracy, steps per second of each task and of the run, the checks of each 
 
 if __name__ == '__main__':
     import sys
+
     from graph_mnist import cluster
     if cluster.wants_private_network(sys.argv[1:]):  # TensorFlow listens everywhere
         cluster.in_private_network([sys.executable, *sys.argv])
@@ -46,9 +47,9 @@ from absl import flags
 from absl import logging
 
 from graph_mnist import cluster
+from graph_mnist import runs
 from graph_mnist import talk
 from graph_mnist import training_graph
-from graph_mnist import runs
 from graph_mnist.errors import UserError
 
 FLAGS = flags.FLAGS

@@ -1,7 +1,8 @@
 r"""Sets the runs of one network in TensorFlow 2's styles beside the talk's graph.
 
     python scripts/compare_styles.py                       # the committed runs, below
-    python scripts/compare_styles.py --graph='results/talk_comparison/runs/conv_dropout-it10000-seed*'
+    python scripts/compare_styles.py \
+        --graph='results/talk_comparison/runs/conv_dropout-it10000-seed*'
 
 Each argument is a glob of run directories (their history.json) made by
 `python -m graph_mnist.train --style=... --seed=...`. Prints a Markdown table: final and

@@ -1,6 +1,7 @@
 """The interruption drill: a run stopped by Ctrl-C, then killed with kill -9, finishes.
 
-    python scripts/interruption_drill.py --reference=results/talk_comparison/runs/conv_dropout-it10000-seed0/history.json
+    python scripts/interruption_drill.py \
+        --reference=results/talk_comparison/runs/conv_dropout-it10000-seed0/history.json
 
 Trains --model (conv_dropout) in one workdir: sends SIGINT once the test evaluation of
 step --sigint_at is written, resumes, sends SIGKILL once step --kill_at is written,

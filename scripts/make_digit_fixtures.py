@@ -11,7 +11,9 @@ pixels. Deterministic: the same files every time.
 import os
 
 from absl import flags
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
 
 FONT = '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf'
 

@@ -92,7 +92,8 @@ def answer(driver, timeout=20):
         'return document.body.dataset.settled === document.body.dataset.version'))
     digit = driver.find_element(By.ID, 'digit').text
     bars = driver.execute_script(
-        'return [...document.querySelectorAll(".bar > div")].map(b => parseFloat(b.style.height) || 0)')
+        'return [...document.querySelectorAll(".bar > div")]'
+        '.map(b => parseFloat(b.style.height) || 0)')
     return digit, bars, driver.find_element(By.ID, 'status').text
 
 

@@ -27,8 +27,8 @@ import time
 
 from absl import flags
 from absl import logging
-
 import bench_contenders as contenders
+
 from graph_mnist import data
 from graph_mnist import files
 from graph_mnist import talk

@@ -20,8 +20,8 @@ FLAGS = flags.FLAGS
 def networks_table(names, source='the talk says'):
     """One row per network: its layers, activation, dropout, batch norm, optimizer and
     learning rate, steps and the talk's (or the published code's) figure."""
-    from graph_mnist import talk
     from graph_mnist import architecture
+    from graph_mnist import talk
     lines = ['| `--model` | layers (input 28×28, output 10 softmax) | hidden activation | dropout '
              f'| optimizer, learning rate | steps | {source} |',
              '|---|---|---|---|---|---|---|']

@@ -43,6 +43,7 @@ def define_flags():
 def execute(path, output, **parameters):
     """Runs one notebook in a fresh kernel; raises papermill's error naming the cell."""
     import logging as std_logging
+
     import papermill
     std_logging.getLogger('papermill').setLevel(std_logging.WARNING)  # its per-cell chatter
     papermill.execute_notebook(path, output, parameters=parameters, kernel_name='python3',
@@ -61,7 +62,7 @@ def main(argv):
         start = time.perf_counter()
         try:
             execute(path, output, **parameters)
-        except Exception as e:  # papermill's PapermillExecutionError names the cell
+        except Exception as e:  # noqa: BLE001 -- papermill's error names the cell; go on
             failed.append(f'{path}: {str(e).strip().splitlines()[0]}')
             logging.error('%s failed: see %s', path, output)
             continue

@@ -21,7 +21,8 @@ def free_port():
 class Subprocess:
     """`python -m graph_mnist.serve` in a process of its own on free loopback ports, for
     tests, the load benchmark and the screenshot: `with Subprocess(base) as server:
-    server.url` (REST), `server.grpc_target` (gRPC). Stopped (SIGTERM, then SIGKILL) when the block ends, however it ends."""
+    server.url` (REST), `server.grpc_target` (gRPC). Stopped (SIGTERM, then SIGKILL) when
+    the block ends, however it ends."""
 
     LISTENING = re.compile(r'listening on (http://[^/\s]+)/')
 

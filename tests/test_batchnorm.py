@@ -2,18 +2,18 @@
 are in training and in testing, when the moving averages move, and that checkpoints and
 the export carry them."""
 
+from conftest import synthetic_mnist
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import data
 from graph_mnist import export
-from graph_mnist import training_graph
 from graph_mnist import models
 from graph_mnist import predict
 from graph_mnist import training
+from graph_mnist import training_graph
 
 v1 = tf.compat.v1
 

@@ -4,18 +4,18 @@ graph layer by layer, and scripts/benchmark.py's arithmetic: no timing is assert
 import os
 import sys
 
-import numpy as np
-import pytest
-
 import bench_contenders as contenders
 import bench_report as report
 import benchmark
 from conftest import require
+import numpy as np
+import pytest
+
+from graph_mnist import architecture
 from graph_mnist import machine
+from graph_mnist import models
 from graph_mnist import talk
 from graph_mnist import training_graph
-from graph_mnist import architecture
-from graph_mnist import models
 from graph_mnist.styles import twins
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -80,8 +80,8 @@ def test_keras_twin_matches_the_graph_layer_by_layer(model):
     net = twins.keras_model(twins.describe(model))
     kinds = {keras.layers.Conv2D: 'conv', keras.layers.Dense: 'dense',
              keras.layers.Dropout: 'dropout'}
-    twin = [l for l in net.layers if type(l) in kinds]
-    assert [kinds[type(l)] for l in twin] == [l.kind for l in ours]
+    twin = [made for made in net.layers if type(made) in kinds]
+    assert [kinds[type(made)] for made in twin] == [layer.kind for layer in ours]
     for layer, k in zip(ours, twin):
         if layer.kind == 'dropout':
             assert k.rate == pytest.approx(layer.rate)
@@ -124,7 +124,7 @@ def test_pytorch_twin_matches_the_graph_layer_by_layer(model):
             x = module(x)
             if type(module) in kinds:
                 shapes.append((module, tuple(x.shape[1:])))
-    assert [kinds[type(m)] for m, _ in shapes] == [l.kind for l in ours]
+    assert [kinds[type(m)] for m, _ in shapes] == [layer.kind for layer in ours]
     modules = list(net)
     for layer, (m, shape) in zip(ours, shapes):
         if layer.kind == 'dropout':
@@ -352,8 +352,8 @@ def test_ours_with_the_loop_in_the_graph_trains_what_the_literal_loop_trains():
 
 
 def test_profile_sums_each_kind_of_operation_over_threads_per_step(tmp_path):
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
     import profile_step
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
     space = xplane_pb2.XSpace()
     plane = space.planes.add(name='/host:CPU')
     for key, name in enumerate(['conv/Conv2D:_MklNativeFusedConv2D', 'ExecutorState::Process',

@@ -7,17 +7,17 @@ import subprocess
 import sys
 import time
 
+from conftest import run_module
+from conftest import synthetic_mnist
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
-from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import export
-from graph_mnist import training_graph
 from graph_mnist import runs
 from graph_mnist import training
+from graph_mnist import training_graph
 
 v1 = tf.compat.v1
 
@@ -72,8 +72,8 @@ def test_resume_restores_the_weights_of_the_checkpoint(tmp_path):
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(training.TrainingError, match='no checkpoint'):
-        training.train(synthetic_mnist(), training.Config('softmax', iterations=10, vis='none'), str(tmp_path),
-                    resume=True)
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=10, vis='none'),
+                       str(tmp_path), resume=True)
 
 
 def test_damaged_checkpoint_is_detected_with_a_clear_message(tmp_path):
@@ -85,13 +85,14 @@ def test_damaged_checkpoint_is_detected_with_a_clear_message(tmp_path):
     with open(data_file, 'r+b') as f:
         f.truncate(os.path.getsize(data_file) // 2)
     with pytest.raises(checkpoints.CheckpointError, match='model.ckpt-12 cannot be loaded'):
-        training.train(mnist, training.Config('softmax', iterations=30, vis='none'), workdir, resume=True)
+        training.train(mnist, training.Config('softmax', iterations=30, vis='none'), workdir,
+                       resume=True)
 
 
 def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
     with pytest.raises(training.Interrupted):
-        training.train(synthetic_mnist(), training.Config('softmax', iterations=20, vis='none'), str(tmp_path),
-                    stop_requested=stop_at(5))
+        training.train(synthetic_mnist(), training.Config('softmax', iterations=20, vis='none'),
+                       str(tmp_path), stop_requested=stop_at(5))
     result = run_module('graph_mnist.train', '--resume', '--model=conv',
                         f'--workdir={tmp_path}', f'--data_dir={mnist_dir}')
     assert result.returncode == 1 and 'Traceback' not in result.stderr
@@ -130,7 +131,8 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
     mnist = synthetic_mnist()
-    config = training.Config('conv_dropout', iterations=40, eval_every=20, log_every=20, vis='none')
+    config = training.Config('conv_dropout', iterations=40, eval_every=20, log_every=20,
+                             vis='none')
     history = training.train(mnist, config,
                           workdir=workdir)
     return mnist, workdir, history

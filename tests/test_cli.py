@@ -4,10 +4,10 @@ import gzip
 import json
 import re
 
+from conftest import run_module
 import numpy as np
 import pytest
 
-from conftest import run_module
 from graph_mnist import data
 
 
@@ -29,6 +29,7 @@ def assert_clean_failure(result, *expected):
 def test_bad_flags_are_refused(flag, message):
     """Each bound, checked on train's own flags (in this process, a few ms each)."""
     from absl import flags
+
     from graph_mnist import train
     own = flags.FlagValues()
     train.define_flags(own)
@@ -147,3 +148,62 @@ def test_the_quiet_start_never_hides_a_cuda_error_where_a_gpu_is():
     info = b'I0000 00:00:1796053536.944575   13870 cudart_stub.cc:31] Could not find cuda\n'
     assert cli.is_noise(info, gpu=True)  # info lines stay hidden
     assert not cli.is_noise(b'E0000 00:00:1.0   1 some_kernel.cc:1] real trouble\n', gpu=False)
+
+
+def installed_command(name):
+    """The path of a console script pip installed (pyproject.toml's [project.scripts]),
+    in this interpreter's scripts directory (on the PATH in a virtual environment; under
+    pyenv only after a rehash, so the tests do not rely on the PATH)."""
+    import os
+    import sysconfig
+    path = os.path.join(sysconfig.get_path('scripts'), name)
+    assert os.path.exists(path), f'{name} not installed: pip install -e .'
+    return path
+
+
+def test_every_program_is_a_command_on_the_path_named_as_its_module():
+    import glob
+    import os
+    import tomllib
+    root = os.path.join(os.path.dirname(__file__), '..')
+    scripts = tomllib.load(open(os.path.join(root, 'pyproject.toml'), 'rb'))['project']['scripts']
+    programs = sorted(os.path.basename(path)[:-3] for path in
+                      glob.glob(os.path.join(root, 'graph_mnist', '*.py'))
+                      if "\nif __name__ == '__main__':" in open(path).read())
+    assert sorted(scripts) == [f'graph-mnist-{name}' for name in programs]
+    for name in programs:
+        assert scripts[f'graph-mnist-{name}'] == f'graph_mnist.commands:{name}'
+
+
+def test_the_commands_module_imports_no_tensorflow():
+    """It must quiet TensorFlow before TensorFlow is imported: it imports none itself."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, '-c', 'import sys, graph_mnist.commands; '
+                             'print("tensorflow" in sys.modules)'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == 'False', result.stderr
+
+
+@pytest.mark.slow  # a real run through the installed command
+def test_the_installed_command_is_the_same_program_quiet_and_named(tmp_path, mnist_dir):
+    import subprocess
+    import sys
+    command = installed_command('graph-mnist-train')
+    usage = subprocess.run([command, '--helpshort'], capture_output=True, text=True,
+                           timeout=120)
+    assert 'graph-mnist-train --model=conv_dropout' in usage.stdout  # (absl's help exits 1)
+    assert 'USAGE' not in usage.stdout  # absl's fallback: the module's docstring is shown
+    runs = []
+    for argv in ([command], [sys.executable, '-m', 'graph_mnist.train']):
+        result = subprocess.run(argv + ['--model=softmax', '--iterations=200', '--vis=none',
+                                        f'--data_dir={mnist_dir}',
+                                        f'--workdir={tmp_path / str(len(runs))}'],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert not any('oneDNN' in line or 'absl::InitializeLog' in line
+                       for line in result.stderr.splitlines())
+        runs.append(json.load(open(tmp_path / str(len(runs)) / 'history.json')))
+    assert runs[0]['test']['accuracy'] == runs[1]['test']['accuracy']
+    bad = subprocess.run([command, '--model=cnn'], capture_output=True, text=True, timeout=120)
+    assert_clean_failure(bad, 'flag --model=cnn')

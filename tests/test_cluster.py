@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import run_module
 from conftest import run_script
+import pytest
+
 from graph_mnist import checkpoints
 from graph_mnist import distributed
 from graph_mnist import exposure

@@ -3,11 +3,10 @@
 import json
 import os
 
-import numpy as np
-import pytest
-
 import compare_with_talk as compare
 from conftest import run_script
+import numpy as np
+import pytest
 
 
 def fake_history(model, final, maximum=None, steps=10000, noise=0.0, loss_rise=0.0,

@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pytest
-import tensorflow as tf
-from PIL import Image
-
 from conftest import require_tool
 from conftest import run_module
 from conftest import synthetic_mnist
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
 from graph_mnist import dashboard
 from graph_mnist import runs
 from graph_mnist import training
@@ -62,7 +62,8 @@ def test_percentile_bands_on_known_data():
 @pytest.fixture(scope='module')
 def saved_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('run'))
-    config = training.Config('conv_dropout', iterations=60, eval_every=10, log_every=10, vis='save')
+    config = training.Config('conv_dropout', iterations=60, eval_every=10, log_every=10,
+                             vis='save')
     history = training.train(synthetic_mnist(n_test=300), config,
                           workdir=workdir)
     return workdir, history
@@ -121,8 +122,8 @@ def test_histogram_and_image_summaries_hold_the_data():
 
 
 def test_vis_none_draws_nothing_but_keeps_tensorboard(tmp_path):
-    training.train(synthetic_mnist(), training.Config('softmax', iterations=20, eval_every=10, vis='none'),
-                workdir=str(tmp_path))
+    config = training.Config('softmax', iterations=20, eval_every=10, vis='none')
+    training.train(synthetic_mnist(), config, workdir=str(tmp_path))
     assert not glob.glob(str(tmp_path / 'dashboard.*'))
     assert 'accuracy/test' in read_events(str(tmp_path))[0]
 

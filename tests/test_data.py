@@ -52,7 +52,8 @@ def test_idx_reader_rejects_bad_files_naming_them(mangle, message):
 def test_read_file_checks_count_gzip_and_content(tmp_path):
     # wrong count: a test-label file where the training labels belong
     write(tmp_path / 'train-labels-idx1-ubyte.gz', data.to_idx(np.zeros(10000, np.uint8)))
-    with pytest.raises(data.DataError, match=r'declares dimensions \(10000,\), expected \(60000,\)'):
+    with pytest.raises(data.DataError,
+                       match=r'declares dimensions \(10000,\), expected \(60000,\)'):
         data.read_file(str(tmp_path), 'train_labels')
 
     # right header and size, wrong content

@@ -2,12 +2,12 @@
 
 import json
 
-import numpy as np
-import pytest
-
 from conftest import run_module
 from conftest import synthetic_batch
 from conftest import synthetic_mnist
+import numpy as np
+import pytest
+
 from graph_mnist import explain
 
 

@@ -1,11 +1,11 @@
 """The training loop moved into the graph (--steps_per_run): the same batches and the
 same numbers as the talk's loop, everything a run does still done between its runs."""
 
+from conftest import synthetic_mnist
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_mnist
 from graph_mnist import checkpoints
 from graph_mnist import distributed
 from graph_mnist import runs

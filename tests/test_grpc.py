@@ -9,9 +9,9 @@ import os
 import grpc
 import numpy as np
 import pytest
+import server_process
 
 from graph_mnist import predict
-import server_process
 
 DIGITS = os.path.join(os.path.dirname(__file__), 'fixtures', 'digits')
 
@@ -105,7 +105,8 @@ def test_status_lists_the_versions_as_model_service_does(stubs):
     request.model_spec.name = 'mnist'
     answer = stubs[1].GetModelStatus(request, timeout=30)
     [status] = answer.model_version_status
-    assert status.version == 1 and status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert status.version == 1
+    assert status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert status.status.error_code == 0 and status.status.error_message == ''
 
 

@@ -3,11 +3,11 @@
 import math
 import re
 
+from conftest import synthetic_batch
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_batch
 from graph_mnist import talk
 from graph_mnist import training_graph
 
@@ -166,7 +166,8 @@ def _initial_values(g):
 
 
 def test_conv_bigger_is_conv_dropout_without_dropout_from_the_same_initial_weights():
-    bigger, dropout = training_graph.build('conv_bigger', seed=3), training_graph.build('conv_dropout', seed=3)
+    bigger = training_graph.build('conv_bigger', seed=3)
+    dropout = training_graph.build('conv_dropout', seed=3)
     for a, b in zip(_initial_values(bigger), _initial_values(dropout), strict=True):
         np.testing.assert_array_equal(a, b)
     assert bigger.spec.pkeep == 1.0 and dropout.spec.pkeep == 0.75

@@ -7,8 +7,8 @@ import os
 import time
 
 import pytest
-
 import run_notebooks
+
 from graph_mnist import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,6 +138,7 @@ def test_the_install_cell_installs_the_package_in_a_fresh_kernel(tmp_path, monke
     the repository the notebook sits in, and the next cell imports it."""
     import subprocess
     import sys
+
     import nbformat
     venv = tmp_path / 'venv'
     subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)

@@ -4,9 +4,8 @@ digits drawn with mouse strokes and a finger are read on the page."""
 
 import re
 
-import pytest
-
 import page_screenshot as page
+import pytest
 import server_process
 
 
@@ -34,7 +33,8 @@ def test_a_digit_drawn_with_the_mouse_is_read_on_the_page(browser_on_page, digit
     # read while drawing: more answers than the one at the end of the stroke
     assert int(driver.execute_script('return document.body.dataset.answers')) > answered + 1
     seen = driver.execute_script(  # the 28x28 the network read is drawn, not empty
-        'const d = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;'
+        'const d = document.getElementById("seen").getContext("2d")'
+        '.getImageData(0, 0, 28, 28).data;'
         'let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] > 128; return lit;')
     assert 15 < seen < 28 * 28 / 2
 

@@ -4,13 +4,14 @@ import glob
 import io
 import os
 
-import numpy as np
-import pytest
-from PIL import Image, ImageDraw
-import tensorflow as tf
-
 from conftest import run_module
 from conftest import synthetic_mnist
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+import pytest
+import tensorflow as tf
+
 from graph_mnist import export
 from graph_mnist import predict
 from graph_mnist import preprocess
@@ -124,8 +125,8 @@ def test_bad_files_each_get_their_message(tmp_path, monkeypatch):
 @pytest.mark.slow  # trains, exports, then a process of its own
 def test_predict_command_reads_good_files_despite_bad_ones(tmp_path):
     workdir, export_dir = str(tmp_path / 'run'), str(tmp_path / 'exported')
-    training.train(synthetic_mnist(), training.Config('softmax', iterations=30, eval_every=30, vis='none'),
-                workdir=workdir)
+    config = training.Config('softmax', iterations=30, eval_every=30, vis='none')
+    training.train(synthetic_mnist(), config, workdir=workdir)
     export.export(workdir, export_dir)
     empty = tmp_path / 'empty.png'
     empty.write_bytes(b'')

@@ -16,11 +16,10 @@ import subprocess
 import sys
 
 import pytest
-
 import results_table
+
 from graph_mnist import runs
 from graph_mnist import training
-
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
@@ -61,14 +60,16 @@ def program(argv):
     return argv[1], argv[2:]
 
 
-def test_readme_opens_with_title_paragraph_and_the_two_commands():
+def test_readme_opens_with_title_paragraph_and_the_command_and_ends_with_the_tests_one():
     title, paragraph, block = README.split('\n\n')[:3]
     assert title == '# graph_mnist'
     assert not paragraph.startswith(('#', '`', '|')) and len(paragraph.split()) > 30
     lines = block.splitlines()
-    assert lines[0] == '```sh' and lines[-1] == '```' and len(lines) == 4
-    install_and_run, test = lines[1:3]
-    assert install_and_run.startswith('python -m pip install -e . && python -m graph_mnist.train')
+    assert lines[0] == '```sh' and lines[-1] == '```' and len(lines) == 3
+    assert lines[1].startswith('python -m pip install -e . && python -m graph_mnist.train')
+    developers = README.split('\n## For developers\n')[1]
+    test = developers.split('```sh\n')[1].split('\n```')[0]
+    assert ' && python -m ruff check . && python -m pytest -q' in test  # the linter first
     ci = open(os.path.join(ROOT, '.ci', 'run')).read().splitlines()
     assert ci[-1] == test, 'the test command of README is exactly what CI runs'
 
@@ -85,6 +86,7 @@ def test_readme_follow_the_talk_table_is_what_the_comparison_prints():
     its results and the talk's words in talk.NETWORKS: one row per step of the talk,
     each with its command and a result over 3 seeds."""
     import compare_with_talk
+
     from graph_mnist import talk
     with open(os.path.join(ROOT, 'results', 'talk_comparison', 'comparison.json')) as f:
         rows = [r for r in json.load(f)['rows'] if r['model'] in talk.TALK]
@@ -125,8 +127,8 @@ def helpfull(name):
 
 @pytest.mark.slow  # starts every program README names (--helpfull)
 def test_every_readme_command_names_a_real_program_flags_and_files():
-    pythons = [shlex.split(c) for c in commands() if not c.startswith('python -m pip')
-               and not c.startswith('python -m pytest')]
+    pythons = [shlex.split(c) for c in commands()
+               if not c.startswith(('python -m pip', 'python -m pytest', 'python -m ruff'))]
     names = sorted({program(argv)[0] for argv in pythons})
     assert 'graph_mnist.train' in names and 'scripts/compare_with_talk.py' in names
     helps = {name: helpfull(name) for name in names}  # all at once: both cores
@@ -164,9 +166,9 @@ def clone_after_first_command(tmp_path, mnist_dir, monkeypatch):
         os.symlink(os.path.join(ROOT, folder), tmp_path / folder)
     monkeypatch.chdir(tmp_path)
     workdir = runs.prepare_workdir(None, 'conv_dropout')  # and runs/latest, as main does
-    training.train(data.load(mnist_dir, log=lambda m: None),
-                training.Config('conv_dropout', iterations=30, eval_every=30, log_every=10, vis='none'),
-                workdir)
+    config = training.Config('conv_dropout', iterations=30, eval_every=30, log_every=10,
+                             vis='none')
+    training.train(data.load(mnist_dir, log=lambda m: None), config, workdir)
     assert os.path.realpath('runs/latest') == os.path.realpath(workdir)
     return tmp_path
 

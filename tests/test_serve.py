@@ -17,16 +17,16 @@ import subprocess
 import threading
 import time
 
-import numpy as np
-import pytest
-from PIL import Image
-
 from conftest import run_module
 from conftest import run_script
+import numpy as np
+from PIL import Image
+import pytest
+import server_process
+
 from graph_mnist import predict
 from graph_mnist.serving import batching
 from graph_mnist.serving import errors
-import server_process
 
 DIGITS = os.path.join(os.path.dirname(__file__), 'fixtures', 'digits')
 MAX_BODY = 2 * 1024 * 1024
@@ -144,6 +144,7 @@ def test_base64_with_line_breaks_and_without_padding_is_read_as_tf_serving_reads
 
 def test_float32_outputs_are_written_in_their_shortest_form():
     import orjson
+
     from graph_mnist.serving import json_tensor
     values = np.array([[0.1, 1 / 3, 1e-8, 0.9999999]], np.float32)
     assert json_tensor.to_json(values) == [[0.1, 0.33333334, 1e-08, 0.9999999]]
@@ -193,7 +194,7 @@ BAD = [
      'expects float32 numbers'),
     ('POST', '/v1/models/mnist:predict', {'instances': [ZEROS[0], [[0.5]]]}, 400,
      'expects float32 numbers'),  # ragged
-    ('POST', '/v1/models/mnist:predict',  # NaN is read, as TF Serving reads it: the graph refuses it
+    ('POST', '/v1/models/mnist:predict',  # NaN is read, as TF Serving reads it; the graph refuses
      b'{"instances": [' + json.dumps(np.full((1, 28, 28, 1), np.nan).tolist()).encode()[1:-1]
      + b']}', 400, 'images must be numbers in [0, 1] (a white digit on black), not NaN'),
     ('POST', '/v1/models/mnist:predict', {'signature_name': ['serving_default'],
@@ -210,7 +211,8 @@ BAD = [
                                           'instances': [{'b64': '%%%'}]},
      400, 'holds no valid base64'),
     ('POST', '/v1/models/mnist:predict', {'signature_name': 'from_image',
-                                          'instances': [bomb()]}, 400, 'more than 25,000,000 pixels'),
+                                          'instances': [bomb()]},
+     400, 'more than 25,000,000 pixels'),
     ('POST', '/v1/models/mnist:predict', {'signature_name': 'from_image', 'instances': [
         {'b64': base64.b64encode(png_bytes(np.full((40, 40), 200, np.uint8))).decode()}]},
      400, 'no digit found: the picture is blank'),

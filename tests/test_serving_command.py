@@ -10,14 +10,14 @@ import shutil
 import urllib.error
 import urllib.request
 
+from conftest import run_module
 import grpc
 import numpy as np
-
-from conftest import run_module
-from graph_mnist import export
 import server_process
 from test_grpc import predict_request
 from test_serve import request
+
+from graph_mnist import export
 
 ZEROS = {'instances': np.zeros((1, 28, 28, 1)).tolist()}
 
@@ -138,6 +138,7 @@ def test_export_writes_tf_servings_warmup_file_and_the_server_replays_both_signa
         exported, monkeypatch):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
+
     from graph_mnist.serving import versions
     path = os.path.join(exported[1], '1', export.WARMUP)
     logs = [prediction_log_pb2.PredictionLog.FromString(r)

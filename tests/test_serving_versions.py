@@ -9,15 +9,15 @@ import shutil
 import threading
 import time
 
+from conftest import run_module
 import grpc
 import numpy as np
 import pytest
-
-from conftest import run_module
-from graph_mnist import machine
 import server_process
 from test_grpc import predict_request
 from test_serve import request
+
+from graph_mnist import machine
 
 
 def statuses(server):

@@ -4,16 +4,16 @@ the same batches, the same steps; every feature of a run in every style."""
 import json
 import os
 
+from conftest import run_module
+from conftest import synthetic_mnist
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
-from conftest import synthetic_mnist
 from graph_mnist import data
 from graph_mnist import export
-from graph_mnist import training_graph
 from graph_mnist import training
+from graph_mnist import training_graph
 from graph_mnist.styles import eager
 
 v1 = tf.compat.v1
@@ -106,7 +106,8 @@ def test_a_run_in_a_style_keeps_its_books_stops_and_resumes_exactly(style, tmp_p
 @pytest.mark.parametrize('style', ['function', 'keras'])
 def test_a_styles_run_exports_to_the_same_signatures(style, tmp_path):
     mnist = synthetic_mnist()
-    config = training.Config('conv', iterations=10, eval_every=10, log_every=10, style=style, vis='none')
+    config = training.Config('conv', iterations=10, eval_every=10, log_every=10, style=style,
+                             vis='none')
     history = training.train(mnist, config, str(tmp_path / 'run'))
     _, _, directory = export.export(str(tmp_path / 'run'), str(tmp_path / 'exported'))
     loaded = tf.saved_model.load(directory)

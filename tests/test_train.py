@@ -4,16 +4,17 @@ import dataclasses
 import json
 import os
 
+from conftest import synthetic_mnist
 import numpy as np
 import pytest
 
-from conftest import synthetic_mnist
 from graph_mnist import runs
 from graph_mnist import training
 
 
 def test_history_records_the_talks_curves(tmp_path):
-    config = training.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25, log_every=10, vis='none')
+    config = training.Config('five_layers_relu_lrdecay', iterations=60, eval_every=25,
+                             log_every=10, vis='none')
     history = training.train(synthetic_mnist(), config,
                           workdir=str(tmp_path))
     assert history['status'] == 'finished'
@@ -49,9 +50,9 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
     # to 0 and the talk's -sum(Y_ * log(Y)) turns NaN.
     mnist = synthetic_mnist(brightness=50.0)
     with pytest.raises(training.TrainingError) as error:
-        training.train(mnist, training.Config('softmax', iterations=200, loss='literal', eval_every=1,
-                                        log_every=1, vis='none'),
-                    workdir=str(tmp_path))
+        training.train(mnist, training.Config('softmax', iterations=200, loss='literal',
+                                              eval_every=1, log_every=1, vis='none'),
+                       workdir=str(tmp_path))
     message = str(error.value)
     assert 'log(0)' in message and '--loss=stable' in message
     saved = json.load(open(tmp_path / runs.HISTORY))
@@ -67,7 +68,8 @@ def test_literal_loss_stops_at_nan_keeping_the_history(tmp_path):
 
 
 def test_stable_loss_survives_what_breaks_the_literal_one():
-    config = training.Config('softmax', iterations=200, loss='stable', eval_every=50, log_every=50, vis='none')
+    config = training.Config('softmax', iterations=200, loss='stable', eval_every=50,
+                             log_every=50, vis='none')
     history = training.train(synthetic_mnist(brightness=50.0), config)
     assert history['status'] == 'finished'
     assert np.isfinite(history['test']['loss']).all()
@@ -108,7 +110,8 @@ def test_the_talks_experiments_are_recorded_and_kept_on_resume(tmp_path):
 
 def test_a_run_without_experiments_records_none_and_the_networks_own_pkeep(tmp_path):
     history = training.train(synthetic_mnist(), training.Config(
-        'conv_dropout', iterations=5, eval_every=5, log_every=5, vis='none'), workdir=str(tmp_path))
+        'conv_dropout', iterations=5, eval_every=5, log_every=5, vis='none'),
+        workdir=str(tmp_path))
     assert (history['pkeep'], history['learning_rate'], history['layers']) == (None,) * 3
     assert history['pkeep_in_training'] == 0.75
     assert training.Config.of_run(history).changes == {}

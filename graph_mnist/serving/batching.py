@@ -90,7 +90,7 @@ class Batcher:
         def alone(inputs):
             try:
                 return self.run(inputs), None
-            except Exception as e:  # the request's own failure, reported to it alone
+            except Exception as e:  # noqa: BLE001 -- the request's own failure, to it alone
                 return None, e
         if len(batch) == 1:
             return [alone(batch[0][0])]

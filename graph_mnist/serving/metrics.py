@@ -22,7 +22,9 @@ class Metrics:
     """The serving process's metrics; cheap enough for every request (children cached)."""
 
     def __init__(self):
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter
+        from prometheus_client import Gauge
+        from prometheus_client import Histogram
         self.count = Counter(':tensorflow:serving:request_count',
                              'The total number of requests.', ['model_name', 'status'])
         self.latency = Histogram(':tensorflow:serving:request_latency',

@@ -93,7 +93,10 @@ def make_app(manager, http, metrics=None):
     """The Starlette application: TensorFlow Serving's REST API, the drawing page, and
     the metrics page; wrapped to answer 503 in JSON beyond max_in_flight requests."""
     from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.responses import HTMLResponse
+    from starlette.responses import JSONResponse
+    from starlette.responses import PlainTextResponse
+    from starlette.responses import Response
     from starlette.routing import Route
 
     max_body_bytes = http.max_body_bytes
@@ -210,7 +213,7 @@ def make_app(manager, http, metrics=None):
             if counted and metrics:
                 metrics.answered(counted, 'predict', 'REST', e.code, started)
             return error(e.status, e.message)
-        except Exception as e:  # never a traceback to the client; the server goes on
+        except Exception as e:  # noqa: BLE001 -- never a traceback to a client; it goes on
             logging.exception('answering %s %s', request.method, path)
             if counted and metrics:
                 metrics.answered(counted, 'predict', 'REST', 'INTERNAL', started)

@@ -134,7 +134,7 @@ def stop_others(others):
     for process in others:
         try:
             process.wait(20)
-        except Exception:
+        except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
@@ -165,6 +165,7 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
     --port (SO_REUSEPORT, as every process binds it)."""
     import grpc
     import uvicorn
+
     from graph_mnist.serving import grpc_api
     RestServer = rest_server_class()
     manager.loop = asyncio.get_running_loop()  # where retiring versions finish
@@ -215,6 +216,7 @@ def rest_server_class():
     the signal again once it has shut down, which ended the process before its cleanup
     (the other processes, the shared board, the metrics directory) could run."""
     import contextlib
+
     import uvicorn
 
     class Server(uvicorn.Server):

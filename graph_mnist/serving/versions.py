@@ -199,7 +199,7 @@ class Manager:
                     if self.poll_seconds > 0 and time.monotonic() >= next_poll:
                         next_poll = time.monotonic() + self.poll_seconds
                         self.decide()
-            except Exception as e:  # a bad moment on the disk must not stop the server
+            except Exception as e:  # noqa: BLE001 -- a bad moment on the disk: the server goes on
                 logging.error('versions of %s: %s', self.name, e)
 
     # ------------------------------------------------------------ the deciding process
@@ -260,7 +260,7 @@ class Manager:
         for attempt in range(self.retries + 1):
             try:
                 return Servable(version, path, self.settings)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 -- whatever the reason: reported, retried
                 message = str(e).splitlines()[0] if str(e) else type(e).__name__
                 self.errors[version] = message
                 if attempt < self.retries:

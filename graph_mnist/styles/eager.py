@@ -58,8 +58,8 @@ class _EagerNet:
     def __init__(self, model, seed, loss):
         self.spec = talk.spec_of(model)  # a name, or a run's Spec with its experiments
         if self.spec.batch_norm:
-            raise ValueError(f'{self.spec.name}: batch norm\'s moving averages are TensorFlow 1 graph '
-                             'collections; --style=function and --style=keras train the '
+            raise ValueError(f'{self.spec.name}: batch norm\'s moving averages are TensorFlow 1 '
+                             'graph collections; --style=function and --style=keras train the '
                              f'talk\'s networks ({", ".join(talk.TALK)})')
         self.loss = loss
         self.initial = initial_values(self.spec, seed)

@@ -99,7 +99,7 @@ def keras_model(description, seed=0, jit_compile=False, steps_per_execution=1, l
             stack.append(keras.layers.Conv2D(layer.n_out, layer.patch, strides=layer.stride,
                                              padding='same', **settings))
         else:
-            if not any(isinstance(l, keras.layers.Flatten) for l in stack[1:]):
+            if not any(isinstance(made, keras.layers.Flatten) for made in stack[1:]):
                 stack.append(keras.layers.Flatten())
             stack.append(keras.layers.Dense(layer.n_out, **settings))
         if layer.batch_norm:  # the offset takes the bias's place; a scale only if ours has one
