@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 
 from conftest import run_module
@@ -154,7 +155,6 @@ def installed_command(name):
     """The path of a console script pip installed (pyproject.toml's [project.scripts]),
     in this interpreter's scripts directory (on the PATH in a virtual environment; under
     pyenv only after a rehash, so the tests do not rely on the PATH)."""
-    import os
     import sysconfig
     path = os.path.join(sysconfig.get_path('scripts'), name)
     assert os.path.exists(path), f'{name} not installed: pip install -e .'
@@ -163,7 +163,6 @@ def installed_command(name):
 
 def test_every_program_is_a_command_on_the_path_named_as_its_module():
     import glob
-    import os
     import tomllib
     root = os.path.join(os.path.dirname(__file__), '..')
     scripts = tomllib.load(open(os.path.join(root, 'pyproject.toml'), 'rb'))['project']['scripts']
@@ -207,3 +206,22 @@ def test_the_installed_command_is_the_same_program_quiet_and_named(tmp_path, mni
     assert runs[0]['test']['accuracy'] == runs[1]['test']['accuracy']
     bad = subprocess.run([command, '--model=cnn'], capture_output=True, text=True, timeout=120)
     assert_clean_failure(bad, 'flag --model=cnn')
+
+
+@pytest.mark.slow  # builds the wheel (setuptools fetched by pip's build isolation)
+def test_the_wheel_carries_the_drawing_page_and_the_commands(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    root = os.path.join(os.path.dirname(__file__), '..')
+    result = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q',
+                             '-w', str(tmp_path), root], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    [wheel] = tmp_path.glob('graph_mnist-*.whl')
+    names = zipfile.ZipFile(wheel).namelist()
+    assert 'graph_mnist/static/draw.html' in names and 'graph_mnist/commands.py' in names
+    assert not any(name.startswith(('tests/', 'scripts/')) for name in names)
+    entry_points = next(n for n in names if n.endswith('entry_points.txt'))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert 'graph-mnist-serve = graph_mnist.commands:serve' in text
