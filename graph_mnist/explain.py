@@ -2,6 +2,7 @@ r"""The talk's lesson on deferred execution, observed on a real network.
 
     graph-mnist-explain --model=softmax
     graph-mnist-explain --model=conv_dropout --format=json
+    graph-mnist-explain --code --model=five_layers_relu   # the step's code and its diff
 
 "TensorFlow has a deferred execution model": every tf.* call adds a node to a graph
 and computes nothing; values exist only when a Session runs a node with every
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_mnist import data
+from graph_mnist import steps
 from graph_mnist import talk
 from graph_mnist import today
 from graph_mnist import training_graph
@@ -377,6 +379,9 @@ def define_flags():
     flags.DEFINE_enum('model', 'softmax', list(talk.NETWORKS), 'Which network to explain.')
     flags.DEFINE_enum('loss', 'stable', list(training_graph.LOSSES), 'The cross-entropy to build.')
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
+    flags.DEFINE_bool('code', False, 'Print instead the network of --model as models.py '
+                      'writes it, its diff from the talk\'s previous step and the settings '
+                      'that change (graph_mnist.steps).')
     flags.DEFINE_string('workdir', None,
                         'Where to write the graph (default runs/explain-<model>).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
@@ -387,6 +392,9 @@ def define_flags():
 
 def main(argv):
     del argv
+    if FLAGS.code:  # the step's code beside the step before's: no graph, no data
+        print(steps.step(FLAGS.model), end='')
+        return 0
     mnist = data.load(FLAGS.data_dir, log=logging.info)
     batch = data.Batches(mnist.train_images, mnist.train_labels, 100, seed=0)(0)
     workdir = FLAGS.workdir or os.path.join('runs', f'explain-{FLAGS.model}')

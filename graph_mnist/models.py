@@ -148,8 +148,8 @@ def conv_dropout(X, pkeep):
             \x/x\x/x\x/     -- fully connected layer (softmax)   W5 [200, 10]      B5 [10]
              · · · · ·                                           Ylogits [batch, 10]
     """
-    K, L, M, N = 6, 12, 24, 200
-    W1 = tf.Variable(v1.truncated_normal([6, 6, 1, K], stddev=0.1), name='W1')
+    K, L, M, N = 6, 12, 24, 200  # output channels of the three conv layers, dense neurons
+    W1 = tf.Variable(v1.truncated_normal([6, 6, 1, K], stddev=0.1), name='W1')  # 6x6, 1 in, K out
     B1 = tf.Variable(tf.constant(0.1, tf.float32, [K]), name='B1')
     W2 = tf.Variable(v1.truncated_normal([5, 5, K, L], stddev=0.1), name='W2')
     B2 = tf.Variable(tf.constant(0.1, tf.float32, [L]), name='B2')
@@ -163,7 +163,7 @@ def conv_dropout(X, pkeep):
     Y1 = tf.nn.relu(tf.nn.conv2d(X, W1, strides=[1, 1, 1, 1], padding='SAME') + B1)
     Y2 = tf.nn.relu(tf.nn.conv2d(Y1, W2, strides=[1, 2, 2, 1], padding='SAME') + B2)
     Y3 = tf.nn.relu(tf.nn.conv2d(Y2, W3, strides=[1, 2, 2, 1], padding='SAME') + B3)
-    YY = tf.reshape(Y3, shape=[-1, 7 * 7 * M])
+    YY = tf.reshape(Y3, shape=[-1, 7 * 7 * M])  # flatten the 7x7x24 cube for the dense layer
     Y4 = tf.nn.relu(tf.matmul(YY, W4) + B4)
     YY4 = tf.nn.dropout(Y4, rate=1 - pkeep)  # "shoot" 25% of the dense neurons in training
     Ylogits = tf.matmul(YY4, W5) + B5

@@ -73,15 +73,22 @@ class Spec(NamedTuple):
         return self.talk.says
 
     @property
+    def function(self):
+        """The network's function in graph_mnist.models (with --layers, `network` is a
+        partial of it)."""
+        network = self.network
+        return network.func if isinstance(network, functools.partial) else network
+
+    @property
     def has_dropout(self):
         """Does the network shoot neurons when fed pkeep < 1 (--pkeep means something)?"""
-        return _base(self.network) in (models.five_layers_relu_dropout, models.conv_dropout,
+        return self.function in (models.five_layers_relu_dropout, models.conv_dropout,
                                        models.batchnorm_conv)
 
     @property
     def dense(self):
         """One of the five dense layers networks (--layers means something)?"""
-        return _base(self.network) in (models.five_layers_sigmoid, models.five_layers_relu,
+        return self.function in (models.five_layers_sigmoid, models.five_layers_relu,
                                        models.five_layers_relu_dropout)
 
     def testing_flag(self):
@@ -97,10 +104,6 @@ class Spec(NamedTuple):
         if not self.batch_norm:
             return self.network(X, pkeep)
         return self.network(X, pkeep, tf.convert_to_tensor(tst), tf.convert_to_tensor(step))
-
-
-def _base(network):
-    return network.func if isinstance(network, functools.partial) else network
 
 
 SGD, ADAM = v1.train.GradientDescentOptimizer, v1.train.AdamOptimizer

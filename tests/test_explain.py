@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from graph_mnist import explain
+from graph_mnist import talk
 
 
 @pytest.fixture(scope='module')
@@ -198,3 +199,26 @@ def test_the_lesson_goes_on_past_the_session(a_batch):
     assert today.observe('batchnorm_conv', a_batch) == {
         'refused': 'batchnorm_conv: batch norm has no TensorFlow 2 twin here (its moving '
                    'averages are graph collections)'}
+
+
+def test_each_step_prints_its_code_and_its_diff_from_the_step_before():
+    from graph_mnist import steps
+    relu = steps.step('five_layers_relu')
+    assert '--- models.py, five_layers_sigmoid' in relu
+    assert '-    return _five_layers(X, tf.nn.sigmoid, bias_init=0.0, layers=layers)' in relu
+    assert '+    return _five_layers(X, tf.nn.relu, bias_init=0.1, layers=layers)' in relu
+    assert 'def _five_layers(' in relu  # the helper the network calls, printed whole
+    dropout = steps.step('conv_dropout')  # conv_bigger's own function: only pkeep moves
+    assert steps.diff('conv_dropout') == ''
+    assert '  pkeep (dropout): 1 -> 0.75' in dropout
+    decay = steps.step('five_layers_relu_lrdecay')
+    assert '  learning rate: 0.003 -> 0.0001 + 0.003·e^(−step/2000)' in decay
+    assert steps.previous('softmax') is None and steps.previous('batchnorm_conv') == 'conv_dropout'
+    assert [steps.previous(name) for name in talk.TALK[1:]] == talk.TALK[:-1]
+
+
+def test_explain_code_prints_the_step_without_data_or_a_graph():
+    result = run_module('graph_mnist.explain', '--code', '--model=five_layers_relu',
+                        '--data_dir=/nonexistent')
+    assert result.returncode == 0, result.stderr
+    assert '+    return _five_layers(X, tf.nn.relu' in result.stdout
