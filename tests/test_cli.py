@@ -225,3 +225,24 @@ def test_the_wheel_carries_the_drawing_page_and_the_commands(tmp_path):
     entry_points = next(n for n in names if n.endswith('entry_points.txt'))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert 'graph-mnist-serve = graph_mnist.commands:serve' in text
+
+
+def test_the_floor_check_pins_every_direct_dependency_at_its_floor():
+    import tomllib
+
+    import check_floors
+    pyproject = tomllib.loads('''
+[project]
+dependencies = ["tensorflow>=2.21", "numpy>=1.26"]
+[project.optional-dependencies]
+serve = ["uvicorn>=0.36"]
+test = ["pytest>=8", "graph_mnist[serve]"]
+''')
+    assert check_floors.floors(pyproject) == ['tensorflow==2.21', 'numpy==1.26',
+                                              'uvicorn==0.36', 'pytest==8']
+    with open(os.path.join(os.path.dirname(__file__), '..', 'pyproject.toml'), 'rb') as f:
+        project = tomllib.load(f)['project']
+    pinned = {pin.split('==')[0] for pin in check_floors.floors({'project': project})}
+    every = [r for r in project['dependencies'] + project['optional-dependencies']['serve']
+             + project['optional-dependencies']['test'] if not r.startswith('graph_mnist')]
+    assert len(pinned) == len(every)  # each has a floor, and each floor is checked
