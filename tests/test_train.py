@@ -138,3 +138,14 @@ def test_the_command_line_and_the_library_have_one_default_per_setting():
     for field in dataclasses.fields(training.Config):
         assert flag_values[field.name].default == field.default, field.name
     assert training.Config.vis == 'auto'  # the dashboard by default, from a library call too
+
+
+def test_the_summary_quotes_the_talk_only_for_the_talks_own_run():
+    history = {'model': 'softmax', 'final_test_accuracy': 0.92, 'max_test_accuracy': 0.921,
+               'max_test_step': 1900, 'final_step': 2000, 'wall_time': 2.0,
+               'talk_accuracy': '"92%"', 'learning_rate': None, 'pkeep': None, 'layers': None}
+    assert training.summary_line(history).endswith('2000 steps in 2.0 s (the talk: "92%")')
+    short = training.summary_line({**history, 'final_step': 50})
+    assert short.endswith('50 steps in 2.0 s')  # 50 steps are not judged by the talk's words
+    changed = training.summary_line({**history, 'learning_rate': 0.01})
+    assert 'the talk' not in changed
