@@ -154,7 +154,7 @@ NETWORKS = {
     'conv_bigger': Spec(models.conv_dropout, ADAM, DECAY, 1.0, 10000, Talk(
         0.99, '"You see, we are already above 99%."', code=0.9906, code_is='max',
         change='6, 12, 24 patches of 6x6, 5x5, 4x4: conv_dropout\'s layers, no dropout',
-        why='"I give it a little bit more freedom and apply dropout"',
+        why='"already a little more degrees of freedom. So more patches in each layer."',
         settings='talk: the layers (shown only as curves); ' + _ADAM_DECAY)),
     'conv_dropout': Spec(models.conv_dropout, ADAM, DECAY, 0.75, 10000, Talk(
         0.993, '"I promised you will get above 99 and we are actually quite comfortably '

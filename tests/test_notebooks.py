@@ -48,7 +48,9 @@ def test_notebook_runs_with_small_parameters(path, tmp_path, mnist_dir, monkeypa
             kinds = [o for o in cell['outputs'] if 'image/png' in o.get('data', {})]
             assert len(kinds) == 1, ''.join(cell['source'])
         assert text.count('final test accuracy') == 8
-        assert 'We get to 99.3%.")' in text  # the talk's words beside the result
+        assert 'We get to 99.3%.")' not in text  # 20 steps are not judged by the talk's words
+        assert text.count('# the network, graph_mnist/models.py') == 8  # each step's code ...
+        assert text.count('# what changed in the code from') == 7  # ... and its diff
         assert 'step 19: test accuracy' in text  # the hand-written loop
         assert len(glob.glob(str(tmp_path / 'runs' / '*-*' / runs.HISTORY))) == 8  # + latest
         pictures = [c for c in executed['cells'] if c['cell_type'] == 'code'
@@ -87,6 +89,7 @@ def test_committed_notebooks_carry_the_outputs_of_a_full_run():
                 'iterations' not in ''.join(parameters['source'])
             text = ''.join(''.join(o.get('text', '')) for _, o in outputs(notebook))
             assert 'conv_dropout: final test accuracy' in text and '10000 steps in' in text
+            assert 'We get to 99.3%.")' in text  # the talk's words beside its own run
 
 
 def test_the_stop_button_stops_training_cleanly_and_the_kernel_trains_again(tmp_path,
