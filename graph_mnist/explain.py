@@ -6,16 +6,15 @@ r"""The talk's lesson on deferred execution, observed on a real network.
 
 "TensorFlow has a deferred execution model": every tf.* call adds a node to a graph
 and computes nothing; values exist only when a Session runs a node with every
-placeholder it depends on fed. This walks through one network in the talk's order and
-prints what it observes in the graph, never a number typed in:
+placeholder it depends on fed. This walks through one network in the order of the
+lesson's ideas and prints what it observes, never a number typed in:
 
-  1. building computes nothing        7. the state lives in the Session
-  2. what each value needs fed        8. a Session.run runs what its fetches need
-  3. what minimize() added            9. TensorFlow rewrites the graph (Grappler)
-  4. one Session.run of the step     10. what replaced it: tf.function, AutoGraph
-  5. the same forward pass, eager    11. GradientTape, and what the graph still buys
-  6. the loop moved into the graph   and where to look next: TensorBoard, GraphDef text
-(7 to 11 are graph_mnist.today's)
+  1. building computes nothing          6. TensorFlow rewrites the graph (Grappler)
+  2. what each value needs fed          7. what graphs cost (graph_mnist.costs)
+  3. the state lives in the Session     8. the loop moved into the graph
+  4. a Session.run runs what it needs   9. today's answer: eager, tf.function and
+  5. minimize(): the gradients and         AutoGraph, GradientTape (graph_mnist.today)
+     the training step, run once        and where to look next: TensorBoard, GraphDef
 
 `graph-mnist-explain` is `python -m graph_mnist.explain`: the same program.
 """
@@ -35,6 +34,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from graph_mnist import costs
 from graph_mnist import data
 from graph_mnist import steps
 from graph_mnist import talk
@@ -69,7 +69,7 @@ def placeholders_needed(fetch):
 def kind_of(op):
     """What minimize() added an operation for."""
     if op.name.startswith('gradients'):
-        return 'gradients (formal derivatives of the loss)'
+        return 'gradients (reverse-mode differentiation of the loss)'
     if op.type in ('VariableV2', 'VarHandleOp'):
         return 'optimizer slots and state (variables)'
     if op.type.startswith(('Apply', 'ResourceApply')) or op.type in ('Assign', 'AssignVariableOp'):
@@ -275,101 +275,122 @@ def _shape(shape):
                                                           for d in shape) + ']'
 
 
-def lesson(o):
-    """The observations as a short text lesson, in the talk's order."""
+TITLES = {  # the lesson's chapters, in the order of its ideas
+    'built': 'Building the graph computes nothing.',
+    'needs': 'A value exists only when a Session runs a node with its placeholders fed.',
+    'state': 'The state lives in the Session.',
+    'runs': 'A Session.run runs only what its fetches need.',
+    'gradients': 'minimize() added the gradients and the training step.',
+    'grappler': 'TensorFlow rewrites the graph before running it (Grappler).',
+    'costs': 'What graphs cost: errors, values, retracing, growth, debugging.',
+    'loop': 'The loop moved into the graph.',
+    'today': "Today's answer: eager execution, tf.function and AutoGraph, GradientTape.",
+}
+
+
+def chapters(o):
+    """[(title, lines)] of the observations, in the lesson's order (TITLES)."""
     b, n, m, r, e = o['built'], o['needs'], o['minimize'], o['run'], o['eager']
-    lines = [f"Deferred execution, observed on the talk's `{o['model']}` network", '']
-    lines.append('1. Building the graph computes nothing.')
-    lines.append('   Every tf.* call added a node to a graph. What came back are symbolic '
-                 'tensors:')
-    for key, t in b['tensors'].items():
-        lines.append(f"     {key:14} {t['name']:22} shape {_shape(t['shape']):18} {t['dtype']}")
-    lines.append(f"   The graph holds {b['operations_before_minimize']} operations so far; "
-                 "'?' is the batch size, unknown until a batch is fed.")
-    lines.append(f"   Asking Ylogits for its value: {b['asking_for_a_value']}")
-    lines.append('')
-    lines.append('2. A value exists only when a Session runs a node with its placeholders fed.')
-    for fetch, needed in n['placeholders'].items():
-        lines.append(f"     {fetch:14} needs {', '.join(needed)}")
+    later = today.chapters(o['today'], o['model']) if 'today' in o else {}
+    found = {}
+    found['built'] = ['   Every tf.* call added a node to a graph. What came back are symbolic '
+                      'tensors:']
+    found['built'] += [f"     {key:14} {t['name']:22} shape {_shape(t['shape']):18} "
+                       f"{t['dtype']}" for key, t in b['tensors'].items()]
+    found['built'] += [f"   The graph holds {b['operations_before_minimize']} operations so "
+                       "far; '?' is the batch size, unknown until a batch is fed.",
+                       f"   Asking Ylogits for its value: {b['asking_for_a_value']}"]
+    found['needs'] = [f"     {fetch:14} needs {', '.join(needed)}"
+                      for fetch, needed in n['placeholders'].items()]
     if n['missing_feed']:
-        lines.append(f"   Running accuracy with the labels Y_ left out, TensorFlow refuses "
-                     f"({n['missing_feed']['error']}):")
-        lines.append(f"     {n['missing_feed']['message']}")
-        lines.append('   Accuracy compares predictions with the correct answers: no answers, '
-                     'no value.')
-    lines.append('')
-    lines.append(f"3. {m['optimizer']}.minimize(cross_entropy) differentiated the graph "
-                 'formally and added the training step:')
-    lines.append(f"   operations: {m['operations_before']} before, {m['operations_after']} "
-                 f"after (+{m['operations_after'] - m['operations_before']})")
-    for kind, count in m['added_by_kind'].items():
-        lines.append(f'     {count:5}  {kind}')
-    lines.append('   What the training adjusts, the trainable parameters:')
-    for name, p in m['parameters'].items():
-        lines.append(f"     {name:16} {_shape(p['shape']):18} {p['size']:>9,}")
-    lines.append(f"     {'total':16} {'':18} {m['trainable_parameters']:>9,}")
-    lines.append('')
-    lines.append(f"4. One Session.run(train_step) on a batch of {r['batch'][0]} images:")
-    lines.append(f"   cross-entropy on that batch {r['loss_before']:.4f} before, "
-                 f"{r['loss_after']:.4f} after")
+        found['needs'] += [
+            f"   Running accuracy with the labels Y_ left out, TensorFlow refuses "
+            f"({n['missing_feed']['error']}):", f"     {n['missing_feed']['message']}",
+            '   Accuracy compares predictions with the correct answers: no answers, no value.']
+    found['state'], found['runs'] = later.get('state'), later.get('runs')
+    grads = [f"   {m['optimizer']}.minimize(cross_entropy): reverse-mode automatic "
+             'differentiation, each op of the forward pass answered by its registered '
+             'gradient op, then the update;',
+             f"   operations: {m['operations_before']} before, {m['operations_after']} "
+             f"after (+{m['operations_after'] - m['operations_before']})"]
+    grads += [f'     {count:5}  {kind}' for kind, count in m['added_by_kind'].items()]
+    grads.append('   What the training adjusts, the trainable parameters:')
+    grads += [f"     {name:16} {_shape(p['shape']):18} {p['size']:>9,}"
+              for name, p in m['parameters'].items()]
+    grads.append(f"     {'total':16} {'':18} {m['trainable_parameters']:>9,}")
     changed = [k for k, v in r['changed'].items() if v > 0]
-    lines.append(f"   variables changed: {len(changed)} of {len(r['changed'])} "
-                 f"(largest change {max(r['changed'].values()):.2e})")
+    grads += [f"   One Session.run(train_step) on a batch of {r['batch'][0]} images: "
+              f"cross-entropy {r['loss_before']:.4f} before, {r['loss_after']:.4f} after;",
+              f"   variables changed: {len(changed)} of {len(r['changed'])} (largest change "
+              f"{max(r['changed'].values()):.2e})"]
     if 'moving_averages' in o:
         a = o['moving_averages']
-        lines.append(f"   Batch norm: {len(a['variables'])} moving averages (a mean and a "
-                     'variance per normalised layer), updated by their own ops')
-        lines.append(f"     {', '.join(a['update_ops'])}")
-        lines.append('   which the training step depends on (tf.control_dependencies). '
-                     'Evaluating the accuracy')
-        lines.append(f"   on the test feed moved {a['moved_by_evaluations']} of them; one "
-                     f"training step moved {a['moved_by_the_training_step']}: the first "
-                     f"mean went from {a['first_mean_before']} to {a['first_mean_after']}.")
-        lines.append('   Nothing updates until a Session runs a node that needs the update.')
-    lines.append('')
-    lines.append('5. The same network function in TensorFlow 2 eager mode, with the weights '
-                 'after that step:')
-    if 'refused' in e:
-        lines.append(f"   TensorFlow refuses: {e['refused']}")
-        lines.append('   The moving averages of batch norm are graph-only TensorFlow 1 code: '
-                     'an update op that waits for a')
-        lines.append('   Session has no meaning when every line runs at once.')
-    else:
-        def first(values):
-            return '[' + ', '.join(f'{v:.4f}' for v in values[:4]) + ', ...]'
-
-        lines.append(f"   an {e['type']} with its value at once: logits of the first image "
-                     f"{first(e['first_logits'])}")
-        lines.append(f"   the Session gave{' ' * 30}{first(e['first_logits_graph'])}"
-                     f"; largest difference over the batch {e['max_abs_difference']:.1e}")
-    lines.append('   Eager computes each line as it runs; the graph waits, and in exchange '
-                 'TensorFlow sees the whole computation before running any of it '
-                 '(chapters 7 to 11 say what that still buys).')
+        grads += [f"   Batch norm: {len(a['variables'])} moving averages (a mean and a "
+                  'variance per normalised layer), updated by their own ops',
+                  f"     {', '.join(a['update_ops'])}",
+                  '   which the training step depends on (tf.control_dependencies). '
+                  'Evaluating the accuracy',
+                  f"   on the test feed moved {a['moved_by_evaluations']} of them; one "
+                  f"training step moved {a['moved_by_the_training_step']}: the first "
+                  f"mean went from {a['first_mean_before']} to {a['first_mean_after']}.",
+                  '   Nothing updates until a Session runs a node that needs the update.']
+    found['gradients'] = grads
+    found['grappler'] = later.get('grappler')
+    found['costs'] = costs.chapter(o['costs']) if 'costs' in o else None
     if 'loop' in o:
         p = o['loop']
-        lines.append('')
-        lines.append(f"6. The loop moved into the graph: {p['steps_per_run']} training steps "
-                     'in one Session.run.')
+        found['loop'] = [f"   {p['steps_per_run']} training steps in one Session.run."]
         if 'updates_in_one_run' in p:
-            lines.append(f"   One Session.run of the loop, and the optimizer counted "
-                         f"{p['updates_in_one_run']} updates.")
-        lines.append(f"   per step, timed here: the talk's loop {p['literal_us']:,.0f} us, "
-                     f"the loop in the graph {p['in_graph_us']:,.0f} us;")
-        lines.append(f"   a Session.run that computes next to nothing: {p['call_us']:,.0f} us.")
-        lines.append(f"   So {p['outside_arithmetic']:.0%} of the talk's step is spent outside "
-                     "the step's arithmetic: the call, its feed_dict,")
-        lines.append('   the batch copied in. Deferred execution carried to its end: the '
-                     'whole loop is a graph, Python waits for it.')
-    if 'today' in o:
-        lines.append('')
-        lines.append(today.lesson(o['today'], o['model']))
+            found['loop'].append(f"   One Session.run of the loop, and the optimizer counted "
+                                 f"{p['updates_in_one_run']} updates.")
+        found['loop'] += [
+            f"   per step, timed here: the talk's loop {p['literal_us']:,.0f} us, the loop in "
+            f"the graph {p['in_graph_us']:,.0f} us;",
+            f"   a Session.run that computes next to nothing: {p['call_us']:,.0f} us.",
+            f"   So {p['outside_arithmetic']:.0%} of the talk's step is spent outside the "
+            "step's arithmetic: the call, its feed_dict,",
+            '   the batch copied in. Deferred execution carried to its end: the whole loop '
+            'is a graph, Python waits for it.']
+    found['today'] = _eager(e) + (
+        ['   tf.function traces Python into a graph:'] + later['function']
+        + ['   GradientTape records what eager code did and differentiates it:']
+        + later['tape'] if later else [])
+    return [(TITLES[key], found[key]) for key in TITLES if found.get(key)]
+
+
+def _eager(e):
+    """The same network function eagerly, with the weights after the step."""
+    lines = ['   The same network function in TensorFlow 2 eager mode, with the weights after '
+             'the step of chapter 5:']
+    if 'refused' in e:
+        return lines + [f"   TensorFlow refuses: {e['refused']}",
+                        '   The moving averages of batch norm are graph-only TensorFlow 1 '
+                        'code: an update op that waits for a',
+                        '   Session has no meaning when every line runs at once.']
+
+    def first(values):
+        return '[' + ', '.join(f'{v:.4f}' for v in values[:4]) + ', ...]'
+
+    return lines + [
+        f"   an {e['type']} with its value at once: logits of the first image "
+        f"{first(e['first_logits'])}",
+        f"   the Session gave{' ' * 30}{first(e['first_logits_graph'])}"
+        f"; largest difference over the batch {e['max_abs_difference']:.1e}",
+        '   Eager computes each line as it runs; the graph waits, and in exchange '
+        'TensorFlow sees the whole computation first.']
+
+
+def lesson(o):
+    """The observations as a short text lesson, its chapters numbered in their order."""
+    lines = [f"Deferred execution, observed on the talk's `{o['model']}` network", '']
+    for number, (title, body) in enumerate(chapters(o), 1):
+        lines += [f'{number}. {title}', *body, '']
     if 'written' in o:
         w = o['written']
-        lines.append('')
-        lines.append('Where to look next:')
-        lines.append(f"   the graph as GraphDef text: {w['graphdef_text']}")
-        lines.append(f"   the graph in TensorBoard:   {w['command']}   (tab 'Graphs')")
-    return '\n'.join(lines)
+        lines += ['Where to look next:',
+                  f"   the graph as GraphDef text: {w['graphdef_text']}",
+                  f"   the graph in TensorBoard:   {w['command']}   (tab 'Graphs')"]
+    return '\n'.join(lines).rstrip('\n')
 
 
 FLAGS = flags.FLAGS
@@ -406,6 +427,7 @@ def main(argv):
         observations['loop'] = observe_loop(FLAGS.model, mnist.train_images,
                                             mnist.train_labels, steps=FLAGS.loop_steps)
     observations['today'] = today.observe(FLAGS.model, batch)
+    observations['costs'] = costs.observe()
     print(json.dumps(observations, indent=1) if FLAGS.format == 'json' else lesson(observations))
     return 0
 

@@ -1,8 +1,8 @@
-"""The lesson on deferred execution goes on (graph_mnist.explain, chapters 7 to 11): what
+"""Chapters of the lesson on deferred execution (graph_mnist.explain orders them): what
 the Session holds, what it runs, how TensorFlow rewrites the graph, and what replaced it,
 tf.function and GradientTape; each point observed on the real objects, never typed in.
 
-    observe(model, batch)  ->  a JSON-ready dict;   lesson(observations)  ->  text
+    observe(model, batch)  ->  a JSON-ready dict;   chapters(observations)  ->  lines
 """
 
 import collections
@@ -77,18 +77,24 @@ def observe_grappler(batch, model='five_layers_relu'):
     g = training_graph.build(model, loss='literal')
     written = collections.Counter(op.type for op in g.graph.get_operations())
     ran = {}
-    for name, config in (('default', v1.ConfigProto()), ('literal', g.config)):
+    for name, config, fetch in (('default', v1.ConfigProto(), g.cross_entropy),
+                                ('literal', g.config, g.cross_entropy),
+                                ('training', v1.ConfigProto(), g.train_step)):
         metadata = v1.RunMetadata()
         with v1.Session(graph=g.graph, config=config) as sess:
             sess.run(g.init)
-            sess.run(g.cross_entropy, {g.X: X, g.Y_: Y_, g.pkeep: 1.0},
+            sess.run(fetch, {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0},
                      options=v1.RunOptions(output_partition_graphs=True),
                      run_metadata=metadata)
         ran[name] = collections.Counter(node.op for graph in metadata.partition_graphs
                                         for node in graph.node)
+    kinds = ('Log', 'LogSoftmax')
+    softmax = next(op for op in g.graph.get_operations() if op.type == 'Log').inputs[0].op
     return {'model': model, 'written': {k: written[k] for k in ('Log', 'Softmax', 'LogSoftmax')},
-            'run_by_default': {k: ran['default'][k] for k in ('Log', 'LogSoftmax')},
-            'run_with_rewrites_off': {k: ran['literal'][k] for k in ('Log', 'LogSoftmax')}}
+            'run_by_default': {k: ran['default'][k] for k in kinds},
+            'run_with_rewrites_off': {k: ran['literal'][k] for k in kinds},
+            'run_in_a_training_step': {k: ran['training'][k] for k in kinds},
+            'softmax_readers': sorted(op.type for op in softmax.outputs[0].consumers())}
 
 
 def observe_function(model, batch, seed=0):
@@ -144,7 +150,7 @@ def observe_function(model, batch, seed=0):
 
 def observe_tape(model, batch, seed=0):
     """11: GradientTape records what eager code did and differentiates it: the same
-    gradients as minimize's formal derivatives in the graph."""
+    gradients as minimize's, differentiated in the graph before any run."""
     X, Y_ = batch
     spec, initial = talk.NETWORKS[model], eager.initial_values(model, seed)
     values = iter(initial.values())
@@ -154,7 +160,7 @@ def observe_tape(model, batch, seed=0):
         return next_creator(**kwargs)
 
     graph = tf.Graph()
-    with graph.as_default():  # the talk's way: the network, then its formal derivatives
+    with graph.as_default():  # the talk's way: the network, then its gradient ops
         images = v1.placeholder(tf.float32, [None, 28, 28, 1])
         labels = v1.placeholder(tf.float32, [None, 10])
         with tf.variable_creator_scope(from_the_seed):
@@ -187,55 +193,60 @@ def observe(model, batch, seed=0):
             'tape': observe_tape(model, batch, seed)}
 
 
-def lesson(o, model):
-    """Chapters 7 to 11, as text."""
+def chapters(o, model):
+    """{chapter: its lines} of the lesson's chapters observed here (graph_mnist.explain
+    orders and numbers them): the Session's state, what a run runs, Grappler, tf.function
+    and the tape."""
     if 'refused' in o:
-        return f"7-11. {o['refused']}."
+        return {name: [f"   {o['refused']}."] for name in
+                ('state', 'runs', 'grappler', 'function', 'tape')}
     s, gr, f, t = o['session'], o['grappler'], o['function'], o['tape']
-    lines = ['7. The state lives in the Session.']
+    state = []
     if s['before_init']:
-        lines.append(f"   Reading a variable before sess.run(init): "
+        state.append(f"   Reading a variable before sess.run(init): "
                      f"{s['before_init']['error']}: {s['before_init']['message']}")
     two = s['two_sessions']
-    lines.append(f"   Two Sessions of one graph, one training step in the first: "
-                 f"{two['variable']} moved by {two['changed_in_the_first']:.2e} there, "
-                 f"by {two['changed_in_the_second']:g} in the second.")
-    lines.append('   The graph is a program; each Session holds its own values.')
-    lines.append('')
+    state += [f"   Two Sessions of one graph, one training step in the first: "
+              f"{two['variable']} moved by {two['changed_in_the_first']:.2e} there, "
+              f"by {two['changed_in_the_second']:g} in the second.",
+              '   The graph is a program; each Session holds its own values.']
     e = s['executed']
-    lines.append(f"8. A Session.run runs only what its fetches need "
-                 f"(operations executed, of {e['in_the_graph']} in the graph):")
-    for fetch, count in e['per_fetch'].items():
-        lines.append(f'     {fetch:38} {count:5}')
-    lines.append('   Fetched together, accuracy and cross-entropy share the network\'s '
-                 'forward pass.')
-    lines.append('')
-    lines.append(f"9. TensorFlow rewrites the graph before running it (Grappler), on "
-                 f"{gr['model']} with the talk's literal loss:")
-    lines.append(f"   written: {gr['written']}")
-    lines.append(f"   run by default: {gr['run_by_default']}; with the rewrites off, as "
-                 f"--loss=literal runs it: {gr['run_with_rewrites_off']}")
-    lines.append('   log(softmax(x)) became the stable LogSoftmax, unasked.')
-    lines.append('')
-    lines.append('10. What replaced it: tf.function traces Python into a graph.')
-    lines.append(f"   A Python line inside it ran {f['traces_after_three_calls']} time(s) "
-                 f"for three calls, {f['traces_after_a_new_shape']} after a call with "
-                 f"another batch size (shapes {f['traced_shapes']}).")
-    lines.append('   AutoGraph turned `if tf.reduce_sum(x) > 0:` into '
-                 f"{f['autograph_conditional']}.")
-    lines.append(f"   The traced {model}: {f['traced_network']}")
-    lines.append(f"   the talk's graph:   {f['talks_network']}")
-    lines.append('')
-    lines.append(f"11. GradientTape records what eager code did and differentiates it: on "
-                 f"{t['variables']} variables, the largest gradient {t['largest_gradient']:.3g},")
-    lines.append(f"   the tape's gradients differ from minimize's formal ones by at most "
-                 f"{t['max_abs_difference']:.1e}.")
-    lines.append('   Differentiation never needed the graph. What the graph still buys: a '
-                 'whole computation TensorFlow can rewrite')
-    lines.append('   (9), place on devices and servers, and save as a SavedModel that runs '
-                 'without Python; tf.function gives')
-    lines.append('   TensorFlow 2 code the same, while the Python around it stays eager.')
-    return '\n'.join(lines)
+    runs = [f"   Operations executed, of {e['in_the_graph']} in the graph:"]
+    runs += [f'     {fetch:38} {count:5}' for fetch, count in e['per_fetch'].items()]
+    runs.append('   Fetched together, accuracy and cross-entropy share the network\'s '
+                'forward pass.')
+    training = gr['run_in_a_training_step']
+    grappler = [
+        f"   On {gr['model']} with the talk's literal loss, log(softmax(...)) as written: "
+        f"{gr['written']}",
+        f"   run alone, by default: {gr['run_by_default']}: log(softmax) became the stable "
+        'LogSoftmax, unasked;' if gr['run_by_default'].get('LogSoftmax') else
+        f"   run alone, by default: {gr['run_by_default']}: nothing rewritten;",
+        f"   with the rewrites off, as --loss=literal runs it: {gr['run_with_rewrites_off']};",
+        f"   in a training step: {training}: "
+        + ('not rewritten: the softmax has other readers there (its gradient reads it; '
+           f"readers {gr['softmax_readers']}), and the rewrite needs Log to be its only one."
+           if training.get('Log') else 'rewritten there too.')]
+    function = [
+        f"   A Python line inside it ran {f['traces_after_three_calls']} time(s) for three "
+        f"calls, {f['traces_after_a_new_shape']} after a call with another batch size "
+        f"(shapes {f['traced_shapes']}).",
+        '   AutoGraph turned `if tf.reduce_sum(x) > 0:` into '
+        f"{f['autograph_conditional']}.",
+        f"   The traced {model}: {f['traced_network']}",
+        f"   the talk's graph:   {f['talks_network']}"]
+    tape = [
+        f"   On {t['variables']} variables, the largest gradient {t['largest_gradient']:.3g}; "
+        "the tape's gradients differ from minimize's by at most "
+        f"{t['max_abs_difference']:.1e}.",
+        '   The tape records the operations as they run: it needs no graph built before '
+        'running. What the graph still buys: a',
+        '   whole computation TensorFlow can rewrite (chapter 6), place on devices and '
+        'servers, and save as a SavedModel that',
+        '   runs without Python; tf.function gives TensorFlow 2 code the same, while the '
+        'Python around it stays eager.']
+    return {'state': state, 'runs': runs, 'grappler': grappler, 'function': function,
+            'tape': tape}
 
 
 # --------------------------------------------------------------- three loops, side by side

@@ -239,7 +239,7 @@ def t95(df):
     return T95[max(known)] if df <= 30 else 1.96
 
 
-def _difference(a, b):
+def difference(a, b):
     """Mean of a minus mean of b, the standard error of that difference, and Welch's
     degrees of freedom for it."""
     if len(a) < 2 or len(b) < 2:
@@ -343,7 +343,7 @@ def claims(histories):
                            f'dropout {rise:.2f}, with {rise_d:.2f}', rise_d < rise))
 
     if have('five_layers_relu_lrdecay', 'five_layers_relu_lrdecay_dropout'):
-        diff, se, df = _difference(each('five_layers_relu_lrdecay_dropout', final),
+        diff, se, df = difference(each('five_layers_relu_lrdecay_dropout', final),
                                    each('five_layers_relu_lrdecay', final))
         checks.append(('Dropout on the dense network: "Let\'s look at the accuracy. No '
                        'improvement."', f'final accuracy with dropout minus without: '
@@ -373,8 +373,8 @@ def claims(histories):
                        'cross entropy." (conv_bigger, then with dropout)',
                        f'test loss at the end minus the training batches\' (last 1,000 '
                        f'steps): without dropout {gap:.2f}, with {gap_d:.2f}', gap > gap_d))
-        diff, se, df = _difference(each('conv_dropout', final), each('conv_bigger', final))
-        diff_max, _, _ = _difference(each('conv_dropout', lambda h: h['max_test_accuracy']),
+        diff, se, df = difference(each('conv_dropout', final), each('conv_bigger', final))
+        diff_max, _, _ = difference(each('conv_dropout', lambda h: h['max_test_accuracy']),
                                   each('conv_bigger', lambda h: h['max_test_accuracy']))
         checks.append(('"With just applying dropout, we got 2/10 of a percent more accuracy."',
                        f'final accuracy with dropout minus without, same network and seeds: '

@@ -111,7 +111,7 @@ def test_a_claimed_gain_against_what_was_measured():
 
 
 def test_welch_degrees_of_freedom_and_students_t():
-    diff, se, df = compare._difference([0.9910, 0.9920, 0.9930], [0.9900, 0.9905, 0.9910])
+    diff, se, df = compare.difference([0.9910, 0.9920, 0.9930], [0.9900, 0.9905, 0.9910])
     assert diff == pytest.approx(0.0015) and df == 2  # Welch: 2.9, rounded down
     assert se == pytest.approx(((1e-6 / 3) + (0.25e-6 / 3)) ** 0.5)
     assert compare.t95(2) == 4.303 and compare.t95(4) == 2.776 and compare.t95(11) == 2.228

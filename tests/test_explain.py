@@ -7,6 +7,7 @@ from conftest import synthetic_batch
 from conftest import synthetic_mnist
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from graph_mnist import explain
 from graph_mnist import talk
@@ -33,7 +34,7 @@ def test_minimize_adds_operations(observed):
         m = o['minimize']
         assert m['operations_after'] > m['operations_before'] > 0, name
         assert sum(m['added_by_kind'].values()) == m['operations_after'] - m['operations_before']
-        assert m['added_by_kind']['gradients (formal derivatives of the loss)'] > 0
+        assert m['added_by_kind']['gradients (reverse-mode differentiation of the loss)'] > 0
     # Adam keeps two slots per variable; plain gradient descent keeps none
     assert 'optimizer slots and state (variables)' not in \
         observed['softmax']['minimize']['added_by_kind']
@@ -131,9 +132,10 @@ def test_the_loop_in_the_graph_runs_many_steps_in_one_session_run():
     assert loop['updates_in_one_run'] == 10 and loop['steps_per_run'] == 10
     assert loop['literal_us'] > 0 and loop['in_graph_us'] > 0 and loop['call_us'] > 0
     assert len(loop['timings_s_per_step']['literal']) == 1
-    assert '6. The loop moved into the graph: 10 training steps' in explain.lesson(
-        {**explain.observe('softmax', (mnist.train_images[:100], mnist.train_labels[:100])),
-         'loop': loop})
+    assert '. The loop moved into the graph.\n   10 training steps in one Session.run.' \
+        in explain.lesson({**explain.observe('softmax', (mnist.train_images[:100],
+                                                         mnist.train_labels[:100])),
+                           'loop': loop})
 
 
 # ---------------------------------------------------- chapters 7 to 11: graph_mnist.today
@@ -188,14 +190,19 @@ def test_gradient_tape_gives_minimizes_gradients(a_batch):
     assert o['max_abs_difference'] <= 1e-5 * o['largest_gradient']
 
 
-def test_the_lesson_goes_on_past_the_session(a_batch):
+def test_the_lesson_goes_in_the_order_of_its_ideas(a_batch):
+    from graph_mnist import costs
     from graph_mnist import today
-    text = today.lesson(today.observe('softmax', a_batch), 'softmax')
-    for chapter in ('7. The state lives in the Session.', '8. A Session.run runs only',
-                    '9. TensorFlow rewrites the graph', '10. What replaced it: tf.function',
-                    '11. GradientTape records'):
-        assert chapter in text
-    assert 'Differentiation never needed the graph.' in text
+    o = {**explain.observe('softmax', a_batch), 'today': today.observe('softmax', a_batch),
+         'costs': costs.observe()}
+    text = explain.lesson(o)
+    order = ['1. Building the graph computes nothing.', '2. A value exists only when',
+             '3. The state lives in the Session.', '4. A Session.run runs only',
+             '5. minimize() added the gradients', '6. TensorFlow rewrites the graph',
+             '7. What graphs cost', "8. Today's answer: eager execution"]  # no loop observed
+    assert [text.index(title) for title in order] == sorted(text.index(t) for t in order)
+    assert 'reverse-mode automatic differentiation' in text and 'formal' not in text
+    assert 'it needs no graph built before running' in text
     assert today.observe('batchnorm_conv', a_batch) == {
         'refused': 'batchnorm_conv: batch norm has no TensorFlow 2 twin here (its moving '
                    'averages are graph collections)'}
@@ -222,3 +229,38 @@ def test_explain_code_prints_the_step_without_data_or_a_graph():
                         '--data_dir=/nonexistent')
     assert result.returncode == 0, result.stderr
     assert '+    return _five_layers(X, tf.nn.relu' in result.stdout
+
+
+def test_grappler_rewrites_log_softmax_alone_but_not_in_a_training_step(a_batch):
+    """Chapter 6 both ways: Grappler's rewrite of log(softmax) into LogSoftmax needs the
+    Log to be the softmax's only reader; in a training step its gradient reads it too."""
+    from graph_mnist import today
+    o = today.observe_grappler(a_batch)
+    assert o['run_by_default'] == {'Log': 0, 'LogSoftmax': 1}
+    assert o['run_with_rewrites_off'] == {'Log': 1, 'LogSoftmax': 0}
+    assert o['run_in_a_training_step'] == {'Log': 1, 'LogSoftmax': 0}
+    assert len(o['softmax_readers']) > 1 and 'Log' in o['softmax_readers']
+
+
+def test_what_graphs_cost_each_observed():
+    """Chapter 7: each cost of a graph as TensorFlow shows it today; any of these fails
+    when TensorFlow behaves otherwise."""
+    from graph_mnist import costs
+    o = costs.observe()
+    error = o['error']  # built without complaint, refused only when run, naming the op
+    assert error['error_at_run'] == 'InvalidArgumentError' and error['names_the_op']
+    assert 'incompatible' in error['message']
+    values = o['values']  # a symbol for print, values from tf.print only when it runs
+    assert values['python_print'].startswith('Tensor("doubled:0"')
+    assert values['tf_print_when_not_run'] == '' and values['tf_print_when_run'] == \
+        'doubled: [2 4 6]'
+    assert o['retracing']['traces'] == {'python number': 3, 'tensor': 1, 'input_signature': 1}
+    growing = o['growing']  # one op more at every step, until the graph is finalized
+    assert growing['operations_after_each_step'] == [3, 5, 7]
+    assert 'finalized' in growing['finalized_refuses']
+    eagerly = o['eagerly']  # and run_functions_eagerly is switched back off
+    assert (eagerly['python_ran_traced'], eagerly['python_ran_eagerly']) == (1, 2)
+    assert eagerly['eager_sees'] == 'EagerTensor'
+    assert not tf.config.functions_run_eagerly()
+    lines = costs.chapter(o)
+    assert any('Matrix size-incompatible' in line for line in lines)
