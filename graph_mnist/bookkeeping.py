@@ -83,6 +83,7 @@ class Bookkeeping:
             self.board = dashboard.Dashboard(
                 config.vis, workdir, f'{config.model}, seed {config.seed}'
                 + ('' if config.style == 'graph' else f', --style={config.style}')
+                + ('' if config.precision == 'float32' else f', {config.precision}')
                 + (f'; changed: {changed}' if changed else ''),
                 evaluations=(config.iterations - first_step) // config.eval_every + 2)
         self.events = graph_events.EventLog(workdir, net.graph) if workdir else None
@@ -90,7 +91,8 @@ class Bookkeeping:
                      'loss %s, on %s%s', config.model, f'{net.parameters:,}',
                      net.spec.optimizer.__name__, config.iterations, config.batch_size,
                      net.spec.pkeep, config.loss, history.get('device', 'CPU'),
-                     '' if config.style == 'graph' else f', --style={config.style}')
+                     ('' if config.style == 'graph' else f', --style={config.style}')
+                     + ('' if config.precision == 'float32' else f', in {config.precision}'))
         self.marks = _Marks(first_step, config)
         self.elapsed_before = history.get('elapsed', 0.0)
         self.start = time.perf_counter()

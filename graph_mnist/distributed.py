@@ -243,7 +243,7 @@ def build(task, config, sync=False):
         worker_device=f'/job:{task.type}/task:{task.index}', cluster=task.spec())
     placement = Placement(device, replicas=task.replicas, sync=sync)
     g = training_graph.build(config.spec, loss=config.loss, seed=config.seed,
-                             cluster=placement)
+                             cluster=placement, precision=config.precision)
     with g.graph.as_default():
         last = [done_queue(ps).enqueue(1) for ps in range(len(task.cluster['ps']))]
         if sync:

@@ -85,6 +85,11 @@ def define_flags(flag_values=FLAGS):
                       'same network function called in a tf.function, its gradient from a '
                       'tf.GradientTape. keras: Keras 3 layers trained by model.fit. The same '
                       'initial weights, batches, loss and optimizer in all three.', **own)
+    flags.DEFINE_enum('precision', defaults.precision, list(training_graph.PRECISIONS),
+                      'float32: the talk\'s. bfloat16: the same graph, rewritten by '
+                      'TensorFlow\'s graph optimizer to compute its matmuls and convolutions '
+                      'in bfloat16 on oneDNN, variables and updates in float32 (CPUs with '
+                      'AVX-512 BF16 or AMX; refused elsewhere).', **own)
     _define_experiments(own)
     flags.DEFINE_enum('loss', defaults.loss, list(training_graph.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '

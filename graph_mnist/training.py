@@ -69,9 +69,10 @@ class Config:
     pkeep: float = None          # keep probability of a network with dropout
     layers: int = None           # depth of a dense network, 2 to 5
     style: str = 'graph'         # eager.STYLES: the talk's Session, or TensorFlow 2's
+    precision: str = 'float32'   # training_graph.PRECISIONS: bfloat16 by Grappler's rewrite
 
     # what a resumed run must keep; the other settings may change between sessions
-    FIXED = ('model', 'seed', 'batch_size', 'loss', *talk.EXPERIMENTS, 'style')
+    FIXED = ('model', 'seed', 'batch_size', 'loss', *talk.EXPERIMENTS, 'style', 'precision')
 
     def __post_init__(self):
         if self.model not in talk.NETWORKS:
@@ -98,6 +99,16 @@ class Config:
             raise SettingsError(f'--style={self.style} trains the talk\'s networks '
                                 f'({", ".join(talk.TALK)}): {self.model}\'s batch norm keeps '
                                 'its moving averages in TensorFlow 1 graph collections')
+        if self.precision not in training_graph.PRECISIONS:
+            raise ValueError(f'precision must be one of {training_graph.PRECISIONS}')
+        if self.precision == 'bfloat16' and self.style != 'graph':
+            raise SettingsError(f'--precision=bfloat16 rewrites the talk\'s graph as a Session '
+                                f'runs it; --style={self.style} has no Session: leave it at '
+                                'float32')
+        if self.precision == 'bfloat16' and not training_graph.bfloat16_support():
+            raise SettingsError('--precision=bfloat16: this CPU has no bfloat16 instructions '
+                                '(no avx512_bf16 or amx_bf16 in /proc/cpuinfo), so oneDNN '
+                                'would emulate them, slower than float32: leave it at float32')
         if self.style != 'graph' and self.steps_per_run > 1:
             raise SettingsError(f'--steps_per_run moves the talk\'s Session loop into the '
                                 f'graph; --style={self.style} has no Session loop: leave it at 1')
@@ -191,7 +202,7 @@ def train(mnist, config=Config(), workdir=None, resume=False, stop_requested=Non
                                              stop_requested)
             return books.finish(step)
     g = training_graph.build(config.spec, config.loss, config.seed,
-                             loop=config.steps_per_run > 1)
+                             loop=config.steps_per_run > 1, precision=config.precision)
     with v1.Session(graph=g.graph, config=g.config) as sess:
         sess.run(g.init)  # as in the talk: sess.run(init)
         if path:

@@ -98,21 +98,43 @@ def cross_entropy(Ylogits, Y_, loss='stable'):
     return tf.reduce_mean(per_image) * LOSS_SCALE
 
 
-def session_config(loss):
-    """Session settings for a loss: 'literal' must stay literal.
+PRECISIONS = ('float32', 'bfloat16')
 
-    TensorFlow's graph optimizer (Grappler) rewrites Log(Softmax(x)) into LogSoftmax(x)
-    wherever it can, which would quietly make the talk's literal line stable, or not,
-    depending on what else is fetched. For --loss=literal that rewrite is switched off.
+
+def bfloat16_support(cpuinfo='/proc/cpuinfo'):
+    """Whether this CPU computes in bfloat16 itself (AVX-512 BF16 or AMX), as oneDNN's
+    bfloat16 kernels need; elsewhere they would be emulated, slower than float32."""
+    try:
+        with open(cpuinfo, encoding='utf-8') as f:
+            flags = {flag for line in f if line.startswith('flags') for flag in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+
+def session_config(loss, precision='float32'):
+    """Session settings for a loss and a precision.
+
+    'literal' must stay literal: TensorFlow's graph optimizer (Grappler) rewrites
+    Log(Softmax(x)) into LogSoftmax(x) wherever it can, which would quietly make the
+    talk's literal line stable, or not, depending on what else is fetched. For
+    --loss=literal that rewrite is switched off.
+
+    'bfloat16': the same float32 graph, rewritten by Grappler before it runs so that its
+    matmuls and convolutions compute in bfloat16 on oneDNN (the variables, the loss and
+    the optimizer's updates stay float32): deferred execution lets TensorFlow change how
+    the talk's lines compute without changing them.
     """
     config = v1.ConfigProto()
+    rewrites = config.graph_options.rewrite_options
     if loss == 'literal':
-        off = config.graph_options.rewrite_options.OFF
-        config.graph_options.rewrite_options.arithmetic_optimization = off
+        rewrites.arithmetic_optimization = rewrites.OFF
+    if precision == 'bfloat16':
+        rewrites.auto_mixed_precision_onednn_bfloat16 = rewrites.ON
     return config
 
 
-def build(model, loss='stable', seed=0, loop=False, cluster=None):
+def build(model, loss='stable', seed=0, loop=False, cluster=None, precision='float32'):
     """Builds a network, its cross-entropy, accuracy and training step in a new
     tf.Graph, finalized: from then on a Session only runs it.
 
@@ -180,5 +202,5 @@ def build(model, loss='stable', seed=0, loop=False, cluster=None):
     if not cluster:
         graph.finalize()  # from here on the graph is fixed: a Session only runs it
     return Graph(graph, X, Y_, step, pkeep, tst, Ylogits, Y, prediction, xent, accuracy, lr,
-                 train_step, next_step, init, saver, spec, session_config(loss),
+                 train_step, next_step, init, saver, spec, session_config(loss, precision),
                  minimize_ops, global_step, in_graph)

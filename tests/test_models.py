@@ -219,3 +219,40 @@ def test_the_experiments_change_the_settings_they_name():
 def test_an_experiment_that_changes_nothing_or_is_out_of_range_is_refused(name, changes, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         talk.with_changes(name, **changes)
+
+
+def test_bfloat16_support_is_read_from_the_cpus_flags(tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\n')
+    assert training_graph.bfloat16_support(str(cpuinfo))
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f fma\n')
+    assert not training_graph.bfloat16_support(str(cpuinfo))
+    assert not training_graph.bfloat16_support(str(tmp_path / 'none'))
+
+
+def _ran(g, fetch):
+    """{op type: count} of what a Session ran for `fetch` after Grappler, and the dtypes
+    its Casts produced."""
+    feed = {g.X: np.random.default_rng(0).random((8, 28, 28, 1), np.float32),
+            g.Y_: np.eye(10, dtype=np.float32)[np.arange(8) % 10], g.pkeep: 1.0, g.step: 0}
+    metadata = tf.compat.v1.RunMetadata()
+    with tf.compat.v1.Session(graph=g.graph, config=g.config) as sess:
+        sess.run(g.init)
+        sess.run(fetch, feed, options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                 run_metadata=metadata)
+    nodes = [node for graph in metadata.partition_graphs for node in graph.node]
+    return {node.attr['DstT'].type for node in nodes if node.op == 'Cast'}
+
+
+def test_bfloat16_is_the_same_graph_rewritten_before_it_runs():
+    plain = training_graph.build('conv', seed=2)
+    rewritten = training_graph.build('conv', seed=2, precision='bfloat16')
+    assert plain.graph.as_graph_def() == rewritten.graph.as_graph_def()  # the talk's lines
+    options = rewritten.config.graph_options.rewrite_options
+    assert options.auto_mixed_precision_onednn_bfloat16 == options.ON
+    assert plain.config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 \
+        != options.ON
+    bfloat16 = tf.bfloat16.as_datatype_enum
+    assert bfloat16 not in _ran(plain, plain.train_step)
+    if training_graph.bfloat16_support():  # where the CPU computes it, Grappler casts to it
+        assert bfloat16 in _ran(rewritten, rewritten.train_step)

@@ -149,3 +149,26 @@ def test_the_summary_quotes_the_talk_only_for_the_talks_own_run():
     assert short.endswith('50 steps in 2.0 s')  # 50 steps are not judged by the talk's words
     changed = training.summary_line({**history, 'learning_rate': 0.01})
     assert 'the talk' not in changed
+
+
+def test_bfloat16_is_refused_where_it_cannot_work(monkeypatch):
+    from graph_mnist import training_graph
+    with pytest.raises(training.SettingsError, match='--style=function has no Session'):
+        training.Config('conv', style='function', precision='bfloat16', vis='none')
+    monkeypatch.setattr(training_graph, 'bfloat16_support', lambda: False)
+    with pytest.raises(training.SettingsError, match='this CPU has no bfloat16 instructions'):
+        training.Config('conv', precision='bfloat16', vis='none')
+
+
+def test_a_bfloat16_run_trains_and_says_so(tmp_path, monkeypatch):
+    from graph_mnist import training_graph
+    if not training_graph.bfloat16_support():  # refused here, as the test above shows
+        monkeypatch.setattr(training_graph, 'bfloat16_support', lambda: True)  # emulated
+    config = training.Config('conv', iterations=40, eval_every=20, log_every=10,
+                             precision='bfloat16', vis='none')
+    history = training.train(synthetic_mnist(), config, workdir=str(tmp_path))
+    assert history['precision'] == 'bfloat16' and history['status'] == 'finished'
+    losses = history['train']['loss']
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    resumed = training.Config.of_run(json.load(open(tmp_path / 'history.json')))
+    assert resumed.precision == 'bfloat16'
