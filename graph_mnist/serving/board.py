@@ -15,6 +15,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 
 HEAD = 4
 TARGET, SERVING, COUNT = 0, 1, 2
@@ -66,7 +67,9 @@ class Board:
 
     def write_states(self, states):
         """{version: (state, message)}: replaced whole, so a reader sees all or nothing."""
-        temporary = self.path + '.states.tmp'
+        # a temporary of this writer's own: two threads (the poller and the start-up's
+        # settle) may publish at once, and a shared name let one rename the other's away
+        temporary = f'{self.path}.states.{os.getpid()}.{threading.get_ident()}.tmp'
         with open(temporary, 'w') as f:
             json.dump({str(v): list(s) for v, s in states.items()}, f)
         os.replace(temporary, self.path + '.states')
