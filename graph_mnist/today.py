@@ -89,12 +89,34 @@ def observe_grappler(batch, model='five_layers_relu'):
         ran[name] = collections.Counter(node.op for graph in metadata.partition_graphs
                                         for node in graph.node)
     kinds = ('Log', 'LogSoftmax')
+    bfloat16 = observe_bfloat16(batch, model) if training_graph.bfloat16_support() else None
     softmax = next(op for op in g.graph.get_operations() if op.type == 'Log').inputs[0].op
     return {'model': model, 'written': {k: written[k] for k in ('Log', 'Softmax', 'LogSoftmax')},
             'run_by_default': {k: ran['default'][k] for k in kinds},
             'run_with_rewrites_off': {k: ran['literal'][k] for k in kinds},
             'run_in_a_training_step': {k: ran['training'][k] for k in kinds},
-            'softmax_readers': sorted(op.type for op in softmax.outputs[0].consumers())}
+            'softmax_readers': sorted(op.type for op in softmax.outputs[0].consumers()),
+            'bfloat16': bfloat16}
+
+
+def observe_bfloat16(batch, model='five_layers_relu'):
+    """--precision=bfloat16: the same graph, and what a training step ran after Grappler
+    rewrote it: its matrix multiplications in bfloat16, casts around them."""
+    X, Y_ = batch
+    g = training_graph.build(model, precision='bfloat16')
+    metadata = v1.RunMetadata()
+    with v1.Session(graph=g.graph, config=g.config) as sess:
+        sess.run(g.init)
+        sess.run(g.train_step, {g.X: X, g.Y_: Y_, g.pkeep: 1.0, g.step: 0},
+                 options=v1.RunOptions(output_partition_graphs=True), run_metadata=metadata)
+    nodes = [node for graph in metadata.partition_graphs for node in graph.node]
+    bf16 = tf.bfloat16.as_datatype_enum
+    matmuls = [node for node in nodes if 'MatMul' in node.op]
+    return {'written_matmuls': sum(op.type == 'MatMul' for op in g.graph.get_operations()),
+            'ran_matmuls': len(matmuls),
+            'matmuls_in_bfloat16': sum(node.attr['T'].type == bf16 for node in matmuls),
+            'casts_to_bfloat16': sum(node.op == 'Cast' and node.attr['DstT'].type == bf16
+                                     for node in nodes)}
 
 
 def observe_function(model, batch, seed=0):
@@ -227,6 +249,13 @@ def chapters(o, model):
         + ('not rewritten: the softmax has other readers there (its gradient reads it; '
            f"readers {gr['softmax_readers']}), and the rewrite needs Log to be its only one."
            if training.get('Log') else 'rewritten there too.')]
+    if gr.get('bfloat16'):
+        b = gr['bfloat16']
+        grappler.append(
+            f"   Asked for bfloat16 (--precision=bfloat16), the same graph ({b['written_matmuls']}"
+            f" MatMuls written in float32) ran {b['matmuls_in_bfloat16']} of its "
+            f"{b['ran_matmuls']} matrix multiplications in bfloat16, with "
+            f"{b['casts_to_bfloat16']} casts to bfloat16 added.")
     function = [
         f"   A Python line inside it ran {f['traces_after_three_calls']} time(s) for three "
         f"calls, {f['traces_after_a_new_shape']} after a call with another batch size "

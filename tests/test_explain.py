@@ -240,6 +240,12 @@ def test_grappler_rewrites_log_softmax_alone_but_not_in_a_training_step(a_batch)
     assert o['run_with_rewrites_off'] == {'Log': 1, 'LogSoftmax': 0}
     assert o['run_in_a_training_step'] == {'Log': 1, 'LogSoftmax': 0}
     assert len(o['softmax_readers']) > 1 and 'Log' in o['softmax_readers']
+    from graph_mnist import training_graph
+    if training_graph.bfloat16_support():  # and the same graph asked for bfloat16
+        b = o['bfloat16']
+        assert b['matmuls_in_bfloat16'] == b['ran_matmuls'] > 0 and b['casts_to_bfloat16'] > 0
+    else:
+        assert o['bfloat16'] is None
 
 
 def test_what_graphs_cost_each_observed():
