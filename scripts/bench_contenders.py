@@ -37,12 +37,15 @@ EVALUATIONS = 5  # timed evaluations of the test set per batch size, in ours' pr
 class Ours:
     """The talk's loop: one Session.run with its feed_dict per step."""
     steps_per_run = 1
+    precision = 'float32'
+
     def __init__(self, description, mnist, seed=0):
         import tensorflow as tf
 
         from graph_mnist import training_graph
         g = self.g = training_graph.build(description['model'], seed=seed,
-                                          loop=self.steps_per_run > 1)
+                                          loop=self.steps_per_run > 1,
+                                          precision=self.precision)
         self.sess = tf.compat.v1.Session(graph=g.graph, config=g.config)
         self.sess.run(g.init)
         self.batches = data.Batches(mnist.train_images, mnist.train_labels, 100, seed)
@@ -175,6 +178,11 @@ class Keras:
         return self.net.count_params()
 
 
+class OursBfloat16(Ours):
+    """The talk's loop over the same graph rewritten to bfloat16 (--precision=bfloat16)."""
+    precision = 'bfloat16'
+
+
 class KerasXLA(Keras):
     jit_compile = True
 
@@ -231,8 +239,20 @@ class Torch:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
 
+class KerasStepsBfloat16(KerasSteps):
+    """Keras at its best in bfloat16: its `mixed_bfloat16` policy (layers compute in
+    bfloat16, variables stay float32), like for like with ours_bf16. The policy is
+    process-wide: each contender runs in a process of its own."""
+
+    def __init__(self, description, mnist, seed=0):
+        import keras
+        keras.mixed_precision.set_global_policy('mixed_bfloat16')
+        super().__init__(description, mnist, seed)
+
+
 WORKERS = {'ours': Ours, 'ours_loop': OursLoop, 'keras': Keras, 'keras_spe': KerasSteps,
-           'keras_xla': KerasXLA, 'torch': Torch}
+           'keras_xla': KerasXLA, 'torch': Torch, 'ours_bf16': OursBfloat16,
+           'keras_spe_bf16': KerasStepsBfloat16}
 
 
 def contender_class(name):

@@ -18,6 +18,10 @@ BOOTSTRAP_RESAMPLES = 10000
 PAIRS = {'literal_over_keras_fit': ('ours', 'keras'),
          'graph_loop_over_keras_best': ('ours_loop', 'keras_best'),
          'graph_loop_over_torch': ('ours_loop', 'torch')}
+# bfloat16, like for like: our rewritten graph against our float32 one and against Keras's
+# mixed_bfloat16 policy at its best (reported in a section of their own)
+BFLOAT16_PAIRS = {'bfloat16_over_float32': ('ours_bf16', 'ours'),
+                  'bfloat16_over_keras_bfloat16': ('ours_bf16', 'keras_spe_bf16')}
 # where a whole run's time goes: README's command, then without the dashboard, then
 # also without the test evaluations but the first and last (the talk's run has 101)
 RUN_PARTS = {'readme_command': [], 'vis_none': ['--vis=none'],
@@ -52,13 +56,15 @@ def paired(ours, theirs, resamples=BOOTSTRAP_RESAMPLES, seed=0):
 def pairs(measured, keras_best):
     """Every pair of PAIRS that was measured: {key: paired(...)}."""
     named = dict(measured, keras_best=measured.get(keras_best))
-    return {key: paired(named.get(a), named.get(b)) for key, (a, b) in PAIRS.items()}
+    return {key: paired(named.get(a), named.get(b))
+            for key, (a, b) in {**PAIRS, **BFLOAT16_PAIRS}.items()}
 
 
 def best_keras(measured):
     """The faster of the Keras modes measured (name, result), or (None, None)."""
-    modes = [(name, r) for name, r in measured.items()
-             if name.split('@')[0].startswith('keras') and 'images_per_second' in r]
+    modes = [(name, r) for name, r in measured.items()  # float32 only: like for like
+             if name.split('@')[0].startswith('keras') and 'bf16' not in name
+             and 'images_per_second' in r]
     return max(modes, key=lambda m: m[1]['images_per_second'], default=(None, None))
 
 
@@ -117,6 +123,16 @@ def markdown(results):
             lines.append(f'| `{model}` | ' + ' | '.join(
                 rate_text(r['contenders'][n]) if n in r['contenders'] else '–' for n in others)
                 + ' |')
+    bfloat16 = [(model, r) for model, r in results['models'].items()
+                if any(r.get(key) for key in BFLOAT16_PAIRS)]
+    if bfloat16:
+        lines += ['', 'bfloat16 (ours: --precision=bfloat16; Keras: mixed_bfloat16 with '
+                  'steps_per_execution, as keras_spe), median ratio [interval]:', '',
+                  '| network | ours bfloat16 / ours float32 | ours bfloat16 / Keras '
+                  'bfloat16 |', '|---|---|---|']
+        lines += [f"| `{model}` | {ratio_text(r.get('bfloat16_over_float32'))} "
+                  f"| {ratio_text(r.get('bfloat16_over_keras_bfloat16'))} |"
+                  for model, r in bfloat16]
     costs = [(model, name, c['eval_ms_by_batch']) for model, r in results['models'].items()
              for name, c in r['contenders'].items() if len(c.get('eval_ms_by_batch', {})) > 1]
     if costs:

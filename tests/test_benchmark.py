@@ -369,3 +369,12 @@ def test_profile_sums_each_kind_of_operation_over_threads_per_step(tmp_path):
     # events and the python thread left out
     assert profile_step.op_times(str(path), steps=2) == {'_MklNativeFusedConv2D': 4.0,
                                                          'ResourceApplyAdam': 1.0}
+
+
+def test_the_bfloat16_contenders_are_like_for_like_and_never_keras_best():
+    from bench_report import best_keras
+    assert contenders.contender_class('ours_bf16').precision == 'bfloat16'
+    assert issubclass(contenders.contender_class('keras_spe_bf16'), contenders.KerasSteps)
+    measured = {'keras_spe': {'images_per_second': 100.0},
+                'keras_spe_bf16': {'images_per_second': 150.0}}
+    assert best_keras(measured)[0] == 'keras_spe'  # float32 against float32
