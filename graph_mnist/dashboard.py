@@ -20,13 +20,12 @@ TensorFlow.
 
 import math
 import os
-import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from graph_mnist import animation
 from graph_mnist import runs
 from graph_mnist.errors import UserError
 
@@ -251,7 +250,7 @@ class Window:
     """--vis=live: a matplotlib window, redrawn at every frame; it stays open at the end
     (see wait_for_windows)."""
 
-    layout = 'wide'
+    layout = png_layout = 'wide'
 
     def __init__(self, workdir):
         if not display_available():
@@ -272,7 +271,7 @@ class Window:
     def show(self, figure):
         self.pyplot.pause(0.001)
 
-    def close(self, figure):
+    def close(self, figure, png):
         self.pyplot.ioff()
         return []
 
@@ -281,7 +280,7 @@ class Files:
     """--vis=save: frames kept in memory (every `every`-th evaluation), then PNG, GIF and
     MP4 (with ffmpeg) written into the workdir at the end."""
 
-    layout, pyplot, due = 'wide', None, Window.due
+    layout, png_layout, pyplot, due = 'wide', 'tall', None, Window.due
 
     def __init__(self, workdir):
         self.workdir, self.frames = workdir, []
@@ -289,13 +288,13 @@ class Files:
     def show(self, figure):
         self.frames.append(figure.rgb())
 
-    def close(self, figure):  # an off-screen figure: nothing to close
+    def close(self, figure, png):  # off-screen figures: nothing to close
         if not self.frames:
             return []
-        png = os.path.join(self.workdir, 'dashboard.png')
-        figure.save_png(png)
-        written = [png, write_gif(self.frames, os.path.join(self.workdir, 'dashboard.gif'))]
-        mp4 = write_mp4(self.frames, os.path.join(self.workdir, 'dashboard.mp4'))
+        path = os.path.join(self.workdir, 'dashboard.png')
+        png.save_png(path)
+        written = [path, animation.gif(self.frames, os.path.join(self.workdir, 'dashboard.gif'))]
+        mp4 = animation.mp4(self.frames, os.path.join(self.workdir, 'dashboard.mp4'))
         return written + ([mp4] if mp4 else [])
 
 
@@ -305,7 +304,8 @@ class NotebookCell:
     as often as a budget of BUDGET of the elapsed time allows, the first at once; its last
     frame also written as dashboard.png into the workdir."""
 
-    layout, pyplot = 'tall', None
+    layout = png_layout = 'tall'
+    pyplot = None
     BUDGET = 0.06  # at most this share of the training time goes to drawing
 
     def __init__(self, workdir):
@@ -330,12 +330,12 @@ class NotebookCell:
         self.last_cost = time.perf_counter() - self.asked
         self.drawing += self.last_cost
 
-    def close(self, figure):  # an off-screen figure: nothing to close
+    def close(self, figure, png):  # an off-screen figure: nothing to close
         if not (self.workdir and self.handle):
             return []
-        png = os.path.join(self.workdir, 'dashboard.png')
-        figure.save_png(png)
-        return [png]
+        path = os.path.join(self.workdir, 'dashboard.png')
+        png.save_png(path)
+        return [path]
 
 
 OUTPUTS = {'live': Window, 'save': Files, 'notebook': NotebookCell}
@@ -348,11 +348,12 @@ class Dashboard:
     and always at the end, then shown by one of OUTPUTS."""
 
     def __init__(self, mode, workdir, title, evaluations, max_frames=60):
-        self.output = OUTPUTS[mode](workdir)
+        self.output, self.title = OUTPUTS[mode](workdir), title
         self.figure = Figure(title, self.output.pyplot, layout=self.output.layout)
         self.every = max(1, math.ceil(evaluations / max_frames))
         self.evaluations = 0
         self.batch = None  # the latest training batch: (images, correct, predicted)
+        self.last = None  # what the last frame drew: (history, test digits, batch)
 
     def training_batch(self, images, correct, predicted):
         self.batch = images, correct, predicted  # drawn only when a frame is made
@@ -362,15 +363,25 @@ class Dashboard:
         self.evaluations += 1
         if not (self.output.due(self.evaluations - 1, self.every) or final):
             return
-        test_grid, _ = image_grid(test_images, correct, predicted,
-                                  columns=TEST_COLUMNS[self.figure.layout], limit=1000)
-        train_grid = image_grid(*self.batch, columns=10)[0] if self.batch else None
-        self.figure.draw(history, train_grid, test_grid)
+        self.last = history, (test_images, correct, predicted), self.batch
+        self.draw(self.figure, *self.last)
         self.output.show(self.figure)
 
+    @staticmethod
+    def draw(figure, history, test_digits, batch):
+        test_grid, _ = image_grid(*test_digits, columns=TEST_COLUMNS[figure.layout], limit=1000)
+        train_grid = image_grid(*batch, columns=10)[0] if batch else None
+        figure.draw(history, train_grid, test_grid)
+
     def close(self):
-        """The paths of the files written (save and notebook outputs)."""
-        return self.output.close(self.figure)
+        """The paths of the files written (save and notebook outputs). Their PNG is the
+        last frame in the tall layout, where the test digits can be read: in the wide one
+        a digit is 6 pixels wide."""
+        png = self.figure
+        if self.last and png.layout != self.output.png_layout:
+            png = Figure(self.title, layout=self.output.png_layout)
+            self.draw(png, *self.last)
+        return self.output.close(self.figure, png)
 
 
 def wait_for_windows():
@@ -382,32 +393,6 @@ def wait_for_windows():
             pyplot.show()
         except KeyboardInterrupt:
             pass
-
-
-def write_gif(frames, path, seconds=12):
-    """An animated GIF of the frames, the whole run in about `seconds`, last frame held."""
-    from PIL import Image
-    images = [Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-              for f in frames]
-    duration = max(80, int(1000 * seconds / len(images)))
-    durations = [duration] * (len(images) - 1) + [3000]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations,
-                   loop=0, optimize=True)
-    return path
-
-
-def write_mp4(frames, path, fps=8):
-    """An MP4 of the frames when ffmpeg is installed; None otherwise."""
-    ffmpeg = shutil.which('ffmpeg')
-    if not ffmpeg:
-        return None
-    height, width = frames[0].shape[:2]
-    command = [ffmpeg, '-y', '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24',
-               '-s', f'{width}x{height}', '-r', str(fps), '-i', '-', '-pix_fmt', 'yuv420p',
-               '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2', path]
-    process = subprocess.run(command, input=b''.join(f.tobytes() for f in frames),
-                             capture_output=True)
-    return path if process.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------- a past run

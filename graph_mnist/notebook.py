@@ -48,7 +48,8 @@ def stop_button():
 def run(model, iterations=None, workdir=None, data_dir=None, vis='notebook', **settings):
     """Trains `model` (see training.Config for the other settings: seed, batch_size, loss,
     eval_every, log_every, checkpoint_every) and returns its history. Stopped with the
-    kernel's interrupt, returns the history so far (status 'interrupted')."""
+    kernel's interrupt, returns the history so far (status 'interrupted'). The history
+    returned also names the run's `workdir`."""
     config = training.Config(model, iterations=iterations, vis=vis, **settings)
     images = mnist(data_dir)
     workdir = runs.prepare_workdir(workdir, model)
@@ -57,9 +58,9 @@ def run(model, iterations=None, workdir=None, data_dir=None, vis='notebook', **s
             history = training.train(images, config, workdir, stop_requested=stop_requested)
         except training.Interrupted as e:
             print(f'{model}: {e}; the history so far is in {runs.history_path(workdir)}')
-            return runs.read_history(workdir)
+            return dict(runs.read_history(workdir), workdir=workdir)
     print(training.summary_line(history))
-    return history
+    return dict(history, workdir=workdir)  # where its checkpoints are (graph_mnist.pictures)
 
 
 def curves(lines, title, ylabel, xlim=None, ylim=None):

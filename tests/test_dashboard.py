@@ -72,7 +72,7 @@ def saved_run(tmp_path_factory):
 def test_vis_save_writes_a_readable_png_and_gif(saved_run):
     workdir, history = saved_run
     png = Image.open(os.path.join(workdir, 'dashboard.png'))
-    assert png.size[0] > 600 and png.size[1] > 400
+    assert png.size == (dashboard.TALL_WIDTH, dashboard.TALL_HEIGHT)  # the digits readable
     gif = Image.open(os.path.join(workdir, 'dashboard.gif'))
     assert gif.n_frames == 7  # evaluations at 0, 10, ..., 60
     assert os.path.join(workdir, 'dashboard.gif') in history['dashboard']
@@ -224,6 +224,23 @@ def test_the_notebook_output_shows_one_image_replaced_in_place_within_its_budget
     assert board.close() == [str(tmp_path / 'dashboard.png')]
     assert Image.open(tmp_path / 'dashboard.png').size == (dashboard.TALL_WIDTH,
                                                           dashboard.TALL_HEIGHT)
+
+
+def test_the_saved_png_shows_each_test_digit_at_its_own_size(tmp_path):
+    # The GIF's frames are 840 pixels wide, a test digit 6 of them; the PNG, read after the
+    # run, draws the last frame tall: a misrecognised digit's red tile 28 x 28 pixels.
+    board = dashboard.Dashboard('save', str(tmp_path), 'softmax', evaluations=1)
+    images, correct = np.zeros((1000, 28, 28, 1), np.float32), np.arange(1000) % 10
+    predicted = correct.copy()
+    predicted[0] = 3  # one misrecognised: the first tile, on red
+    board.evaluation(runs.new_history({'model': 'softmax', 'seed': 0}), images, correct,
+                     predicted, final=True)
+    board.close()
+    pixels = np.asarray(Image.open(tmp_path / 'dashboard.png').convert('RGB')).astype(int)
+    red = (np.abs(pixels - 255 * dashboard.RED) <= 6).all(-1)  # the tile's paper
+    rows, columns = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    assert 26 <= np.ptp(rows) + 1 <= 30 and 26 <= np.ptp(columns) + 1 <= 30
+    assert board.output.frames[0].shape[:2] == (504, 840)  # the animation stays wide
 
 
 def test_the_files_output_keeps_at_most_its_frames_evenly_spread(tmp_path):

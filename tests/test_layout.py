@@ -20,6 +20,8 @@ NEVER = {
     'training_graph': {'data', 'training', 'train', 'dashboard', 'distributed', 'runs',
                        'serving'},
     'dashboard': {'training', 'train', 'models', 'distributed'},
+    'animation': {'*'},  # numpy frames in, files out
+    'pictures': {'training', 'train', 'distributed', 'serving', 'dashboard'},
     'training': {'train', 'distributed', 'cluster', 'serve', 'serving'},
     'bookkeeping': {'training', 'train', 'distributed', 'cluster', 'serving', 'data'},
     'distributed': {'train', 'cluster'},
