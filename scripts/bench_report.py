@@ -1,18 +1,28 @@
 """The benchmark's statistics and report: medians, spreads, ratios, the markdown table.
 
+    python scripts/bench_report.py --results=results/benchmark/X.json --output=Y.md
+
+restates a committed run's report with today's statistics (its per-round ratios are in
+the JSON), into a new file beside it: the measurement itself is never rewritten.
+
 A ratio of two contenders is taken within each round (both timed in the same round,
 minutes apart at most, so a slow spell of the shared machine hits both), and a pair's
-figure is the median of its per-round ratios with a bootstrap 90% interval over the
-rounds. "Ahead" means the interval's low end is above 1. The min-max spread of each
-contender over its processes is reported too, but it is no longer the criterion.
+figure is the median of its per-round ratios with an interval for that median made of
+two of the rounds' ratios (order statistics: no distribution assumed) and the coverage
+that interval really has: with 5 rounds the rounds' [min, max], 94%; with 3, 75% (no
+interval of 3 rounds reaches 90%). "Ahead" means the interval's low end is above 1. The
+min-max spread of each contender over its processes is reported too, but it is no longer
+the criterion.
 """
 
+import math
+import os
 import statistics
 
 import numpy as np
 
 SPREAD_LIMIT = 0.10
-BOOTSTRAP_RESAMPLES = 10000
+LEVEL = 0.90  # the interval's coverage aimed at; the one reached is stated beside it
 # the pairs the benchmark reports: key: (ours, theirs); 'keras_best' is the fastest
 # Keras mode of that network
 PAIRS = {'literal_over_keras_fit': ('ours', 'keras'),
@@ -37,20 +47,33 @@ def summarize(seconds_per_step, batch=100):
             'spread': spread, 'noisy': spread > SPREAD_LIMIT}
 
 
-def paired(ours, theirs, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+def median_interval(values, level=LEVEL):
+    """(low, high, coverage): the interval [x(k), x(n+1-k)] of the sorted values whose
+    probability of holding the true median is at least `level` with the narrowest such
+    k, and that probability, 1 - 2 P(Binomial(n, 1/2) < k), true whatever the
+    distribution. Too few values for `level`: the [min, max] and its lower coverage."""
+    x, n = sorted(values), len(values)
+
+    def coverage(k):
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+    k = max((k for k in range(1, n // 2 + 1) if coverage(k) >= level), default=1)
+    return x[k - 1], x[n - k], coverage(k)
+
+
+def paired(ours, theirs):
     """ours / theirs in images per second, round by round (their seconds per step over
     ours, the processes of one round side by side): the median of the per-round ratios
-    and a bootstrap 90% interval of that median (rounds drawn with replacement). None
-    when either side was not measured in every round."""
+    and its interval (median_interval) with the coverage it has. None when either side
+    was not measured in every round."""
     if not ours or not theirs or 'seconds_per_step' not in ours or \
             'seconds_per_step' not in theirs or \
             len(ours['seconds_per_step']) != len(theirs['seconds_per_step']):
         return None
     ratios = np.array(theirs['seconds_per_step']) / np.array(ours['seconds_per_step'])
-    draws = np.random.default_rng(seed).choice(ratios, (resamples, len(ratios)))
-    medians = np.median(draws, axis=1)
-    return {'median': float(np.median(ratios)), 'low': float(np.percentile(medians, 5)),
-            'high': float(np.percentile(medians, 95)), 'rounds': ratios.tolist()}
+    low, high, coverage = median_interval(ratios.tolist())
+    return {'median': float(np.median(ratios)), 'low': float(low), 'high': float(high),
+            'coverage': coverage, 'rounds': ratios.tolist()}
 
 
 def pairs(measured, keras_best):
@@ -79,10 +102,32 @@ def rate_text(r):
 
 
 def ratio_text(r):
-    """'**1.12** [1.03, 1.20]': the median per-round ratio and its 90% interval."""
+    """'**1.12** [1.03, 1.20]': the median per-round ratio and its interval; the interval's
+    coverage follows it where it is not the table's (coverage_text)."""
     if not r:
         return '–'
     return f"**{r['median']:.2f}** [{r['low']:.2f}, {r['high']:.2f}]"
+
+
+def restate(results):
+    """The results with every pair's interval recomputed from its per-round ratios."""
+    for r in results['models'].values():
+        for key in {**PAIRS, **BFLOAT16_PAIRS}:
+            if r.get(key):
+                low, high, coverage = median_interval(r[key]['rounds'])
+                r[key].update(low=low, high=high, coverage=coverage)
+    return results
+
+
+def coverage_text(results):
+    """What the table's intervals cover, from the pairs' own coverage."""
+    found = {round(m[key]['coverage'], 3) for m in results['models'].values()
+             for key in {**PAIRS, **BFLOAT16_PAIRS} if (m.get(key) or {}).get('coverage')}
+    if not found:
+        return 'a bootstrap 90% interval (results older than the stated coverage)'
+    return ('the interval between two rounds\' ratios that holds the true median with '
+            'probability ' + ' or '.join(f'{c:.0%}' for c in sorted(found))
+            + ', whatever the distribution')
 
 
 def markdown(results):
@@ -92,7 +137,7 @@ def markdown(results):
              + f"; commit {m['commit']}; {results['date']}; `{results['command']}`", '',
              f"float32 matrix multiply peak (numpy, 2048x2048): {results['peak_gflops']:.0f} "
              'GFLOP/s', '',
-             'Ratios: median of the per-round ratios [bootstrap 90% interval]; images per '
+             f'Ratios: median of the per-round ratios [{coverage_text(results)}]; images per '
              'second: median ± half the min-max spread over the processes.', '',
              '| network | ours, literal loop | ours, loop in the graph | Keras at its best '
              '(mode) | PyTorch | literal / Keras fit | graph loop / Keras best '
@@ -162,3 +207,39 @@ def markdown(results):
                   f"{r['seconds']:.0f} s whole process, {r['wall_time']:.0f} s of training; "
                   f"final test accuracy {r['final_test_accuracy']:.4f}"]
     return '\n'.join(lines)
+
+
+def main(argv):
+    del argv
+    import json
+
+    from graph_mnist import files
+    from graph_mnist.errors import UserError
+    if os.path.exists(FLAGS.output):
+        raise UserError(f'{FLAGS.output} exists: a report is written once, into a new file')
+    try:
+        with open(FLAGS.results, encoding='utf-8') as f:
+            results = restate(json.load(f))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f'{FLAGS.results}: not a benchmark result ({e})') from None
+    text = (f'Restated from `{FLAGS.results}` by `python scripts/bench_report.py '
+            f'--results={FLAGS.results} --output={FLAGS.output}`: the same measurement, '
+            f'its intervals with the coverage they have.\n\n' + markdown(results) + '\n')
+    files.write_atomically(FLAGS.output, text.encode())
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    from absl import flags
+
+    from graph_mnist import cli
+
+    FLAGS = flags.FLAGS
+
+    def define_flags():
+        flags.DEFINE_string('results', None, 'A benchmark\'s JSON (scripts/benchmark.py --json).')
+        flags.DEFINE_string('output', None, 'The restated report to write (a new file).')
+        flags.mark_flags_as_required(['results', 'output'])
+
+    cli.run(main, define_flags)

@@ -165,13 +165,14 @@ def test_summary_arithmetic():
     assert keras['spread'] == pytest.approx(0.25) and keras['noisy']
 
 
-def test_ratios_are_taken_round_by_round_with_a_bootstrap_interval():
+def test_ratios_are_taken_round_by_round_with_an_interval_of_stated_coverage():
     # a slow spell in round 2 hits both: per round ours is always twice as fast
     ours = report.summarize([0.010, 0.020, 0.011, 0.010, 0.012])
     theirs = report.summarize([0.020, 0.040, 0.022, 0.020, 0.024])
     r = report.paired(ours, theirs)
     assert r['median'] == pytest.approx(2.0) and r['rounds'] == pytest.approx([2.0] * 5)
     assert r['low'] == pytest.approx(2.0) and r['high'] == pytest.approx(2.0)
+    assert r['coverage'] == pytest.approx(1 - 2 / 2 ** 5)  # 5 rounds: [min, max], 94%
     # the medians of the processes alone would not say it: both spread by 100%
     assert ours['spread'] > 0.9 and theirs['spread'] > 0.9
     mixed = report.paired(report.summarize([0.01] * 5),
@@ -185,6 +186,18 @@ def test_ratios_are_taken_round_by_round_with_a_bootstrap_interval():
     assert found['literal_over_keras_fit']['median'] == pytest.approx(2.0)
     assert found['graph_loop_over_keras_best']['median'] == pytest.approx(2.0)
     assert found['graph_loop_over_torch'] is None
+
+
+def test_the_median_interval_holds_the_median_as_often_as_it_says():
+    assert report.median_interval([3, 1, 2]) == (1, 3, 0.75)  # 3 rounds cannot reach 90%
+    low, high, coverage = report.median_interval(list(range(10)))
+    assert (low, high) == (1, 8) and coverage == pytest.approx(1 - 2 * 11 / 1024)  # 97.9%
+    # checked by drawing: skewed rounds, the true median of the distribution known
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 10):
+        draws = rng.lognormal(0.0, 0.5, (4000, n))  # median exactly 1
+        held = np.mean([lo <= 1 <= hi for lo, hi, _ in map(report.median_interval, draws)])
+        assert held == pytest.approx(report.median_interval(draws[0])[2], abs=0.025)
 
 
 def test_keras_is_reported_at_its_faster_mode():
