@@ -108,6 +108,16 @@ def test_readme_is_short_and_links_every_docs_page():
         assert not re.search(r'\bissue \d|last session', text, re.I)
 
 
+def test_every_docs_page_links_back_and_says_where_it_comes_from_in_one_line():
+    # the page's sources (the talk, its code, our measurements: where, when) once, at the
+    # top, rather than in every paragraph
+    for path, text in DOCS.items():
+        head = text.split('\n')[:6]
+        assert '[README](../README.md)' in head, path
+        sources = [line for line in head if line.startswith('*Sources:* ')]
+        assert len(sources) == 1 and len(sources[0]) <= 400, path
+
+
 def test_readme_and_docs_refer_to_nothing_outside_the_repository():
     for path, text in (('README.md', README), *DOCS.items()):
         assert 'shared/' not in text and 'REFERENCE.md' not in text, path
