@@ -357,13 +357,27 @@ class Batches:
         """Fractional epoch reached after `step` batches."""
         return step / self.steps_per_epoch
 
-    def indices(self, step):
-        """Which images make batch `step` (what a loop held in the graph is fed)."""
-        epoch, index = divmod(step, self.steps_per_epoch)
+    def order(self, epoch):
+        """The shuffled order of the images in `epoch`."""
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])
             self._epoch, self._order = epoch, rng.permutation(len(self.images))
-        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self._order
+
+    def indices(self, step):
+        """Which images make batch `step`."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        return self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def orders(self, steps):
+        """[epochs, steps_per_epoch, batch_size]: every batch, by its images' indices, of
+        the epochs that the steps `steps` (a range) fall in; what the loop in the graph is
+        fed, so that it holds each epoch in its shuffled order and takes a batch as one
+        contiguous slice."""
+        first, last = steps[0] // self.steps_per_epoch, steps[-1] // self.steps_per_epoch
+        used = self.steps_per_epoch * self.batch_size
+        return np.stack([self.order(e)[:used].reshape(self.steps_per_epoch, self.batch_size)
+                         for e in range(first, last + 1)])
 
     def __call__(self, step):
         chosen = self.indices(step)

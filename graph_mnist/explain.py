@@ -230,8 +230,8 @@ def observe_loop(model, images, labels, steps=50, repeats=5, seed=0):
                                         g.step: i, g.pkeep: g.spec.pkeep})
 
         def in_graph():
-            sess.run(loop.cross_entropy, {loop.indices: batches, loop.first: 0,
-                                   g.pkeep: g.spec.pkeep})
+            sess.run(loop.cross_entropy, {loop.steps: steps, loop.first: 0,
+                                          loop.orders: batches[None], g.pkeep: g.spec.pkeep})
 
         def nothing():
             for i in range(steps):

@@ -32,8 +32,10 @@ class Loop(NamedTuple):
     load: list           # run once, fed `images` and `labels`: the training set in
     images: tf.Tensor    # placeholder: the training images
     labels: tf.Tensor    # placeholder: their one-hot labels
-    indices: tf.Tensor   # placeholder [steps, batch]: each step's images, by index
-    first: tf.Tensor     # placeholder: the step number of the first of them
+    steps: tf.Tensor     # placeholder: how many steps this run takes, ...
+    first: tf.Tensor     # ... from this step on
+    orders: tf.Tensor    # placeholder [epochs, steps per epoch, batch]: the batches of the
+                         # epochs those steps fall in (data.Batches.orders)
     cross_entropy: tf.Tensor  # the last step's
     next_step: tf.Tensor      # first + steps
 
@@ -41,7 +43,11 @@ class Loop(NamedTuple):
 def build(spec, cross_entropy, optimizer, rate, pkeep):
     """The loop in the graph, in the graph being built, after the talk's training step:
     cross_entropy(Ylogits, Y_) is the run's loss; optimizer and rate (a Rate) are the
-    ones the talk's step was made with."""
+    ones the talk's step was made with.
+
+    The training set is held twice: as loaded, and in the shuffled order of the epoch
+    being trained (arranged by one gather when a step starts a new epoch), so that a
+    step's batch is one contiguous slice of it, not a gather of 100 rows."""
     images = v1.placeholder(tf.float32, [None, 28, 28, 1], name='training_images')
     labels = v1.placeholder(tf.float32, [None, 10], name='training_labels')
     slots = {v.name for v in optimizer.variables()}
@@ -49,26 +55,46 @@ def build(spec, cross_entropy, optimizer, rate, pkeep):
     local = [v1.GraphKeys.LOCAL_VARIABLES]  # not saved: the data, not the run's state
     data_X = v1.Variable(images, trainable=False, collections=local, name='data_X')
     data_Y = v1.Variable(labels, trainable=False, collections=local, name='data_Y')
-    indices = v1.placeholder(tf.int32, [None, None], name='indices')  # [steps, batch]
+    epoch_X = v1.Variable(images, trainable=False, collections=local, name='epoch_X')
+    epoch_Y = v1.Variable(labels, trainable=False, collections=local, name='epoch_Y')
+    arranged = v1.Variable(-1, trainable=False, collections=local, name='arranged_epoch')
+    orders = v1.placeholder(tf.int32, [None, None, None], name='orders')
+    steps = v1.placeholder(tf.int32, [], name='steps')
     first = v1.placeholder(tf.int32, [], name='first_step')
+    steps_per_epoch, batch = tf.shape(orders)[1], tf.shape(orders)[2]
     trained = [v for v in network_variables if v.trainable]
     same = iter(())
 
     def the_same_variables(next_creator, **kwargs):  # in the order build made them
         return next(same)
 
-    # read once, outside the loop: a gather from the variable itself (ResourceGather)
-    # cost half a softmax step; from its value, a plain copy of the batch's rows
-    all_X, all_Y = data_X.read_value(), data_Y.read_value()
+    def batch_of(s):
+        """Step s's batch: a slice of the epoch's arrangement, made when s needs it."""
+        epoch = s // steps_per_epoch
+
+        def arrange():
+            rows = tf.reshape(orders[epoch - first // steps_per_epoch], [-1])
+            with tf.control_dependencies([
+                    epoch_X.assign(tf.gather(data_X.read_value(), rows)),
+                    epoch_Y.assign(tf.gather(data_Y.read_value(), rows)),
+                    arranged.assign(epoch)]):
+                return tf.identity(epoch)
+
+        ready = tf.cond(tf.equal(arranged.read_value(), epoch), lambda: epoch, arrange)
+        with tf.control_dependencies([ready]):
+            start = s % steps_per_epoch * batch
+            return (tf.slice(epoch_X.read_value(), [start, 0, 0, 0], [batch, -1, -1, -1]),
+                    tf.slice(epoch_Y.read_value(), [start, 0], [batch, -1]))
 
     def step(i, _):
         nonlocal same
+        batch_X, batch_Y = batch_of(first + i)
         same = iter(network_variables)
         with tf.variable_creator_scope(the_same_variables):
             updates = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-            Ylogits = spec.logits(tf.gather(all_X, indices[i]), pkeep, False, first + i)
+            Ylogits = spec.logits(batch_X, pkeep, False, first + i)
             moved = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates:]
-        xent = cross_entropy(Ylogits, tf.gather(all_Y, indices[i]))
+        xent = cross_entropy(Ylogits, batch_Y)
         rate.now = spec.learning_rate(first + i)
         with tf.control_dependencies(moved):
             update = optimizer.apply_gradients(zip(tf.gradients(xent, trained), trained))
@@ -78,7 +104,7 @@ def build(spec, cross_entropy, optimizer, rate, pkeep):
     # batch norm's averages make their variables outside the loop's graph (init_scope):
     # the same hand-over there
     with tf.variable_creator_scope(the_same_variables):
-        steps, last = v1.while_loop(lambda i, _: i < tf.shape(indices)[0], step,
-                                    [tf.constant(0), tf.constant(0.0)], name='training_loop')
-    return Loop([data_X.initializer, data_Y.initializer], images, labels, indices, first,
-                last, first + steps)
+        done, last = v1.while_loop(lambda i, _: i < steps, step,
+                                   [tf.constant(0), tf.constant(0.0)], name='training_loop')
+    return Loop([v.initializer for v in (data_X, data_Y, epoch_X, epoch_Y, arranged)],
+                images, labels, steps, first, orders, last, first + done)

@@ -201,6 +201,22 @@ def batchnorm(Ylogits, tst, step, offset, scale=None, convolutional=False, decay
     return tf.nn.batch_normalization(Ylogits, m, v, offset, scale, BN_EPSILON)
 
 
+def batchnorm_fused(Ylogits, tst, step, offset, scale=None, convolutional=False, decay=0.999):
+    """batchnorm as one fused op (--batch_norm=fused, graph_mnist.rewrite): the batch's
+    statistics and the normalisation in tf.nn.fused_batch_norm, a dense layer's
+    [batch, n] seen as [batch, 1, 1, n]; the same moving averages, of the batch variance
+    the op returns (with Bessel's correction, where moments has none)."""
+    X = Ylogits if convolutional else tf.reshape(Ylogits, [-1, 1, 1, Ylogits.shape[-1]])
+    scale = tf.ones_like(offset) if scale is None else scale
+    Y, mean, variance = v1.nn.fused_batch_norm(X, scale, offset, epsilon=BN_EPSILON)
+    averages = v1.train.ExponentialMovingAverage(decay, step)
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, averages.apply([mean, variance]))
+    Y = tf.cond(tst, lambda: v1.nn.fused_batch_norm(
+        X, scale, offset, averages.average(mean), averages.average(variance), BN_EPSILON,
+        is_training=False)[0], lambda: Y)
+    return Y if convolutional else tf.reshape(Y, tf.shape(Ylogits))
+
+
 # -------------------------------------------------- 8-9. five dense layers + batch norm
 def _batchnorm_five_layers(X, tst, step, activation, offset_init, scaled, decay):
     r"""The five dense layers, batch norm before each hidden activation.

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from graph_mnist import models
+from graph_mnist import rewrite
 
 v1 = tf.compat.v1
 
@@ -74,22 +75,23 @@ class Spec(NamedTuple):
 
     @property
     def function(self):
-        """The network's function in graph_mnist.models (with --layers, `network` is a
-        partial of it)."""
+        """The network's function in graph_mnist.models, or in its rewritten copy
+        (--bias, --batch_norm: graph_mnist.rewrite); with --layers, `network` is a partial
+        of it."""
         network = self.network
         return network.func if isinstance(network, functools.partial) else network
 
     @property
     def has_dropout(self):
         """Does the network shoot neurons when fed pkeep < 1 (--pkeep means something)?"""
-        return self.function in (models.five_layers_relu_dropout, models.conv_dropout,
-                                       models.batchnorm_conv)
+        return self.function.__name__ in ('five_layers_relu_dropout', 'conv_dropout',
+                                          'batchnorm_conv')
 
     @property
     def dense(self):
         """One of the five dense layers networks (--layers means something)?"""
-        return self.function in (models.five_layers_sigmoid, models.five_layers_relu,
-                                       models.five_layers_relu_dropout)
+        return self.function.__name__ in ('five_layers_sigmoid', 'five_layers_relu',
+                                          'five_layers_relu_dropout')
 
     def testing_flag(self):
         """Batch norm's placeholder `tst` (default False: training; True: the moving
@@ -184,14 +186,17 @@ BEYOND = [name for name, spec in NETWORKS.items() if spec.batch_norm]
 # The experiments the talk invites, one flag each (graph_mnist.train): another learning
 # rate, another pkeep ("pick a probability, let's say 50%"), fewer dense layers ("I
 # tried, I promise, with four and three and two").
-EXPERIMENTS = ('learning_rate', 'pkeep', 'layers')
+EXPERIMENTS = ('learning_rate', 'pkeep', 'layers', 'bias', 'batch_norm')
 
 
-def with_changes(name, learning_rate=None, pkeep=None, layers=None):
+def with_changes(name, learning_rate=None, pkeep=None, layers=None, bias=None,
+                 batch_norm=None):
     """NETWORKS[name] with the talk's experiments applied (None: the network's own
     setting). learning_rate replaces a constant rate, or the decay's start; pkeep the
     keep probability of a network with dropout; layers (2 to 5) the depth of the dense
-    networks. ValueError, saying why, where a change would change nothing."""
+    networks; bias and batch_norm write the network's biases or its batch norm another
+    way (graph_mnist.rewrite). ValueError, saying why, where a change would change
+    nothing."""
     spec = NETWORKS[name]
     if learning_rate is not None:
         if not learning_rate > 0:
@@ -207,6 +212,16 @@ def with_changes(name, learning_rate=None, pkeep=None, layers=None):
             raise ValueError(f'--pkeep changes nothing on {name}: it has no dropout; the '
                              f'networks with dropout: {", ".join(_with(Spec.has_dropout))}')
         spec = spec._replace(pkeep=pkeep)
+    if bias not in (None, *rewrite.BIAS) or batch_norm not in (None, *rewrite.BATCH_NORM):
+        raise ValueError(f'--bias must be one of {rewrite.BIAS}, --batch_norm one of '
+                         f'{rewrite.BATCH_NORM}')
+    if batch_norm is not None and not spec.batch_norm:
+        raise ValueError(f'--batch_norm is for the batch norm networks '
+                         f'({", ".join(n for n, s in NETWORKS.items() if s.batch_norm)}), '
+                         f'not {name}')
+    if bias or batch_norm:
+        written = rewrite.networks(bias or rewrite.BIAS[0], batch_norm or rewrite.BATCH_NORM[0])
+        spec = spec._replace(network=getattr(written, spec.function.__name__))
     if layers is not None:
         if not spec.dense:
             raise ValueError(f'--layers is for the dense networks '
@@ -214,7 +229,8 @@ def with_changes(name, learning_rate=None, pkeep=None, layers=None):
         if not 2 <= layers <= 5:
             raise ValueError(f'--layers must be 2, 3, 4 or 5 (the talk\'s), got {layers}')
         spec = spec._replace(network=functools.partial(spec.network, layers=layers))
-    given = (('learning_rate', learning_rate), ('pkeep', pkeep), ('layers', layers))
+    given = (('learning_rate', learning_rate), ('pkeep', pkeep), ('layers', layers),
+             ('bias', bias), ('batch_norm', batch_norm))
     return spec._replace(changes=tuple((k, v) for k, v in given if v is not None))
 
 
@@ -241,4 +257,8 @@ def describe_changes(run):
         parts.append(f'pkeep {changes["pkeep"]:g} (the talk\'s: {spec.pkeep:g})')
     if changes.get('layers') is not None:
         parts.append(f'{changes["layers"]} layers (the talk\'s: 5)')
+    if changes.get('bias') == 'bias_add':
+        parts.append('biases by tf.nn.bias_add (the talk\'s: + B)')
+    if changes.get('batch_norm') == 'fused':
+        parts.append('fused batch norm (the code\'s: tf.nn.moments)')
     return ', '.join(parts)

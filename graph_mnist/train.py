@@ -21,6 +21,7 @@ from absl import flags
 from graph_mnist import dashboard
 from graph_mnist import data
 from graph_mnist import distributed
+from graph_mnist import rewrite
 from graph_mnist import talk
 from graph_mnist import training
 from graph_mnist import training_graph
@@ -121,6 +122,14 @@ def _define_experiments(own):
                          '(default 5, the talk\'s; it says "I tried, I promise, with four '
                          'and three and two"): the first hidden layers of 200-100-60-30 are '
                          'kept.', **own)
+    flags.DEFINE_enum('bias', None, list(rewrite.BIAS), 'How the biases are added: plus, '
+                      'the talk\'s `+ B` (default); bias_add, `tf.nn.bias_add(..., B)`, '
+                      'whose gradient oneDNN fuses: what the literal line costs '
+                      '(graph_mnist.rewrite, docs/speed.md).', **own)
+    flags.DEFINE_enum('batch_norm', None, list(rewrite.BATCH_NORM), 'The batch norm '
+                      'networks\' normalisation: moments, tf.nn.moments then '
+                      'batch_normalization, as the published code (default); fused, one '
+                      'tf.nn.fused_batch_norm.', **own)
 
 
 def main(argv):

@@ -68,6 +68,8 @@ class Config:
     learning_rate: float = None  # a constant rate, or the decay's start
     pkeep: float = None          # keep probability of a network with dropout
     layers: int = None           # depth of a dense network, 2 to 5
+    bias: str = None             # rewrite.BIAS: the talk's + B, or tf.nn.bias_add
+    batch_norm: str = None       # rewrite.BATCH_NORM: tf.nn.moments, or fused
     style: str = 'graph'         # eager.STYLES: the talk's Session, or TensorFlow 2's
     precision: str = 'float32'   # training_graph.PRECISIONS: bfloat16 by Grappler's rewrite
 
@@ -99,6 +101,10 @@ class Config:
             raise SettingsError(f'--style={self.style} trains the talk\'s networks '
                                 f'({", ".join(talk.TALK)}): {self.model}\'s batch norm keeps '
                                 'its moving averages in TensorFlow 1 graph collections')
+        if self.style == 'keras' and (self.bias or self.batch_norm):
+            raise SettingsError('--bias and --batch_norm rewrite the talk\'s graph code '
+                                '(graph_mnist.rewrite); --style=keras builds Keras layers, '
+                                'which add their biases with BiasAdd already')
         if self.precision not in training_graph.PRECISIONS:
             raise ValueError(f'precision must be one of {training_graph.PRECISIONS}')
         if self.precision == 'bfloat16' and self.style != 'graph':
@@ -173,8 +179,9 @@ def loop(sess, g, batches, books, config, step, stop_requested):
         else:
             steps = range(step, min(step + config.steps_per_run, config.iterations))
             xent, after = sess.run([g.loop.cross_entropy, g.loop.next_step],
-                                   {g.loop.indices: [batches.indices(s) for s in steps],
-                                    g.loop.first: step, g.pkeep: g.spec.pkeep})
+                                   {g.loop.steps: len(steps), g.loop.first: step,
+                                    g.loop.orders: batches.orders(steps),
+                                    g.pkeep: g.spec.pkeep})
         books.watch(xent, step, int(after))  # a NaN stops the run, keeping its history
         step = int(after)
     return step

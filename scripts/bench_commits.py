@@ -8,8 +8,9 @@ The base commit is checked out (git worktree) into a temporary directory. In eac
 for each network, a fresh process of each side (the order alternating from round to
 round) builds the network with that side's own code and times `bench_contenders.Ours`
 (our step as that side's training loop runs it: a batch from data.Batches and its
-Session.run) over --steps steps after --warmup; a process prints its microseconds per
-step. Reported: per network, each side's median and the median of the rounds' ratios
+Session.run; with --loop=graph `OursLoop`, 100 steps of the loop in the graph a run)
+over --steps steps after --warmup; a process prints its microseconds per step.
+Reported: per network, each side's median and the median of the rounds' ratios
 base / this (above 1: this checkout is faster).
 """
 
@@ -38,9 +39,10 @@ import json, sys, time
 import bench_contenders
 from graph_mnist import data
 from graph_mnist.styles import twins
-model, steps, warmup, data_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+model, steps, warmup, data_dir, loop = sys.argv[1:6]
+steps, warmup = int(steps), int(warmup)
 mnist = data.load(data_dir or None, log=lambda message: None)
-ours = bench_contenders.Ours(twins.describe(model), mnist)
+ours = getattr(bench_contenders, loop)(twins.describe(model), mnist)
 ours.train_steps(warmup)
 start = time.perf_counter()
 ours.train_steps(steps)
@@ -48,8 +50,13 @@ print(json.dumps((time.perf_counter() - start) / steps * 1e6))
 '''
 
 
+LOOPS = {'talk': 'Ours', 'graph': 'OursLoop'}  # their classes in bench_contenders
+
+
 def define_flags():
     flags.DEFINE_string('base', None, 'The commit to compare with.')
+    flags.DEFINE_enum('loop', 'talk', list(LOOPS), 'Which loop to time: the talk\'s '
+                      '(a Session.run a step) or the loop in the graph (100 steps a run).')
     flags.mark_flag_as_required('base')
     flags.DEFINE_list('models', ['softmax', 'conv_dropout'], 'Networks to time.')
     flags.DEFINE_integer('rounds', 7, 'Processes per side and network.', lower_bound=1)
@@ -65,7 +72,7 @@ def time_once(checkout, model):
                                                         os.path.join(checkout, 'scripts')]),
                TF_CPP_MIN_LOG_LEVEL='3')
     result = subprocess.run([sys.executable, '-c', CHILD, model, str(FLAGS.steps),
-                             str(FLAGS.warmup), FLAGS.data_dir or ''],
+                             str(FLAGS.warmup), FLAGS.data_dir or '', LOOPS[FLAGS.loop]],
                             capture_output=True, text=True, env=env, cwd=checkout,
                             timeout=900)
     if result.returncode:

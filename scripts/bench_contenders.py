@@ -38,12 +38,15 @@ class Ours:
     """The talk's loop: one Session.run with its feed_dict per step."""
     steps_per_run = 1
     precision = 'float32'
+    changes = {}  # experiments of talk.with_changes: the literal lines written otherwise
 
     def __init__(self, description, mnist, seed=0):
         import tensorflow as tf
 
+        from graph_mnist import talk
         from graph_mnist import training_graph
-        g = self.g = training_graph.build(description['model'], seed=seed,
+        spec = talk.with_changes(description['model'], **self.changes)
+        g = self.g = training_graph.build(spec, seed=seed,
                                           loop=self.steps_per_run > 1,
                                           precision=self.precision)
         self.sess = tf.compat.v1.Session(graph=g.graph, config=g.config)
@@ -89,8 +92,9 @@ class OursLoop(Ours):
         while count:  # training.loop's run of the loop in the graph
             steps = range(self.step, self.step + min(self.steps_per_run, count))
             _, after = self.sess.run([g.loop.cross_entropy, g.loop.next_step],
-                                     {g.loop.indices: [self.batches.indices(s) for s in steps],
-                                      g.loop.first: self.step, g.pkeep: g.spec.pkeep})
+                                     {g.loop.steps: len(steps), g.loop.first: self.step,
+                                      g.loop.orders: self.batches.orders(steps),
+                                      g.pkeep: g.spec.pkeep})
             count -= len(steps)
             self.step = int(after)
 
@@ -183,6 +187,21 @@ class OursBfloat16(Ours):
     precision = 'bfloat16'
 
 
+class OursBiasAdd(Ours):
+    """The talk's loop, its biases added by tf.nn.bias_add (--bias=bias_add)."""
+    changes = {'bias': 'bias_add'}
+
+
+class OursLoopBiasAdd(OursLoop):
+    """The loop in the graph, its biases added by tf.nn.bias_add."""
+    changes = {'bias': 'bias_add'}
+
+
+class OursFusedBatchNorm(Ours):
+    """The talk's loop, batch norm by tf.nn.fused_batch_norm (--batch_norm=fused)."""
+    changes = {'batch_norm': 'fused'}
+
+
 class KerasXLA(Keras):
     jit_compile = True
 
@@ -252,7 +271,8 @@ class KerasStepsBfloat16(KerasSteps):
 
 WORKERS = {'ours': Ours, 'ours_loop': OursLoop, 'keras': Keras, 'keras_spe': KerasSteps,
            'keras_xla': KerasXLA, 'torch': Torch, 'ours_bf16': OursBfloat16,
-           'keras_spe_bf16': KerasStepsBfloat16}
+           'keras_spe_bf16': KerasStepsBfloat16, 'ours_bias_add': OursBiasAdd,
+           'ours_loop_bias_add': OursLoopBiasAdd, 'ours_fused_bn': OursFusedBatchNorm}
 
 
 def contender_class(name):
@@ -329,6 +349,9 @@ def work(name, task, description, seed=0, data_dir=None, warmup=STEP_QUANTUM,
             import torch  # noqa: F401
         except ImportError:
             return {'unavailable': 'torch is not installed'}
+    if getattr(contender_class(name), 'changes', {}).get('batch_norm') and \
+            'batchnorm' not in description['model']:
+        return {'unavailable': 'no batch norm in this network'}
     mnist = data.load(data_dir, log=lambda message: None)
     contender = contender_class(name)(description, mnist, seed)
     if task == 'time_to_99':

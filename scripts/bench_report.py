@@ -32,6 +32,11 @@ PAIRS = {'literal_over_keras_fit': ('ours', 'keras'),
 # mixed_bfloat16 policy at its best (reported in a section of their own)
 BFLOAT16_PAIRS = {'bfloat16_over_float32': ('ours_bf16', 'ours'),
                   'bfloat16_over_keras_bfloat16': ('ours_bf16', 'keras_spe_bf16')}
+# what the talk's literal lines cost: the same loop with one idiom written otherwise
+# (graph_mnist.rewrite) over the literal one; above 1, the rewrite is faster
+LITERAL_PAIRS = {'bias_add_over_plus': ('ours_bias_add', 'ours'),
+                 'loop_bias_add_over_plus': ('ours_loop_bias_add', 'ours_loop'),
+                 'fused_batch_norm_over_moments': ('ours_fused_bn', 'ours')}
 # where a whole run's time goes: README's command, then without the dashboard, then
 # also without the test evaluations but the first and last (the talk's run has 101)
 RUN_PARTS = {'readme_command': [], 'vis_none': ['--vis=none'],
@@ -80,7 +85,7 @@ def pairs(measured, keras_best):
     """Every pair of PAIRS that was measured: {key: paired(...)}."""
     named = dict(measured, keras_best=measured.get(keras_best))
     return {key: paired(named.get(a), named.get(b))
-            for key, (a, b) in {**PAIRS, **BFLOAT16_PAIRS}.items()}
+            for key, (a, b) in {**PAIRS, **BFLOAT16_PAIRS, **LITERAL_PAIRS}.items()}
 
 
 def best_keras(measured):
@@ -112,7 +117,7 @@ def ratio_text(r):
 def restate(results):
     """The results with every pair's interval recomputed from its per-round ratios."""
     for r in results['models'].values():
-        for key in {**PAIRS, **BFLOAT16_PAIRS}:
+        for key in {**PAIRS, **BFLOAT16_PAIRS, **LITERAL_PAIRS}:
             if r.get(key):
                 low, high, coverage = median_interval(r[key]['rounds'])
                 r[key].update(low=low, high=high, coverage=coverage)
@@ -122,7 +127,8 @@ def restate(results):
 def coverage_text(results):
     """What the table's intervals cover, from the pairs' own coverage."""
     found = {round(m[key]['coverage'], 3) for m in results['models'].values()
-             for key in {**PAIRS, **BFLOAT16_PAIRS} if (m.get(key) or {}).get('coverage')}
+             for key in {**PAIRS, **BFLOAT16_PAIRS, **LITERAL_PAIRS}
+             if 'coverage' in (m.get(key) or {})}
     if not found:
         return 'a bootstrap 90% interval (results older than the stated coverage)'
     return ('the interval between two rounds\' ratios that holds the true median with '
@@ -178,6 +184,20 @@ def markdown(results):
         lines += [f"| `{model}` | {ratio_text(r.get('bfloat16_over_float32'))} "
                   f"| {ratio_text(r.get('bfloat16_over_keras_bfloat16'))} |"
                   for model, r in bfloat16]
+    literal = [(model, key, r[key]) for model, r in results['models'].items()
+               for key in LITERAL_PAIRS if r.get(key)]
+    if literal:
+        lines += ['', 'What the literal lines cost (graph_mnist.rewrite): milliseconds per '
+                  'training step, median over the processes, and the median per-round ratio '
+                  'literal / rewritten [interval] (above 1: the rewrite is faster):', '',
+                  '| network | pair | literal (ms/step) | rewritten (ms/step) | ratio |',
+                  '|---|---|---|---|---|']
+        for model, key, ratio in literal:
+            rewritten, plain = (results['models'][model]['contenders'][name]
+                                for name in LITERAL_PAIRS[key])
+            ms = [statistics.median(c['seconds_per_step']) * 1e3 for c in (plain, rewritten)]
+            lines.append(f"| `{model}` | {key} | {ms[0]:.3f} | {ms[1]:.3f} "
+                         f"| {ratio_text(ratio)} |")
     costs = [(model, name, c['eval_ms_by_batch']) for model, r in results['models'].items()
              for name, c in r['contenders'].items() if len(c.get('eval_ms_by_batch', {})) > 1]
     if costs:

@@ -200,6 +200,13 @@ def test_the_median_interval_holds_the_median_as_often_as_it_says():
         assert held == pytest.approx(report.median_interval(draws[0])[2], abs=0.025)
 
 
+def test_what_the_literal_lines_cost_is_the_rewrite_over_the_literal_round_by_round():
+    plain, rewritten = report.summarize([0.020] * 5), report.summarize([0.016] * 5)
+    found = report.pairs({'ours': plain, 'ours_bias_add': rewritten}, None)
+    assert found['bias_add_over_plus']['median'] == pytest.approx(1.25)  # 20 ms against 16
+    assert found['fused_batch_norm_over_moments'] is None  # not measured
+
+
 def test_keras_is_reported_at_its_faster_mode():
     measured = {'ours': report.summarize([1.0]),
                 'keras': report.summarize([3.0]),

@@ -249,6 +249,19 @@ def test_batches_shuffle_every_epoch_and_depend_only_on_seed_and_step():
     assert batches.epoch(15) == 1.5
 
 
+def test_the_orders_fed_to_the_loop_in_the_graph_hold_the_same_batches():
+    # what the loop in the graph slices, batch after batch, is what the talk's loop is fed
+    images, labels = np.arange(250).reshape(250, 1), np.zeros((250, 10))
+    batches = data.Batches(images, labels, batch_size=20, seed=3)  # 12 a epoch, 10 left
+    steps = range(7, 31)  # from mid-epoch 0 into epoch 2
+    orders = batches.orders(steps)
+    assert orders.shape == (3, 12, 20)
+    for step in steps:
+        epoch, index = divmod(step, 12)
+        np.testing.assert_array_equal(orders[epoch, index], batches.indices(step))
+        np.testing.assert_array_equal(images[orders[epoch, index]], batches(step)[0])
+
+
 def test_batches_reject_impossible_sizes():
     with pytest.raises(ValueError):
         data.Batches(np.zeros((10, 1)), np.zeros((10, 1)), batch_size=11)
