@@ -90,7 +90,8 @@ def define_flags(flag_values=FLAGS):
                       'float32: the talk\'s. bfloat16: the same graph, rewritten by '
                       'TensorFlow\'s graph optimizer to compute its matmuls and convolutions '
                       'in bfloat16 on oneDNN, variables and updates in float32 (CPUs with '
-                      'AVX-512 BF16 or AMX; refused elsewhere).', **own)
+                      'AVX-512 BF16 or AMX; refused elsewhere). float16: the same rewrite '
+                      'on a GPU (Grappler\'s CUDA pass), the loss scaled dynamically.', **own)
     _define_experiments(own)
     flags.DEFINE_enum('loss', defaults.loss, list(training_graph.LOSSES), 'stable: the talk\'s '
                       'cross-entropy computed with log_softmax, never NaN. literal: the talk\'s '

@@ -71,7 +71,7 @@ class Config:
     bias: str = None             # rewrite.BIAS: the talk's + B, or tf.nn.bias_add
     batch_norm: str = None       # rewrite.BATCH_NORM: tf.nn.moments, or fused
     style: str = 'graph'         # eager.STYLES: the talk's Session, or TensorFlow 2's
-    precision: str = 'float32'   # training_graph.PRECISIONS: bfloat16 by Grappler's rewrite
+    precision: str = 'float32'   # training_graph.PRECISIONS: bfloat16 (CPU), float16 (GPU)
 
     # what a resumed run must keep; the other settings may change between sessions
     FIXED = ('model', 'seed', 'batch_size', 'loss', *talk.EXPERIMENTS, 'style', 'precision')
@@ -107,10 +107,23 @@ class Config:
                                 'which add their biases with BiasAdd already')
         if self.precision not in training_graph.PRECISIONS:
             raise ValueError(f'precision must be one of {training_graph.PRECISIONS}')
-        if self.precision == 'bfloat16' and self.style != 'graph':
-            raise SettingsError(f'--precision=bfloat16 rewrites the talk\'s graph as a Session '
-                                f'runs it; --style={self.style} has no Session: leave it at '
-                                'float32')
+        if self.precision != 'float32' and self.style != 'graph':
+            raise SettingsError(f'--precision={self.precision} rewrites the talk\'s graph as a '
+                                f'Session runs it; --style={self.style} has no Session: leave '
+                                'it at float32')
+        gpu = self.precision != 'float32' and training_graph.gpu_present()
+        if self.precision == 'float16' and not gpu:
+            raise SettingsError('--precision=float16 is Grappler\'s GPU rewrite and TensorFlow '
+                                'sees no GPU here; on a CPU with bfloat16 instructions, '
+                                '--precision=bfloat16')
+        if self.precision == 'float16' and self.steps_per_run > 1:
+            raise SettingsError('--precision=float16 scales the loss in the talk\'s training '
+                                'step; the loop in the graph does not: leave --steps_per_run '
+                                'at 1')
+        if self.precision == 'bfloat16' and gpu:
+            raise SettingsError('--precision=bfloat16 rewrites the operations oneDNN runs on '
+                                'the CPU, and here the network runs on the GPU: use '
+                                '--precision=float16')
         if self.precision == 'bfloat16' and not training_graph.bfloat16_support():
             raise SettingsError('--precision=bfloat16: this CPU has no bfloat16 instructions '
                                 '(no avx512_bf16 or amx_bf16 in /proc/cpuinfo), so oneDNN '

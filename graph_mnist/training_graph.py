@@ -98,7 +98,12 @@ def cross_entropy(Ylogits, Y_, loss='stable'):
     return tf.reduce_mean(per_image) * LOSS_SCALE
 
 
-PRECISIONS = ('float32', 'bfloat16')
+PRECISIONS = ('float32', 'bfloat16', 'float16')  # bfloat16: CPU (oneDNN); float16: GPU
+
+
+def gpu_present():
+    """Whether TensorFlow sees a GPU (where --precision=float16 is rewritten to run)."""
+    return bool(tf.config.list_physical_devices('GPU'))
 
 
 def bfloat16_support(cpuinfo='/proc/cpuinfo'):
@@ -123,7 +128,8 @@ def session_config(loss, precision='float32'):
     'bfloat16': the same float32 graph, rewritten by Grappler before it runs so that its
     matmuls and convolutions compute in bfloat16 on oneDNN (the variables, the loss and
     the optimizer's updates stay float32): deferred execution lets TensorFlow change how
-    the talk's lines compute without changing them.
+    the talk's lines compute without changing them. 'float16': the same on a GPU, by
+    Grappler's CUDA pass (float16 needs its loss scaled: see build).
     """
     config = v1.ConfigProto()
     rewrites = config.graph_options.rewrite_options
@@ -131,6 +137,8 @@ def session_config(loss, precision='float32'):
         rewrites.arithmetic_optimization = rewrites.OFF
     if precision == 'bfloat16':
         rewrites.auto_mixed_precision_onednn_bfloat16 = rewrites.ON
+    if precision == 'float16':  # Grappler's GPU pass: matmuls and convolutions in float16
+        rewrites.auto_mixed_precision = rewrites.ON
     return config
 
 
@@ -181,6 +189,9 @@ def build(model, loss='stable', seed=0, loop=False, cluster=None, precision='flo
         # training step: AdamOptimizer(lr).minimize(cross_entropy) (softmax: gradient
         # descent); batch norm's moving averages move with it (UPDATE_OPS), never else
         optimizer = spec.optimizer(rate)
+        if precision == 'float16':  # float16's small gradients underflow: scale the loss
+            optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer,
+                                                                           'dynamic')
         if cluster:
             optimizer = cluster.optimizer(optimizer)
         before = len(graph.get_operations())

@@ -7,6 +7,7 @@ import os
 from conftest import synthetic_mnist
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from graph_mnist import runs
 from graph_mnist import training
@@ -158,6 +159,44 @@ def test_bfloat16_is_refused_where_it_cannot_work(monkeypatch):
     monkeypatch.setattr(training_graph, 'bfloat16_support', lambda: False)
     with pytest.raises(training.SettingsError, match='this CPU has no bfloat16 instructions'):
         training.Config('conv', precision='bfloat16', vis='none')
+
+
+def test_float16_is_the_gpus_and_refused_in_one_line_elsewhere(monkeypatch):
+    from graph_mnist import training_graph
+    monkeypatch.setattr(training_graph, 'gpu_present', lambda: False)
+    with pytest.raises(training.SettingsError, match='TensorFlow sees no GPU here'):
+        training.Config('conv', precision='float16', vis='none')
+    monkeypatch.setattr(training_graph, 'gpu_present', lambda: True)
+    with pytest.raises(training.SettingsError, match='the network runs on the GPU'):
+        training.Config('conv', precision='bfloat16', vis='none')
+    with pytest.raises(training.SettingsError, match='leave --steps_per_run at 1'):
+        training.Config('conv', precision='float16', steps_per_run=10, log_every=10,
+                        eval_every=10, checkpoint_every=10, vis='none')
+    assert training.Config('conv', precision='float16', vis='none').precision == 'float16'
+
+
+def test_a_float16_graph_scales_its_loss_and_trains_where_the_pass_finds_no_gpu(tmp_path):
+    # Grappler's CUDA pass skips a machine without a GPU: the step runs in float32, with
+    # the dynamic loss scaling float16 needs around it, which must not change its course
+    from graph_mnist import training_graph
+    g = training_graph.build('five_layers_relu', seed=1, precision='float16')
+    options = g.config.graph_options.rewrite_options
+    assert options.auto_mixed_precision == options.ON
+    with g.graph.as_default():
+        names = [v.op.name for v in tf.compat.v1.global_variables()]
+    assert any('loss_scale' in name for name in names)
+    plain = training_graph.build('five_layers_relu', seed=1)
+    mnist = synthetic_mnist()
+    losses = []
+    for graph in (plain, g):
+        with tf.compat.v1.Session(graph=graph.graph, config=graph.config) as sess:
+            sess.run(graph.init)
+            for step in range(5):
+                feed = {graph.X: mnist.train_images[:100], graph.Y_: mnist.train_labels[:100],
+                        graph.pkeep: 1.0, graph.step: step}
+                losses.append(sess.run([graph.train_step, graph.cross_entropy], feed)[1])
+    if not training_graph.gpu_present():
+        np.testing.assert_allclose(losses[:5], losses[5:], rtol=1e-4)
 
 
 def test_a_bfloat16_run_trains_and_says_so(tmp_path, monkeypatch):
