@@ -137,9 +137,10 @@ def parse_predict(body, signature):
 
 
 def to_json(value, name=''):
-    """An output array as JSON lists. float32 numbers are written in their shortest
-    float32 form (0.1, not float64's 0.10000000149011612), as TensorFlow Serving writes
-    them; strings as text, or as {"b64": ...} when the output's name ends in _bytes, as
+    """An output as orjson writes it (rest.to_json_bytes): a numeric array stays an array,
+    which orjson's OPT_SERIALIZE_NUMPY writes as nested lists, float32 in its shortest
+    form (0.1, not float64's 0.10000000149011612), as TensorFlow Serving writes them;
+    strings as text, or as {"b64": ...} when the output's name ends in _bytes, as
     TensorFlow Serving writes them."""
     if value.dtype == object:
         if name.endswith('_bytes'):
@@ -147,10 +148,22 @@ def to_json(value, name=''):
         else:
             convert = lambda b: b.decode('utf-8', 'replace')  # noqa: E731
         return np.vectorize(convert, otypes=[object])(value).tolist() if value.size else []
-    if value.dtype != np.float32:
-        return value.tolist()
-    shortest = np.array([float(str(x)) for x in value.ravel()], dtype=object)
-    return shortest.reshape(value.shape).tolist()
+    return np.ascontiguousarray(value)
+
+
+def plain(answer):
+    """The answer with its arrays as lists of Python numbers, float32 in shortest form:
+    for Python's json, where orjson cannot write (NaN and the infinities)."""
+    if isinstance(answer, dict):
+        return {key: plain(value) for key, value in answer.items()}
+    if isinstance(answer, list):
+        return [plain(value) for value in answer]
+    if isinstance(answer, (np.ndarray, np.generic)):
+        if answer.dtype != np.float32:
+            return answer.tolist()
+        shortest = np.array([float(str(x)) for x in np.ravel(answer)], dtype=object)
+        return shortest.reshape(np.shape(answer)).tolist()
+    return answer
 
 
 def format_predict(outputs, row):

@@ -10,6 +10,7 @@ import zlib
 
 from absl import logging
 
+from graph_mnist.serving import json_tensor
 from graph_mnist.serving.errors import ServingError
 from graph_mnist.serving.errors import bad_request
 from graph_mnist.serving.json_tensor import format_predict
@@ -65,13 +66,14 @@ CORS = [('Access-Control-Allow-Origin', '*'), ('Access-Control-Allow-Methods', '
 
 
 def to_json_bytes(answer):
-    """orjson, except where an output holds NaN or an infinity, which orjson writes as
-    null: there TF Serving's NaN, Infinity and -Infinity, as Python's json writes them."""
+    """orjson, numpy arrays and all (OPT_SERIALIZE_NUMPY), except where an output holds
+    NaN or an infinity, which orjson writes as null: there TF Serving's NaN, Infinity and
+    -Infinity, as Python's json writes them."""
     import orjson
-    raw = orjson.dumps(answer)
+    raw = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     if b'null' in raw:
         import json
-        return json.dumps(answer, separators=(',', ':')).encode()
+        return json.dumps(json_tensor.plain(answer), separators=(',', ':')).encode()
     return raw
 
 
