@@ -6,6 +6,7 @@ written as NaN; TF Serving's configuration files read, and refused in one line."
 import asyncio
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -184,6 +185,9 @@ def test_requests_of_unequal_shapes_batched_together_are_each_answered():
       'num_batch_threads': 4}),
     ('# TF Serving\'s README example, in part\nmax_batch_size { value: 32 }\n',
      {'max_batch_size': 32}),
+    # what protobuf's text format allows: hex, <...> for {...}, a name in parts
+    ('max_batch_size < value: 0x40 >\nthread_pool_name { value: "batch_" "threads" }',
+     {'max_batch_size': 64}),
 ])
 def test_batching_parameters_files_are_read(tmp_path, text, expected):
     path = tmp_path / 'batching.txt'
@@ -192,18 +196,24 @@ def test_batching_parameters_files_are_read(tmp_path, text, expected):
 
 
 @pytest.mark.parametrize('text, message', [
-    ('max_batch_size: 128', 'max_batch_size is written max_batch_size { value: ... }'),
-    ('allowed_batch_sizes: 8', 'allowed_batch_sizes not supported here'),
-    ('max_batch_size { value: 0 }', 'max_batch_size must be at least 1'),
-    ('max_batch_size { value: "a" }', 'must be a int'),
-    ('max_batch_size { value: 1 ', 'is not closed'),
+    ('max_batch_size: 128', ':1:17: Expected "{"'),
+    ('allowed_batch_sizes: [8, 16]', 'allowed_batch_sizes is TensorFlow Serving\'s, not '
+                                     'honoured here'),
+    ('max_batch_size { value: 0 }', 'max_batch_size must be at least 1, got 0'),
+    ('max_batch_size { value: "a" }', ':1:25: Couldn\'t parse integer'),
+    ('\n\nmax_batch_size { value: 1 ', ':3:25: Expected "}"'),
+    ('max_batch_sizes { value: 1 }', ':1:1: Message type "tensorflow.serving.'
+                                     'BatchingParameters" has no field named '
+                                     '"max_batch_sizes"'),
 ])
 def test_batching_parameters_files_with_faults_are_refused_in_one_line(tmp_path, text,
                                                                         message):
     path = tmp_path / 'batching.txt'
     path.write_text(text)
-    with pytest.raises(UserError, match=message.replace('{', r'\{').replace('}', r'\}')):
+    with pytest.raises(UserError) as raised:
         config.batching_parameters(str(path))
+    assert message in str(raised.value) and '\n' not in str(raised.value)
+    assert str(raised.value).startswith(f'--batching_parameters_file={path}')
 
 
 def test_model_config_and_monitoring_files_as_tf_serving_documents_them(tmp_path):
@@ -219,6 +229,19 @@ def test_model_config_and_monitoring_files_as_tf_serving_documents_them(tmp_path
                       "config { name: 'b' base_path: '/b' } }")
     with pytest.raises(UserError, match='2 models; this server serves one model'):
         config.model_config(str(models))
+    # TF Serving's own message: what it accepts and this server does not do is named
+    for policy, refused in [("model_version_policy { latest { num_versions: 1-2 } }",
+                             ":1:102: Couldn't parse integer: 1-2"),
+                            ("model_version_policy { all {} }", 'the latest version only'),
+                            ("version_labels { key: 'stable' value: 1 }",
+                             'version_labels is TensorFlow Serving\'s, not honoured')]:
+        models.write_text("model_config_list { config { name: 'a' base_path: '/a' "
+                          + policy + " } }")
+        with pytest.raises(UserError, match=re.escape(refused)):
+            config.model_config(str(models))
+    models.write_text("model_config_list { config { name: 'a' base_path: '/a' "
+                      "model_version_policy { latest { num_versions: 1 } } } }")
+    assert config.model_config(str(models)) == ('a', '/a')  # TF Serving's default, said
     monitoring = tmp_path / 'monitoring.config'
     monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/metrics"\n}\n')
     assert config.monitoring(str(monitoring)) == '/metrics'

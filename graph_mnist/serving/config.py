@@ -1,133 +1,119 @@
-"""TensorFlow Serving's configuration files, in protobuf's text format, as its flags
-take them: --batching_parameters_file (BatchingParameters), --monitoring_config_file
-(MonitoringConfig), --model_config_file (ModelServerConfig, one model here). Read with
-a small parser of the text format (their messages are not in tensorflow-serving-api),
-every field checked: a field we would ignore is refused in one line."""
+"""TensorFlow Serving's configuration files, read as TensorFlow Serving reads them: protobuf's
+text format (google.protobuf.text_format) into its own messages.
 
-import ast
+    --model_config_file          ModelServerConfig (tensorflow_serving.config, in
+                                 tensorflow-serving-api)
+    --batching_parameters_file   BatchingParameters   } not in tensorflow-serving-api:
+    --monitoring_config_file     MonitoringConfig     } declared below as TF Serving's
+                                                        .proto files declare them
+
+Whatever the text format allows is read (hex numbers, `[a, b]` lists, strings written in
+parts, comments). A syntax error, or a field the message does not have, is one line with
+its line and column; a field TensorFlow Serving accepts and this server does not honour
+is refused in one line naming it. Nothing starts before the files are read.
+"""
+
 import re
+
+from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pool
+from google.protobuf import message_factory
+from google.protobuf import text_format
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from graph_mnist.errors import UserError
 from graph_mnist.serving import metrics
 
-TOKEN = re.compile(r'\s*(?:#[^\n]*\n?\s*)*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|'
-                   r'(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|'
-                   r'(?P<number>[-+]?[0-9][0-9.eE+-]*)|(?P<punct>[{}:<>,;\[\]]))')
+FIELD = descriptor_pb2.FieldDescriptorProto
+# TF Serving's session_bundle_config.proto and monitoring_config.proto, package
+# tensorflow.serving: (message, [(field, number, type or message, repeated)])
+DECLARED = [
+    ('BatchingParameters', [
+        ('max_batch_size', 1, '.google.protobuf.Int64Value', False),
+        ('batch_timeout_micros', 2, '.google.protobuf.Int64Value', False),
+        ('max_enqueued_batches', 3, '.google.protobuf.Int64Value', False),
+        ('num_batch_threads', 4, '.google.protobuf.Int64Value', False),
+        ('thread_pool_name', 5, '.google.protobuf.StringValue', False),
+        ('allowed_batch_sizes', 6, FIELD.TYPE_INT64, True),
+        ('pad_variable_length_inputs', 7, FIELD.TYPE_BOOL, False)]),
+    ('PrometheusConfig', [
+        ('enable', 1, FIELD.TYPE_BOOL, False),
+        ('path', 2, FIELD.TYPE_STRING, False)]),
+    ('MonitoringConfig', [
+        ('prometheus_config', 1, '.tensorflow.serving.PrometheusConfig', False)]),
+]
 
 
-def tokens(text, where):
-    position, found = 0, []
-    while True:
-        rest = re.match(r'(?:\s|#[^\n]*)*', text[position:])
-        position += rest.end()
-        if position >= len(text):
-            return found
-        match = TOKEN.match(text, position)
-        if not match or match.end() == position:
-            raise UserError(f'{where}: cannot read the text at "{text[position:position + 20]}"')
-        kind = match.lastgroup
-        value = match[kind]
-        if kind == 'string':  # quoted as in Python (escapes; other text kept as it is)
-            try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                raise UserError(f'{where}: cannot read the string {value}') from None
-        elif kind == 'number':
-            value = float(value) if re.search(r'[.eE]', value) else int(value)
-        elif kind == 'name' and value in ('true', 'false'):
-            kind, value = 'bool', value == 'true'
-        found.append((kind, value))
-        position = match.end()
+def declared_messages():
+    """{name: message class} of DECLARED, in a descriptor pool of their own (the
+    process's default pool is left alone)."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name='graph_mnist/serving/tensorflow_serving_config.proto',
+        package='tensorflow.serving', syntax='proto3',
+        dependency=['google/protobuf/wrappers.proto'])
+    for message, fields in DECLARED:
+        declared = proto.message_type.add(name=message)
+        for name, number, kind, repeated in fields:
+            field = declared.field.add(name=name, number=number, label=(
+                FIELD.LABEL_REPEATED if repeated else FIELD.LABEL_OPTIONAL))
+            if isinstance(kind, str):
+                field.type, field.type_name = FIELD.TYPE_MESSAGE, kind
+            else:
+                field.type = kind
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    return {message: message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f'tensorflow.serving.{message}'))
+        for message, _ in DECLARED}
 
 
-def parse(text, where):
-    """Text format -> {field: [values]}, a message's value a dict of the same kind."""
-    items = tokens(text, where)
-    position = 0
-
-    def message(closing):
-        nonlocal position
-        fields = {}
-        while position < len(items):
-            kind, value = items[position]
-            if kind == 'punct' and value == closing:
-                position += 1
-                return fields
-            if kind == 'punct' and value in ',;':
-                position += 1
-                continue
-            if kind != 'name':
-                raise UserError(f'{where}: expected a field name, found {value!r}')
-            name = value
-            position += 1
-            if position < len(items) and items[position] == ('punct', ':'):
-                position += 1
-            if position >= len(items):
-                raise UserError(f'{where}: {name} has no value')
-            kind, value = items[position]
-            position += 1
-            if kind == 'punct' and value in '{<':
-                value = message('}' if value == '{' else '>')
-            elif kind == 'punct':
-                raise UserError(f'{where}: {name} has no value')
-            fields.setdefault(name, []).append(value)
-        if closing is not None:
-            raise UserError(f'{where}: a "{{" is not closed')
-        return fields
-
-    return message(None)
+MESSAGES = declared_messages()
 
 
-def read(path, flag):
+def read(path, flag, message):
+    """The file at `path` parsed into a new `message`; UserError in one line otherwise."""
+    where = f'--{flag}={path}'
     try:
         with open(path, encoding='utf-8') as f:
-            return parse(f.read(), f'--{flag}={path}')
-    except OSError as e:
-        raise UserError(f'--{flag}={path}: {e.strerror}') from None
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f'{where}: {getattr(e, "strerror", None) or e}') from None
+    try:
+        return text_format.Parse(text, message())
+    except text_format.ParseError as e:
+        reason = re.sub(r"^\d+:\d+ : ('.*?': )?", '', str(e)).splitlines()[0]
+        raise UserError(f'{where}:{e.GetLine()}:{e.GetColumn()}: {reason}') from None
 
 
-def only(fields, allowed, where):
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        raise UserError(f'{where}: {", ".join(unknown)} not supported here (supported: '
-                        f'{", ".join(sorted(allowed))})')
+def refuse_unless_honoured(message, honoured, where):
+    """A field set in `message` that this server does not honour: one line naming it."""
+    ignored = sorted(field.name for field, _ in message.ListFields()
+                     if field.name not in honoured)
+    if ignored:
+        raise UserError(f'{where}: {", ".join(ignored)} is TensorFlow Serving\'s, not '
+                        f'honoured here (honoured: {", ".join(sorted(honoured))})')
 
 
-def scalar(fields, name, kind, where, wrapped=False):
-    """One value of a field (None when absent); wrapped: google.protobuf's wrapper
-    messages, written `name { value: N }`."""
-    values = fields.get(name)
-    if not values:
-        return None
-    value = values[-1]
-    if wrapped:
-        if not isinstance(value, dict) or set(value) - {'value'}:
-            raise UserError(f'{where}: {name} is written {name} {{ value: ... }}')
-        value = value.get('value', [kind()])[-1]
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UserError(f'{where}: {name} must be a {kind.__name__}, got {value!r}')
-    return value
-
-
-BATCHING = {'max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches',
-            'num_batch_threads', 'thread_pool_name'}
+BATCHING = ('max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches',
+            'num_batch_threads', 'thread_pool_name')
 
 
 def batching_parameters(path):
     """{max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads}
-    of a batching parameters file; absent fields are left out."""
+    of a batching parameters file; absent fields are left out. thread_pool_name is
+    accepted and names nothing here."""
     where = f'--batching_parameters_file={path}'
-    fields = read(path, 'batching_parameters_file')
-    only(fields, BATCHING, where)
+    parameters = read(path, 'batching_parameters_file', MESSAGES['BatchingParameters'])
+    refuse_unless_honoured(parameters, BATCHING, where)
     found = {}
-    for name in BATCHING - {'thread_pool_name'}:
-        value = scalar(fields, name, int, where, wrapped=True)
-        if value is not None:
-            if value < (0 if name == 'batch_timeout_micros' else 1):
-                raise UserError(f'{where}: {name} must be at least '
-                                f'{0 if name == "batch_timeout_micros" else 1}')
+    for name in BATCHING[:4]:
+        if parameters.HasField(name):
+            value = getattr(parameters, name).value
+            least = 0 if name == 'batch_timeout_micros' else 1
+            if value < least:
+                raise UserError(f'{where}: {name} must be at least {least}, got {value}')
             found[name] = value
     return found
 
@@ -135,34 +121,37 @@ def batching_parameters(path):
 def monitoring(path):
     """The Prometheus page's path, or None when the file turns it off."""
     where = f'--monitoring_config_file={path}'
-    fields = read(path, 'monitoring_config_file')
-    only(fields, {'prometheus_config'}, where)
-    prometheus = (fields.get('prometheus_config') or [{}])[-1]
-    only(prometheus, {'enable', 'path'}, where + ' prometheus_config')
-    if not scalar(prometheus, 'enable', bool, where):
+    config = read(path, 'monitoring_config_file', MESSAGES['MonitoringConfig'])
+    if not config.prometheus_config.enable:
         return None
-    path = scalar(prometheus, 'path', str, where) or metrics.PATH
+    path = config.prometheus_config.path or metrics.PATH
     if not path.startswith('/'):
-        raise UserError(f'{where}: path must start with /')
+        raise UserError(f'{where}: path must start with /, got {path!r}')
     return path
+
+
+MODEL = ('name', 'base_path', 'model_platform', 'model_version_policy')
 
 
 def model_config(path):
     """(name, base path) of a model config file's one model."""
     where = f'--model_config_file={path}'
-    fields = read(path, 'model_config_file')
-    only(fields, {'model_config_list'}, where)
-    lists = fields.get('model_config_list') or [{}]
-    configs = [c for group in lists for c in group.get('config', [])]
-    if len(configs) != 1:
-        raise UserError(f'{where}: {len(configs)} models; this server serves one model '
+    config = read(path, 'model_config_file', model_server_config_pb2.ModelServerConfig)
+    refuse_unless_honoured(config, ('model_config_list',), where)
+    models = config.model_config_list.config
+    if len(models) != 1:
+        raise UserError(f'{where}: {len(models)} models; this server serves one model '
                         f'(start one server per model)')
-    config = configs[0]
-    only(config, {'name', 'base_path', 'model_platform'}, where + ' config')
-    platform = scalar(config, 'model_platform', str, where) or 'tensorflow'
-    if platform != 'tensorflow':
-        raise UserError(f'{where}: model_platform "{platform}": only "tensorflow" here')
-    name, base = scalar(config, 'name', str, where), scalar(config, 'base_path', str, where)
-    if not name or not base:
+    model = models[0]
+    refuse_unless_honoured(model, MODEL, f'{where}: model {model.name!r}')
+    if model.model_platform not in ('', 'tensorflow'):
+        raise UserError(f'{where}: model_platform "{model.model_platform}": only '
+                        f'"tensorflow" here')
+    policy = model.model_version_policy
+    if policy.WhichOneof('policy_choice') not in (None, 'latest') or \
+            policy.latest.num_versions not in (0, 1):
+        raise UserError(f'{where}: model_version_policy: this server serves the latest '
+                        f'version only (TensorFlow Serving\'s default, latest 1)')
+    if not model.name or not model.base_path:
         raise UserError(f'{where}: the model needs a name and a base_path')
-    return name, base
+    return model.name, model.base_path
