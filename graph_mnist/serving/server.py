@@ -305,9 +305,9 @@ def run(options, argv):
         if manager.current is None and not options.other_process:
             logging.warning('no version under %s yet: waiting for one (requests get 404)',
                             base)
-        import uvicorn
+        import uvloop  # the event loop uvicorn itself would choose, by its public API
         try:
-            with asyncio.Runner(loop_factory=uvicorn.Config(None).get_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(serve(options, manager, rest_socket, grpc_reserved, lambda: (
                     options.other_process or announce(options, rest_socket, count)), metrics))
         finally:
