@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from graph_mnist import costs
 from graph_mnist import data
+from graph_mnist import rewrite
 from graph_mnist import steps
 from graph_mnist import talk
 from graph_mnist import today
@@ -402,7 +403,11 @@ def define_flags():
     flags.DEFINE_enum('format', 'text', ['text', 'json'], 'A lesson to read, or JSON.')
     flags.DEFINE_bool('code', False, 'Print instead the network of --model as models.py '
                       'writes it, its diff from the talk\'s previous step and the settings '
-                      'that change (graph_mnist.steps).')
+                      'that change (graph_mnist.steps); with --bias or --batch_norm, the '
+                      'lines that experiment writes otherwise (graph_mnist.rewrite).')
+    flags.DEFINE_enum('bias', None, list(rewrite.BIAS), 'With --code: the biases\' lines.')
+    flags.DEFINE_enum('batch_norm', None, list(rewrite.BATCH_NORM), 'With --code: batch '
+                      'norm\'s lines.')
     flags.DEFINE_string('workdir', None,
                         'Where to write the graph (default runs/explain-<model>).')
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
@@ -413,6 +418,10 @@ def define_flags():
 
 def main(argv):
     del argv
+    if FLAGS.code and (FLAGS.bias or FLAGS.batch_norm):  # an experiment's lines
+        print(steps.rewritten(FLAGS.model, FLAGS.bias or 'plus', FLAGS.batch_norm or
+                              'moments') or f'{FLAGS.model}: no line of it changes', end='\n')
+        return 0
     if FLAGS.code:  # the step's code beside the step before's: no graph, no data
         print(steps.step(FLAGS.model), end='')
         return 0

@@ -4,12 +4,14 @@ that change. The talk's published code kept one file per step so that a reader c
 diff two of them; this is that diff, made from the code that runs.
 
     graph-mnist-explain --code --model=five_layers_relu
+    graph-mnist-explain --code --model=conv --bias=bias_add   # an experiment's lines
 """
 
 import difflib
 import inspect
 
 from graph_mnist import models
+from graph_mnist import rewrite
 from graph_mnist import talk
 
 
@@ -23,14 +25,31 @@ def previous(name):
     return talk.TALK[order - 1] if order else None
 
 
-def code(name):
-    """The network of step `name` as models.py writes it: its function, and the helpers
-    of models.py it calls (the five dense layers' `_five_layers`), in the file's order."""
+def parts(name):
+    """The functions of models.py that make step `name`'s network: its own, and the
+    helpers it calls (the five dense layers' `_five_layers`), in the file's order."""
     function = talk.NETWORKS[name].function
     called = [getattr(models, n) for n in function.__code__.co_names
               if n.startswith('_') and inspect.isfunction(getattr(models, n, None))]
-    parts = sorted({function, *called}, key=lambda f: f.__code__.co_firstlineno)
-    return '\n\n'.join(inspect.getsource(f).rstrip('\n') for f in parts) + '\n'
+    return sorted({function, *called}, key=lambda f: f.__code__.co_firstlineno)
+
+
+def code(name):
+    """The network of step `name` as models.py writes it."""
+    return '\n\n'.join(inspect.getsource(f).rstrip('\n') for f in parts(name)) + '\n'
+
+
+def rewritten(name, bias='plus', batch_norm='moments'):
+    """What --bias and --batch_norm change in step `name`'s network: the unified diff of
+    its functions as models.py writes them and as graph_mnist.rewrite does (both printed
+    by ast.unparse, so comments and line breaks aside); '' when nothing changes."""
+    literal = [rewrite.source(f) for f in parts(name)]
+    written = [rewrite.source(f, bias, batch_norm) for f in parts(name)]
+    return ''.join(difflib.unified_diff(
+        '\n\n'.join(literal).splitlines(keepends=True),
+        '\n\n'.join(written).splitlines(keepends=True),
+        fromfile=f'models.py, {name}', tofile=f'{name}, --bias={bias} --batch_norm={batch_norm}',
+        n=1))
 
 
 def settings(name):

@@ -68,3 +68,14 @@ def test_the_experiments_are_refused_where_they_change_nothing():
     assert config.spec.changes == (('bias', 'bias_add'),) and config.spec.has_dropout
     assert talk.describe_changes(config.spec) == 'biases by tf.nn.bias_add (the talk\'s: + B)'
     assert rewrite.networks() is talk.models  # the default is the talk's own module
+
+
+def test_explain_code_shows_the_lines_an_experiment_writes_otherwise():
+    from graph_mnist import steps
+    changed = steps.rewritten('conv_dropout', bias='bias_add')
+    removed = [line for line in changed.splitlines() if line.startswith('-    ')]
+    added = [line for line in changed.splitlines() if line.startswith('+    ')]
+    assert len(removed) == len(added) == 5  # Y1, Y2, Y3, Y4, Ylogits: nothing else
+    assert all('+ B' in line for line in removed) and all('bias_add' in line for line in added)
+    assert 'batchnorm_fused(' in steps.rewritten('batchnorm_conv', batch_norm='fused')
+    assert steps.rewritten('conv', batch_norm='fused') == ''  # no batch norm in it
