@@ -14,20 +14,23 @@ status codes, gRPC services and messages; --port, --rest_api_port, --model_name,
 client or a command line written for TensorFlow Serving works here unchanged, and the
 same SavedModel runs unchanged in a real TensorFlow Serving:
 
-    GET  /v1/models/{name}[/versions/{v}]              status of the versions
-    GET  /v1/models/{name}[/versions/{v}]/metadata     the signatures
-    POST /v1/models/{name}[/versions/{v}]:predict      {"instances": [...]} -> {"predictions": ...}
-                                                       {"inputs": ...}      -> {"outputs": ...}
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]           status of the versions
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata  the signatures
+    POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict   a prediction:
+             {"instances": [...]} -> {"predictions": ...}, {"inputs": ...} -> {"outputs": ...}
     gRPC PredictionService.Predict, .GetModelMetadata; ModelService.GetModelStatus
-    GET  /monitoring/prometheus/metrics                the metrics, all processes summed
-    GET  /                                             the drawing page
+    GET  /monitoring/prometheus/metrics                         the metrics, all processes summed
+    GET  /                                                      the drawing page
 
 Versions: --model_base_path holds numbered SavedModel directories (graph_mnist.export
-writes the next one each time). The newest is served; the base path is polled every
---file_system_poll_wait_seconds; a new version is loaded beside the old one by every
-process, then all switch at once; the old one finishes what it was given before it is
-closed. No request fails in between, and none is answered by an older version after a
-newer one.
+writes the next one each time). The newest is served (or, with --model_config_file,
+several models, each by its version policy, with its version labels: GET and POST
+/v1/models/{name}/labels/{label}...); the base paths are polled every
+--file_system_poll_wait_seconds (and the config file every
+--model_config_file_poll_wait_seconds); a new version is loaded beside the old one by
+every process, then all switch at once; the old one finishes what it was given before
+it is closed. No request fails in between, and none is answered by an older version
+after a newer one.
 
 Batching: one batch at a time per signature; the requests that arrive while it runs go
 next, together, in one Session call (up to --max_batch_size images). A lone request never
@@ -43,9 +46,8 @@ message); the server goes on. It listens on 127.0.0.1 unless --host says otherwi
 Built on Starlette and uvicorn, and grpcio (the `serve` extra: pip install -e '.[serve]').
 
 This module is the command line only; the server is graph_mnist.serving, in the parts
-TensorFlow Serving has: batching, versions (the manager) and board (one decision for all
-processes), json_tensor, rest and grpc_api (the handlers), metrics, config (its files),
-server (the process main). docs/serving.md has the flags beside TensorFlow Serving's.
+TensorFlow Serving has (its package docstring lists them). docs/serving.md has the
+flags beside TensorFlow Serving's.
 
 `graph-mnist-serve` is `python -m graph_mnist.serve`: the same program.
 """
@@ -85,8 +87,18 @@ def define_flags():
     flags.DEFINE_float('file_system_poll_wait_seconds', 1.0, 'How often the base path is '
                        'looked at for new versions (0: once, at the start).', lower_bound=0)
     flags.DEFINE_string('model_config_file', None, "TensorFlow Serving's model config "
-                        '(text format) naming one model: its name and base_path (instead '
+                        '(text format): the models of its model_config_list, each with its '
+                        'name, base_path, model_version_policy and version_labels (instead '
                         'of --model_name and --model_base_path).')
+    flags.DEFINE_integer('model_config_file_poll_wait_seconds', 0, 'How often the model '
+                         'config file is read again: models added are served, models '
+                         'removed unloaded, labels moved (0: read once).', lower_bound=0)
+    flags.DEFINE_bool('allow_version_labels_for_unavailable_models', False, 'A new version '
+                      'label may point at a version not yet available (a label already '
+                      'assigned moves only to an available one).')
+    flags.DEFINE_float('load_timeout_seconds', 600, 'A version not loaded in this time is '
+                       'abandoned and tried again (a load that hangs holds nothing back); '
+                       'ours, not TensorFlow Serving\'s.', lower_bound=0.001)
     flags.DEFINE_bool('enable_batching', True, 'Run the requests that arrive together in '
                       'one Session call (on by default here, off in TensorFlow Serving: a '
                       'lone request never waits for company unless --batch_timeout_micros '
@@ -173,17 +185,25 @@ def batching():
     return size, timeout / 1e6, found.get('max_enqueued_batches', FLAGS.max_enqueued_batches)
 
 
+def models():
+    """[config.Model]: --model_config_file's, or the one --model_name and
+    --model_base_path name (TF Serving's default policy: the latest version)."""
+    if FLAGS.model_config_file:
+        if FLAGS.model_base_path or FLAGS.model_name:
+            raise app.UsageError('--model_config_file names the models: leave out '
+                                 '--model_name and --model_base_path')
+        return config.model_config(FLAGS.model_config_file)
+    if FLAGS.model_config_file_poll_wait_seconds:
+        raise app.UsageError('--model_config_file_poll_wait_seconds needs '
+                             '--model_config_file')
+    return [config.Model(*model_name_and_base_path())]
+
+
 def main(argv):
     del argv
     if not (FLAGS.port or FLAGS.rest_api_port):
         raise app.UsageError('--port=0 and --rest_api_port=0: nothing to serve')
-    if FLAGS.model_config_file:
-        if FLAGS.model_base_path or FLAGS.model_name:
-            raise app.UsageError('--model_config_file names the model: leave out '
-                                 '--model_name and --model_base_path')
-        name, base = config.model_config(FLAGS.model_config_file)
-    else:
-        name, base = model_name_and_base_path()
+    served = models()
     metrics_path = (config.monitoring(FLAGS.monitoring_config_file)
                     if FLAGS.monitoring_config_file else metrics.PATH)
     if FLAGS.rest_api_num_threads and not FLAGS.process_index:
@@ -191,7 +211,10 @@ def main(argv):
                      'processes answer requests (--rest_api_num_processes)')
     max_batch_size, batch_timeout_seconds, max_enqueued_batches = batching()
     return server.run(server.Options(
-        model_base_path=base, model_name=name, grpc_port=FLAGS.port,
+        models=tuple(served), config_file=FLAGS.model_config_file,
+        config_poll_seconds=FLAGS.model_config_file_poll_wait_seconds,
+        labels_for_unavailable=FLAGS.allow_version_labels_for_unavailable_models,
+        load_seconds=FLAGS.load_timeout_seconds, grpc_port=FLAGS.port,
         host=FLAGS.host, port=FLAGS.rest_api_port,
         poll_seconds=FLAGS.file_system_poll_wait_seconds,
         max_batch_size=max_batch_size, batch_timeout_seconds=batch_timeout_seconds,

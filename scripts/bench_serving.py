@@ -77,6 +77,10 @@ def define_flags():
     flags.DEFINE_integer('max_seconds', 300, 'Longest a load level may last.', lower_bound=1)
     flags.DEFINE_list('server_flags', [], 'More flags for graph_mnist.serve, e.g. '
                       '--server_flags=--rest_api_num_processes=1')
+    flags.DEFINE_string('baseline', None, 'A commit: its server against this one, round '
+                        'after round in turn (the levels only: no in-process figure, no '
+                        'swap); each level\'s median ratio with its interval.')
+    flags.DEFINE_integer('rounds', 5, 'Rounds of --baseline.', lower_bound=1)
 
 
 def test_images():
@@ -249,6 +253,81 @@ def swap_run(image):
     return swapped
 
 
+def levels_of(server, concurrencies, batches, images):
+    """Every level against one running server: REST at each batch size and concurrency,
+    gRPC beside REST's single images."""
+    import bench_serving_grpc
+    found = []
+    for batch in batches:
+        for concurrency in concurrencies:
+            requests = FLAGS.requests if batch == 1 else FLAGS.batch_requests
+            x = load(server.url, concurrency, batch, requests)
+            x['images_per_second'] = x['requests_per_second'] * batch
+            found.append(x)
+            if FLAGS.grpc and batch == 1:
+                body = bench_serving_grpc.predict_request(images=images[:1])
+                y = bench_serving_grpc.h2load(server.url, server.grpc_target, body,
+                                              concurrency, requests, FLAGS.max_seconds)
+                y.update(api='gRPC', signature='serving_default', batch=1,
+                         concurrency=concurrency, images_per_second=y['requests_per_second'])
+                found.append(y)
+    return found
+
+
+def compare(concurrencies, batches, images):
+    """This server against --baseline's (a git worktree of that commit), each round
+    both in turn (the first alternating), on the same levels: {level: figures}."""
+    import tempfile
+
+    import bench_report
+    import server_process
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {'this': [], 'baseline': []}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkout = os.path.join(tmp, 'baseline')
+        made = subprocess.run(['git', '-C', here, 'worktree', 'add', '--detach', checkout,
+                               FLAGS.baseline], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise UserError(f'--baseline={FLAGS.baseline}: {made.stderr.strip()}')
+        try:
+            for r in range(FLAGS.rounds):
+                for side in (('this', 'baseline') if r % 2 == 0 else ('baseline', 'this')):
+                    root = here if side == 'this' else checkout
+                    with server_process.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags,
+                                                   env={'PYTHONPATH': root}) as server:
+                        runs[side].append(levels_of(server, concurrencies, batches, images))
+                    print(f'round {r + 1}, {side}: ' + ', '.join(
+                        f'{x["api"]} {x["batch"]}x{x["concurrency"]} '
+                        f'{x["requests_per_second"]:,.0f}/s' for x in runs[side][-1]))
+        finally:
+            subprocess.run(['git', '-C', here, 'worktree', 'remove', '--force', checkout],
+                           capture_output=True)
+    compared = []
+    for i, level in enumerate(runs['this'][0]):
+        ours = [run[i] for run in runs['this']]
+        theirs = [run[i] for run in runs['baseline']]
+        ratios = [a['requests_per_second'] / b['requests_per_second']
+                  for a, b in zip(ours, theirs)]
+        low, high, coverage = bench_report.median_interval(ratios)
+        compared.append({key: level[key] for key in ('api', 'batch', 'concurrency')} | {
+            'this_rps': [x['requests_per_second'] for x in ours],
+            'baseline_rps': [x['requests_per_second'] for x in theirs],
+            'this_p50_ms': [x['p50_ms'] for x in ours],
+            'baseline_p50_ms': [x['p50_ms'] for x in theirs],
+            'errors': sum(x['errors'] for x in ours + theirs),
+            'ratio_median': float(np.median(ratios)), 'ratio_low': low, 'ratio_high': high,
+            'coverage': coverage, 'ratios': ratios})
+    print(f'{"api":>5} {"images":>6} {"conc.":>5} {"this req/s":>10} {"base req/s":>10} '
+          f'{"this p50":>8} {"base p50":>8} {"this/base [interval]":>24} {"errors":>6}')
+    for x in compared:
+        print(f'{x["api"]:>5} {x["batch"]:>6} {x["concurrency"]:>5} '
+              f'{np.median(x["this_rps"]):>10,.0f} {np.median(x["baseline_rps"]):>10,.0f} '
+              f'{np.median(x["this_p50_ms"]):>8.2f} {np.median(x["baseline_p50_ms"]):>8.2f} '
+              f'{x["ratio_median"]:>8.2f} [{x["ratio_low"]:.2f}, {x["ratio_high"]:.2f}] '
+              f'{x["coverage"]:.0%} {x["errors"]:>6}')
+    return compared
+
+
 def show(x):
     print(f'{x["api"]:>5} {x["signature"]:>15} {x["batch"]:>6} {x["concurrency"]:>11} '
           f'{x["requests"]:>8} {x["requests_per_second"]:>8,.0f} '
@@ -286,6 +365,20 @@ def main(argv):
         batches = [int(b) for b in FLAGS.batch_sizes]
     except ValueError:
         raise UserError('--concurrency and --batch_sizes are lists of whole numbers') from None
+    if FLAGS.baseline:
+        images, _ = test_images()
+        compared = compare(concurrencies, batches, images)
+        if FLAGS.json:
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+            with open(FLAGS.json, 'x') as f:
+                json.dump({'command': ' '.join(['python', 'scripts/bench_serving.py'] +
+                                               sys.argv[1:]),
+                           'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+                           'machine': machine(), 'version_dir': version,
+                           'baseline': FLAGS.baseline, 'rounds': FLAGS.rounds,
+                           'compared': compared}, f, indent=1)
+            print(f'written: {FLAGS.json}')
+        return 0
     base = [f'--model_base_path={FLAGS.model_base_path}']
     limit = worker('--worker=inprocess', *base,
                    f'--inprocess_batches={FLAGS.inprocess_batches}')

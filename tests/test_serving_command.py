@@ -139,7 +139,7 @@ def test_export_writes_tf_servings_warmup_file_and_the_server_replays_both_signa
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from graph_mnist.serving import versions
+    from graph_mnist.serving import servable as versions
     path = os.path.join(exported[1], '1', export.WARMUP)
     logs = [prediction_log_pb2.PredictionLog.FromString(r)
             for r in tf.compat.v1.io.tf_record_iterator(path)]

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from graph_mnist.serving.json_tensor import format_predict
 from graph_mnist.serving.json_tensor import parse_predict
-from graph_mnist.serving.rest import read_json
-from graph_mnist.serving.rest import to_json_bytes
+from graph_mnist.serving.json_tensor import read_json
+from graph_mnist.serving.json_tensor import to_json_bytes
 
 
 class Signature:

@@ -1,5 +1,5 @@
 """The REST handler's conformance with TensorFlow Serving where it needs no model: the
-ASGI application driven directly, over a manager double (fast). CORS and its preflight,
+ASGI application driven directly, over a versions double (fast). CORS and its preflight,
 the timeout's 504, a full queue's and an overload's 503 in JSON, gzip bodies, NaN
 written as NaN; TF Serving's configuration files read, and refused in one line."""
 
@@ -15,8 +15,9 @@ from graph_mnist.errors import UserError
 from graph_mnist.serving import batching
 from graph_mnist.serving import config
 from graph_mnist.serving import errors
+from graph_mnist.serving import rest
+from graph_mnist.serving.core import Core
 from graph_mnist.serving.rest import Http
-from graph_mnist.serving.rest import make_app
 
 
 class Signature:
@@ -25,9 +26,9 @@ class Signature:
         self.inputs = {'x': (tf.float32, [None, 2])}
 
 
-class Manager:
-    """Answers {'y': 2x}, after `delay` seconds; `nan` puts a NaN in the answer."""
-    name = 'm'
+class Versions:
+    """A versions.Versions double: answers {'y': 2x}, after `delay` seconds; `nan` puts
+    a NaN in the answer."""
 
     def __init__(self, delay=0.0, nan=False):
         self.delay, self.nan, self.seen = delay, nan, []
@@ -40,6 +41,11 @@ class Manager:
         if self.nan:
             y[0, 0], y[0, 1] = np.nan, np.inf
         return None, {'y': y.astype(np.float32)}, extra
+
+
+def make_app(versions, http, timeout_seconds=30.0):
+    """The REST transport over the request processor over `versions`."""
+    return rest.make_app(Core(versions, rest_timeout_seconds=timeout_seconds), http, 'm')
 
 
 def call(app, method, path, body=b'', headers=()):
@@ -75,7 +81,7 @@ BODY = json.dumps({'instances': [[1.0, 2.0]]}).encode()
 
 
 def test_cors_headers_and_the_preflight_as_tf_serving_gives_them():
-    app = make_app(Manager(), Http(cors=True))
+    app = make_app(Versions(), Http(cors=True))
     status, head, body = call(app, 'POST', PREDICT, BODY)
     assert status == 200 and json.loads(body) == {'predictions': [[2.0, 4.0]]}
     assert head['access-control-allow-origin'] == '*'
@@ -87,20 +93,20 @@ def test_cors_headers_and_the_preflight_as_tf_serving_gives_them():
     assert status == 400
     assert json.loads(body) == {'error': 'Origin header is missing in CORS preflight'}
     # without the flag: no CORS headers, the preflight still answered as TF does
-    plain = make_app(Manager(), Http())
+    plain = make_app(Versions(), Http())
     status, head, _ = call(plain, 'POST', PREDICT, BODY)
     assert status == 200 and 'access-control-allow-origin' not in head
 
 
 def test_a_predict_past_the_timeout_gets_504_in_json():
-    app = make_app(Manager(delay=2), Http(timeout_seconds=0.05))
+    app = make_app(Versions(delay=2), Http(), timeout_seconds=0.05)
     status, head, body = call(app, 'POST', PREDICT, BODY)
     assert status == 504 and head['content-type'] == 'application/json'
     assert 'Deadline Exceeded' in json.loads(body)['error']
 
 
 def test_requests_beyond_the_most_at_once_get_503_in_json():
-    app = make_app(Manager(delay=0.5), Http(max_in_flight=2))
+    app = make_app(Versions(delay=0.5), Http(max_in_flight=2))
 
     async def crowd():
         return await asyncio.gather(*[ask(app, 'POST', PREDICT, BODY) for _ in range(3)])
@@ -111,8 +117,7 @@ def test_requests_beyond_the_most_at_once_get_503_in_json():
 
 
 def test_gzip_bodies_are_read_and_a_gzip_bomb_is_refused():
-    manager = Manager()
-    app = make_app(manager, Http(max_body_bytes=4096))
+    app = make_app(Versions(), Http(max_body_bytes=4096))
     status, _, body = call(app, 'POST', PREDICT, gzip.compress(BODY),
                            [('Content-Encoding', 'gzip')])
     assert status == 200 and json.loads(body) == {'predictions': [[2.0, 4.0]]}
@@ -127,7 +132,7 @@ def test_gzip_bodies_are_read_and_a_gzip_bomb_is_refused():
 
 
 def test_nan_and_infinity_in_an_answer_are_written_as_tf_serving_writes_them():
-    status, _, body = call(make_app(Manager(nan=True), Http()), 'POST', PREDICT, BODY)
+    status, _, body = call(make_app(Versions(nan=True), Http()), 'POST', PREDICT, BODY)
     assert status == 200 and body == b'{"predictions":[[NaN,Infinity]]}'
     assert np.isnan(json.loads(body)['predictions'][0][0])
 
@@ -221,27 +226,45 @@ def test_model_config_and_monitoring_files_as_tf_serving_documents_them(tmp_path
     models.write_text("model_config_list {\n  config {\n    name: 'digits'\n"
                       "    base_path: '/models/digits/'\n    model_platform: 'tensorflow'\n"
                       "  }\n}\n")
-    assert config.model_config(str(models)) == ('digits', '/models/digits/')
+    assert config.model_config(str(models)) == [config.Model('digits', '/models/digits/')]
     models.write_text("model_config_list { config { name: 'chiffres' "
                       "base_path: '/modèles/chiffres' } }", encoding='utf-8')
-    assert config.model_config(str(models)) == ('chiffres', '/modèles/chiffres')
-    models.write_text("model_config_list { config { name: 'a' base_path: '/a' } "
-                      "config { name: 'b' base_path: '/b' } }")
-    with pytest.raises(UserError, match='2 models; this server serves one model'):
-        config.model_config(str(models))
-    # TF Serving's own message: what it accepts and this server does not do is named
-    for policy, refused in [("model_version_policy { latest { num_versions: 1-2 } }",
-                             ":1:102: Couldn't parse integer: 1-2"),
-                            ("model_version_policy { all {} }", 'the latest version only'),
-                            ("version_labels { key: 'stable' value: 1 }",
-                             'version_labels is TensorFlow Serving\'s, not honoured')]:
-        models.write_text("model_config_list { config { name: 'a' base_path: '/a' "
-                          + policy + " } }")
-        with pytest.raises(UserError, match=re.escape(refused)):
+    assert config.model_config(str(models))[0].base_path == '/modèles/chiffres'
+    # several models, each its policy and labels (TF Serving's documented example)
+    models.write_text("""model_config_list {
+      config { name: 'a' base_path: '/a'
+               model_version_policy { specific { versions: [1, 2] } }
+               version_labels { key: 'stable' value: 1 }
+               version_labels { key: 'canary' value: 2 } }
+      config { name: 'b' base_path: '/b' model_version_policy { all {} } }
+      config { name: 'c' base_path: '/c' model_version_policy { latest { num_versions: 2 } } }
+    }""")
+    a, b, c = config.model_config(str(models))
+    assert (a.policy, a.versions, a.labels) == ('specific', (1, 2),
+                                                (('canary', 2), ('stable', 1)))
+    assert (b.policy, c.policy, c.versions) == ('all', 'latest', (2,))
+    assert a.aspired([1, 2, 3]) == [1, 2] and b.aspired([3, 1]) == [1, 3]
+    assert c.aspired([1, 2, 3]) == [2, 3] and c.aspired([]) == []
+    assert config.Model('d', '/d').aspired([1, 5, 2]) == [5]  # TF Serving's default, latest 1
+    # refused in one line: a bad number where it stands, a model twice, fields not honoured
+    for text, refused in [
+            ("config { name: 'a' base_path: '/a' model_version_policy { latest { "
+             "num_versions: 1-2 } } }", ":1:102: Couldn't parse integer: 1-2"),
+            ("config { name: 'a' base_path: '/a' } config { name: 'a' base_path: '/b' }",
+             "model 'a' is configured twice"),
+            ("config { name: 'a' base_path: '/a' logging_config { } }",
+             "logging_config is TensorFlow Serving's, not honoured"),
+            ("config { name: 'a' base_path: '/a' model_version_policy { specific {} } }",
+             'needs versions of 1 and more'),
+            ("config { name: 'a' base_path: '/a' version_labels { key: '1x' value: 1 } }",
+             'not starting with a digit'),
+            ("config { name: 'a' }", 'every model needs a name and a base_path')]:
+        models.write_text('model_config_list { ' + text + ' }')
+        if '1-2' in text:  # the column is where 1-2 starts
+            assert models.read_text().index('1-2') + 1 == 102
+        with pytest.raises(UserError, match=re.escape(refused)) as raised:
             config.model_config(str(models))
-    models.write_text("model_config_list { config { name: 'a' base_path: '/a' "
-                      "model_version_policy { latest { num_versions: 1 } } } }")
-    assert config.model_config(str(models)) == ('a', '/a')  # TF Serving's default, said
+        assert '\n' not in str(raised.value)
     monitoring = tmp_path / 'monitoring.config'
     monitoring.write_text('prometheus_config {\n  enable: true,\n  path: "/metrics"\n}\n')
     assert config.monitoring(str(monitoring)) == '/metrics'

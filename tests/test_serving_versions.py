@@ -178,3 +178,93 @@ def test_a_serving_process_that_ends_does_not_hold_back_the_next_version(exporte
         assert wait_for(server, {'2': 'AVAILABLE', '1': 'END'})
         assert request(server.url, 'POST', '/v1/models/mnist:predict',
                        {'instances': np.zeros((1, 28, 28, 1)).tolist()})[0] == 200
+
+
+CONFIG = """model_config_list {
+  config { name: 'digits' base_path: '%(digits)s'
+           model_version_policy { specific { versions: [1, 2] } }
+           version_labels { key: 'stable' value: %(stable)d }
+           version_labels { key: 'canary' value: 2 } }
+  %(more)s
+}"""
+
+
+def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_path):
+    """TF Serving's deployment: one config, two models, labels pinned to versions,
+    answered on REST and gRPC by the real clients; then the file edited while clients
+    ask (a label moved, a model added): no request fails, and no client sees an older
+    version after a newer one through the same name or label."""
+    base = exported[1]
+    for model, numbers in [('digits', (1, 2)), ('letters', (1,)), ('added', (3,))]:
+        for v in numbers:
+            shutil.copytree(os.path.join(base, '1'), tmp_path / model / str(v))
+    path = tmp_path / 'models.config'
+    digits = str(tmp_path / 'digits')
+    path.write_text(CONFIG % {'digits': digits, 'stable': 1, 'more': (
+        "config { name: 'letters' base_path: '%s' }" % (tmp_path / 'letters'))})
+    from tensorflow_serving.apis import get_model_status_pb2
+    from tensorflow_serving.apis import model_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    zeros = np.zeros((1, 28, 28, 1), np.float32)
+    asks = [('digits', None), ('digits', 'stable'), ('digits', 'canary'), ('letters', None)]
+    seen, failures, stop = {ask: [] for ask in asks}, [], threading.Event()
+    with server_process.Subprocess(None, f'--model_config_file={path}',
+                                   '--model_config_file_poll_wait_seconds=1',
+                                   '--file_system_poll_wait_seconds=0.2',
+                                   '--rest_api_num_processes=2') as server:
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        # REST: the labels' URLs; gRPC: version_label
+        assert request(server.url, 'GET', '/v1/models/digits/labels/stable')[1] == {
+            'model_version_status': [{'version': '1', 'state': 'AVAILABLE', 'status': {
+                'error_code': 'OK', 'error_message': ''}}]}
+        metadata = request(server.url, 'GET', '/v1/models/digits/labels/canary/metadata')[1]
+        assert metadata['model_spec']['version'] == '2'
+        status, answer, _ = request(server.url, 'POST', '/v1/models/digits/labels/canary'
+                                    ':predict', {'instances': zeros.tolist()})
+        assert status == 200 and len(answer['predictions'][0]['probabilities']) == 10
+        assert request(server.url, 'GET', '/v1/models/letters')[0] == 200
+        assert request(server.url, 'GET', '/v1/models/digits/labels/beta')[0] == 400
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        asked = get_model_status_pb2.GetModelStatusRequest()
+        asked.model_spec.name, asked.model_spec.version_label = 'digits', 'canary'
+        assert [s.version for s in models.GetModelStatus(asked).model_version_status] == [2]
+
+        def client(ask):
+            name, label = ask
+            while not stop.is_set():
+                try:
+                    answer = stub.Predict(predict_request(images=zeros, name=name,
+                                                          label=label), timeout=30)
+                    seen[ask].append(answer.model_spec.version.value)
+                except grpc.RpcError as e:
+                    failures.append((ask, e.details()))
+        clients = [threading.Thread(target=client, args=(ask,)) for ask in asks]
+        for c in clients:
+            c.start()
+        try:
+            time.sleep(1)
+            path.write_text(CONFIG % {'digits': digits, 'stable': 2, 'more': (
+                "config { name: 'letters' base_path: '%s' } "
+                "config { name: 'added' base_path: '%s' }" % (tmp_path / 'letters',
+                                                             tmp_path / 'added'))})
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                    request(server.url, 'GET', '/v1/models/added')[0] == 200 and
+                    request(server.url, 'GET', '/v1/models/digits/labels/stable/metadata')[1]
+                    ['model_spec']['version'] == '2'):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            status, answer, _ = request(server.url, 'GET', '/v1/models/added')
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(60)
+            channel.close()
+    assert status == 200 and answer['model_version_status'][0]['version'] == '3'
+    assert failures == []
+    assert seen[('digits', 'stable')][0] == 1 and seen[('digits', 'stable')][-1] == 2
+    for ask, versions in seen.items():  # under load all along, each in order
+        assert len(versions) > 20 and versions == sorted(versions), ask
+    assert set(seen[('digits', 'canary')]) == {2} and set(seen[('digits', None)]) == {2}
+    assert 'model added added' in server.log()

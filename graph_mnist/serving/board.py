@@ -1,14 +1,18 @@
-"""What every serving process shares: which version to load, which one answers, what
-each process holds, and the versions' states. One process (the first) decides; all
-read. A small file in shared memory (/dev/shm where there is one), mapped by every
-process: the serving version is read on every request, so a flip is seen by the next
-request of every process at once (TensorFlow Serving has one process and one manager;
-ours are several, so one place decides for all).
+"""What every serving process shares: the decision (which versions of which models to
+load, which answer, their labels and states) and what each process holds. One process
+(the first) decides; all read. A directory in shared memory (/dev/shm where there is
+one): TensorFlow Serving has one process and one manager; ours are several, so one
+place decides for all.
 
-Layout, 8-byte integers: [target, serving, processes, 0, then per process: the newest
-version it has loaded (or minus the version it failed to load), the oldest it still
-holds]. The states (TF Serving's LOADING, AVAILABLE, END with a message) are JSON beside
-it, replaced whole by the deciding process."""
+    generation          8 bytes, mapped by every process: the decision's number, read
+                        on every request (a new decision is seen by the next request of
+                        every process at once)
+    decision.<n>.json   decision n, written whole before n is published and never
+                        changed: every process reading n reads the same decision
+    holds.<i>.json      what process i holds: {model: {"held": [...], "failed": {...}}}
+
+A decision: {model: {"base_path", "aspired": [versions to load], "served": [versions
+that answer], "labels": {label: version}, "states": {version: [state, message]}}}."""
 
 import json
 import mmap
@@ -17,76 +21,85 @@ import struct
 import tempfile
 import threading
 
-HEAD = 4
-TARGET, SERVING, COUNT = 0, 1, 2
+KEEP = 16  # old decisions kept for a reader between the generation and the file
 
 
 class Board:
 
     def __init__(self, path, processes=None):
-        """Creates the board for `processes` (the deciding process) or opens it."""
+        """Creates the board for `processes` in the directory `path` (the deciding
+        process) or opens it."""
         self.path = path
+        head = os.path.join(path, 'generation')
         if processes is not None:
-            with open(path, 'wb') as f:
-                f.write(b'\0' * 8 * (HEAD + 2 * processes))
-        self.file = open(path, 'r+b')
+            with open(head, 'wb') as f:
+                f.write(struct.pack('<qq', 0, processes))
+            self.write(self.decision_path(0), {})
+        self.file = open(head, 'r+b')
         self.map = mmap.mmap(self.file.fileno(), 0)
-        if processes is not None:
-            self.set(COUNT, processes)
-        self.processes = self.get(COUNT)
+        self.processes = struct.unpack_from('<q', self.map, 8)[0]
+        self.cached = (None, {})
+        self.reported = {}
 
     @classmethod
     def create(cls, processes):
         where = '/dev/shm' if os.path.isdir('/dev/shm') else None
-        handle, path = tempfile.mkstemp(prefix='graph_mnist_serving_', suffix='.board',
-                                        dir=where)
-        os.close(handle)
-        return cls(path, processes)
-
-    def get(self, slot):
-        return struct.unpack_from('<q', self.map, 8 * slot)[0]
-
-    def set(self, slot, value):
-        struct.pack_into('<q', self.map, 8 * slot, value)
+        return cls(tempfile.mkdtemp(prefix='graph_mnist_serving_', dir=where), processes)
 
     @property
-    def serving(self):
-        return self.get(SERVING)
+    def generation(self):
+        return struct.unpack_from('<q', self.map, 0)[0]
 
-    @property
-    def target(self):
-        return self.get(TARGET)
+    def decision_path(self, generation):
+        return os.path.join(self.path, f'decision.{generation}.json')
+
+    def write(self, path, value):
+        """Replaced whole, so a reader sees all or nothing (a temporary of this writer's
+        own: two threads of one process may write at once)."""
+        temporary = f'{path}.{os.getpid()}.{threading.get_ident()}.tmp'
+        with open(temporary, 'w') as f:
+            json.dump(value, f)
+        os.replace(temporary, path)
+
+    def decision(self):
+        """The published decision (read again only when its generation changes)."""
+        generation = self.generation
+        if self.cached[0] != generation:
+            for _ in range(100):
+                try:
+                    with open(self.decision_path(generation)) as f:
+                        self.cached = (generation, json.load(f))
+                    break
+                except FileNotFoundError:  # long since replaced: the newest instead
+                    generation = self.generation
+        return self.cached[1]
+
+    def publish(self, decision):
+        """(deciding process) the next decision, then its generation."""
+        generation = self.generation + 1
+        self.write(self.decision_path(generation), decision)
+        struct.pack_into('<q', self.map, 0, generation)
+        try:
+            os.remove(self.decision_path(generation - KEEP))
+        except OSError:
+            pass
+
+    def report(self, index, holds):
+        """Process `index` holds {model: {"held": [...], "failed": {version: why}}}."""
+        if holds != self.reported:
+            self.write(os.path.join(self.path, f'holds.{index}.json'), holds)
+            self.reported = json.loads(json.dumps(holds))
 
     def holds(self, index):
-        """(newest loaded or -failed, oldest held) of process `index`."""
-        return self.get(HEAD + 2 * index), self.get(HEAD + 2 * index + 1)
-
-    def report(self, index, loaded, oldest):
-        self.set(HEAD + 2 * index, loaded)
-        self.set(HEAD + 2 * index + 1, oldest)
-
-    def write_states(self, states):
-        """{version: (state, message)}: replaced whole, so a reader sees all or nothing."""
-        # a temporary of this writer's own: two threads (the poller and the start-up's
-        # settle) may publish at once, and a shared name let one rename the other's away
-        temporary = f'{self.path}.states.{os.getpid()}.{threading.get_ident()}.tmp'
-        with open(temporary, 'w') as f:
-            json.dump({str(v): list(s) for v, s in states.items()}, f)
-        os.replace(temporary, self.path + '.states')
-
-    def states(self):
         try:
-            with open(self.path + '.states') as f:
-                return {int(v): tuple(s) for v, s in json.load(f).items()}
+            with open(os.path.join(self.path, f'holds.{index}.json')) as f:
+                return json.load(f)
         except (OSError, ValueError):
-            return {}
+            return None  # nothing reported yet
 
     def close(self, remove=False):
         self.map.close()
         self.file.close()
         if remove:
-            for path in (self.path, self.path + '.states'):
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+            import shutil
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -13,6 +13,7 @@ its line and column; a field TensorFlow Serving accepts and this server does not
 is refused in one line naming it. Nothing starts before the files are read.
 """
 
+import dataclasses
 import re
 
 from google.protobuf import descriptor_pb2
@@ -130,28 +131,80 @@ def monitoring(path):
     return path
 
 
-MODEL = ('name', 'base_path', 'model_platform', 'model_version_policy')
+MODEL = ('name', 'base_path', 'model_platform', 'model_version_policy', 'version_labels')
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One model of a model_config_list: where its versions are, which of them are
+    served (TF Serving's ServableVersionPolicy), and its version labels."""
+    name: str
+    base_path: str
+    policy: str = 'latest'  # 'latest', 'all' or 'specific'
+    versions: tuple = (1,)  # latest: (num_versions,); specific: the versions; all: ()
+    labels: tuple = ()      # ((label, version), ...)
+
+    def aspired(self, on_disk):
+        """The versions to serve, of those on disk (the policy's choice)."""
+        on_disk = sorted(on_disk)
+        if self.policy == 'latest':
+            return on_disk[-self.versions[0]:] if on_disk else []
+        if self.policy == 'specific':
+            return [v for v in on_disk if v in self.versions]
+        return on_disk
 
 
 def model_config(path):
-    """(name, base path) of a model config file's one model."""
+    """The models of a model config file, [Model]: every config of its
+    model_config_list, with its version policy and labels."""
     where = f'--model_config_file={path}'
     config = read(path, 'model_config_file', model_server_config_pb2.ModelServerConfig)
     refuse_unless_honoured(config, ('model_config_list',), where)
-    models = config.model_config_list.config
-    if len(models) != 1:
-        raise UserError(f'{where}: {len(models)} models; this server serves one model '
-                        f'(start one server per model)')
-    model = models[0]
-    refuse_unless_honoured(model, MODEL, f'{where}: model {model.name!r}')
-    if model.model_platform not in ('', 'tensorflow'):
-        raise UserError(f'{where}: model_platform "{model.model_platform}": only '
-                        f'"tensorflow" here')
-    policy = model.model_version_policy
-    if policy.WhichOneof('policy_choice') not in (None, 'latest') or \
-            policy.latest.num_versions not in (0, 1):
-        raise UserError(f'{where}: model_version_policy: this server serves the latest '
-                        f'version only (TensorFlow Serving\'s default, latest 1)')
-    if not model.name or not model.base_path:
-        raise UserError(f'{where}: the model needs a name and a base_path')
-    return model.name, model.base_path
+    models, names = [], set()
+    for model in config.model_config_list.config:
+        here = f'{where}: model {model.name!r}'
+        refuse_unless_honoured(model, MODEL, here)
+        if not model.name or not model.base_path:
+            raise UserError(f'{where}: every model needs a name and a base_path')
+        if model.name in names:
+            raise UserError(f'{here} is configured twice')
+        names.add(model.name)
+        if model.model_platform not in ('', 'tensorflow'):
+            raise UserError(f'{here}: model_platform "{model.model_platform}": only '
+                            f'"tensorflow" here')
+        models.append(Model(model.name, model.base_path, *policy(model, here),
+                            labels(model, here)))
+    if not models:
+        raise UserError(f'{where}: model_config_list names no model')
+    return models
+
+
+def policy(model, where):
+    """(policy, versions) of a ModelConfig's model_version_policy (default: latest 1)."""
+    chosen = model.model_version_policy
+    which = chosen.WhichOneof('policy_choice') or 'latest'
+    if which == 'latest':
+        n = chosen.latest.num_versions or 1
+        if n < 1:
+            raise UserError(f'{where}: latest {{ num_versions: {n} }} must be at least 1')
+        return which, (n,)
+    if which == 'specific':
+        versions = tuple(sorted(set(chosen.specific.versions)))
+        if not versions or min(versions) < 1:
+            raise UserError(f'{where}: specific {{ versions: ... }} needs versions of 1 and '
+                            f'more, got {list(chosen.specific.versions)}')
+        return which, versions
+    return which, ()
+
+
+def labels(model, where):
+    """((label, version), ...) of a ModelConfig's version_labels, checked."""
+    found = sorted(model.version_labels.items())
+    for label, version in found:
+        if not re.fullmatch(r'[A-Za-z0-9_-]+', label) or label[0].isdigit():
+            raise UserError(f'{where}: version label {label!r}: letters, digits, _ and -, '
+                            f'not starting with a digit')
+        if version < 1:
+            raise UserError(f'{where}: version label {label!r} -> {version}: versions start '
+                            f'at 1')
+    return tuple(found)

@@ -1,7 +1,7 @@
 """The gRPC API: TensorFlow Serving's PredictionService (Predict, GetModelMetadata) and
-ModelService (GetModelStatus), from the `tensorflow-serving-api` package's protos, over
-the same version manager and batchers as the REST handler, on grpcio's asyncio server
-(in the REST server's event loop).
+ModelService (GetModelStatus), from the `tensorflow-serving-api` package's protos: a
+thin adapter over the request processor the REST API shares (core.py), on grpcio's
+asyncio server (in the REST server's event loop).
 
 Messages and codes as TensorFlow Serving gives them (predict_util.cc,
 get_model_metadata_impl.cc, get_model_status_impl.cc, server_core.cc); outputs written
@@ -10,7 +10,6 @@ that clients reading `outputs['probabilities'].float_val` work as well as those 
 tf.make_ndarray."""
 
 import functools
-import time
 
 import grpc
 import numpy as np
@@ -24,12 +23,8 @@ FIELDS = {np.dtype(np.float32): 'float_val', np.dtype(np.float64): 'double_val',
           np.dtype(np.bool_): 'bool_val', np.dtype(object): 'string_val'}
 
 
-class Failed(Exception):
-    """A gRPC status to answer with."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code, self.message = code, message
+def invalid(message):
+    return ServingError(400, message)  # INVALID_ARGUMENT
 
 
 def model(spec):
@@ -45,15 +40,13 @@ def to_array(proto, signature, name):
     dtype, dims = signature.inputs[name]
     if proto.dtype != dtype.as_datatype_enum:
         got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else 'no dtype'
-        raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                     f"input '{name}' expects {dtype.name}, got {got}")
+        raise invalid(f"input '{name}' expects {dtype.name}, got {got}")
     try:
         array = tf.make_ndarray(proto)
     except (ValueError, TypeError) as e:
-        raise Failed(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': {e}") from None
+        raise invalid(f"input '{name}': {e}") from None
     if array.ndim == 0:
-        raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                     f"input '{name}' must hold examples along its first axis")
+        raise invalid(f"input '{name}' must hold examples along its first axis")
     check_shape(array, dims, name)
     return array
 
@@ -74,7 +67,7 @@ def inputs_of(request, signature):
     not match the signature's."""
     given, wanted = set(request.inputs), set(signature.inputs)
     if given != wanted:
-        raise Failed(grpc.StatusCode.INVALID_ARGUMENT, (
+        raise invalid((
             f'input size does not match signature: {len(given)}!={len(wanted)} '
             f'len({{{",".join(sorted(given))}}}) != len({{{",".join(sorted(wanted))}}}). '
             f'Sent extra: {{{",".join(sorted(given - wanted))}}}. '
@@ -82,8 +75,8 @@ def inputs_of(request, signature):
     arrays = {name: to_array(request.inputs[name], signature, name) for name in wanted}
     sizes = {len(a) for a in arrays.values()}
     if len(sizes) != 1:
-        raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                     'every input must hold the same number of examples')
+        raise invalid(
+            'every input must hold the same number of examples')
     return arrays, sizes.pop()
 
 
@@ -93,76 +86,65 @@ def outputs_wanted(request, signature):
     wanted, seen = list(request.output_filter) or signature.outputs, set()
     for alias in wanted:
         if alias not in signature.outputs:
-            raise Failed(grpc.StatusCode.INVALID_ARGUMENT, (
+            raise invalid((
                 f'output tensor alias not found in signature: {alias} Outputs expected to '
                 f'be in the set {{{",".join(sorted(signature.outputs))}}}.'))
         if alias in seen:
-            raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                         f'duplicate output tensor alias: {alias}')
+            raise invalid(
+                f'duplicate output tensor alias: {alias}')
         seen.add(alias)
     return wanted
 
 
-def answering(method, metrics=None):
-    """Turns ServingError and Failed into the call's gRPC status; never a traceback to
-    the client. With metrics: the call counted by its code (and timed when it
-    succeeds), as TensorFlow Serving counts Predict."""
+def answering(method):
+    """Turns ServingError into the call's gRPC status; never a traceback to the
+    client."""
     from absl import logging
 
     @functools.wraps(method)
     async def call(self, request, context):
-        started, code = time.perf_counter(), 'OK'
         try:
             return await method(self, request, context)
         except ServingError as e:
-            code = e.code
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
-        except Failed as e:
-            code = e.code.name
-            await context.abort(e.code, e.message)
         except Exception as e:  # noqa: BLE001 -- the server goes on
             if isinstance(e, grpc.aio.AbortError):
                 raise
-            code = 'INTERNAL'
             logging.exception('answering %s', method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f'internal error: {type(e).__name__}')
-        finally:
-            if metrics is not None:
-                metrics.answered(request.model_spec.name, method.__name__, 'GRPC', code,
-                                 started)
     return call
 
 
-def servicers(manager, metrics=None):
-    """(PredictionService, ModelService) servicers over a version manager; Predict
-    calls counted in `metrics` when given."""
-    from tensorflow_serving.apis import get_model_metadata_pb2
-    from tensorflow_serving.apis import get_model_status_pb2
+def missing(signature_name):
+    return ServingError(400, f'Serving signature key "{signature_name}" not found.',
+                        code='FAILED_PRECONDITION')
+
+
+def spec(request):
+    """(name, version or None, label or None) of the request's ModelSpec."""
+    if not request.HasField('model_spec'):
+        raise invalid('Missing ModelSpec')
+    return model(request.model_spec)
+
+
+def servicers(core):
+    """(PredictionService, ModelService) servicers over a core.Core."""
     from tensorflow_serving.apis import model_service_pb2_grpc
     from tensorflow_serving.apis import predict_pb2
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    def missing(signature_name):
-        return Failed(grpc.StatusCode.FAILED_PRECONDITION,
-                      f'Serving signature key "{signature_name}" not found.')
-
-    def needs_spec(request):
-        if not request.HasField('model_spec'):
-            raise Failed(grpc.StatusCode.INVALID_ARGUMENT, 'Missing ModelSpec')
-
     class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-        @functools.partial(answering, metrics=metrics)
+        @answering
         async def Predict(self, request, context):
-            needs_spec(request)
-            name, version, label = model(request.model_spec)
+            name, version, label = spec(request)
             signature_name = request.model_spec.signature_name or 'serving_default'
 
             def read(signature):
                 inputs, n = inputs_of(request, signature)
                 return inputs, n, outputs_wanted(request, signature)
-            servable, outputs, wanted = await manager.predict(
-                name, version, label, signature_name, read, missing)
+            servable, outputs, wanted = await core.predict(
+                'GRPC', name, version, label, signature_name, read, missing)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = name
             response.model_spec.version.value = servable.version
@@ -173,47 +155,21 @@ def servicers(manager, metrics=None):
 
         @answering
         async def GetModelMetadata(self, request, context):
-            needs_spec(request)
-            if not request.metadata_field:
-                raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                             'GetModelMetadataRequest must specify at least one '
-                             'metadata_field')
-            for field in request.metadata_field:
-                if field != 'signature_def':
-                    raise Failed(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f'Metadata field {field} is not supported')
-            name, version, label = model(request.model_spec)
-            servable = manager.get(name, version, label)
-            signatures = get_model_metadata_pb2.SignatureDefMap()
-            for key, signature in servable.signatures.items():
-                signatures.signature_def[key].CopyFrom(signature.proto)
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = servable.version
-            response.metadata['signature_def'].Pack(signatures)
-            return response
+            return core.metadata(*spec(request), fields=list(request.metadata_field))
 
     class Models(model_service_pb2_grpc.ModelServiceServicer):
 
         @answering
         async def GetModelStatus(self, request, context):
-            needs_spec(request)
-            name, version, label = model(request.model_spec)
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for v, state, message in manager.status(name, version, label):
-                status = response.model_version_status.add(
-                    version=v, state=getattr(get_model_status_pb2.ModelVersionStatus, state))
-                status.status.error_code = 0 if not message else 2  # OK, UNKNOWN
-                status.status.error_message = message
-            return response
+            return core.status(*spec(request))
 
     return Prediction(), Models()
 
 
-def add_to(server, manager, metrics=None):
+def add_to(server, core):
     """Adds both services to a grpc.aio server."""
     from tensorflow_serving.apis import model_service_pb2_grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
-    prediction, models = servicers(manager, metrics)
+    prediction, models = servicers(core)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)

@@ -4,6 +4,7 @@
 import base64
 import binascii
 import itertools
+import re
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def parse_predict(body, signature):
 
 
 def to_json(value, name=''):
-    """An output as orjson writes it (rest.to_json_bytes): a numeric array stays an array,
+    """An output as orjson writes it (to_json_bytes): a numeric array stays an array,
     which orjson's OPT_SERIALIZE_NUMPY writes as nested lists, float32 in its shortest
     form (0.1, not float64's 0.10000000149011612), as TensorFlow Serving writes them;
     strings as text, or as {"b64": ...} when the output's name ends in _bytes, as
@@ -175,3 +176,33 @@ def format_predict(outputs, row):
         n = len(next(iter(lists.values())))
         return {'predictions': [{name: lists[name][i] for name in lists} for i in range(n)]}
     return {'outputs': only if only is not None else lists}
+
+
+def read_json(raw):
+    """A request body's JSON, read by orjson; where orjson refuses it, TensorFlow
+    Serving's reader takes the NaN, Infinity and -Infinity tokens as numbers, so a body
+    holding them is read again by Python's json (which takes them too); any other fault
+    is a 400 with orjson's reason."""
+    import orjson
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if re.search(rb'\bNaN\b|\bInfinity\b', raw):
+            import json
+            try:
+                return json.loads(raw)
+            except ValueError:
+                pass
+        raise bad_request(f'JSON Parse error: {error}') from None
+
+
+def to_json_bytes(answer):
+    """orjson, numpy arrays and all (OPT_SERIALIZE_NUMPY), except where an output holds
+    NaN or an infinity, which orjson writes as null: there TF Serving's NaN, Infinity and
+    -Infinity, as Python's json writes them."""
+    import orjson
+    raw = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if b'null' in raw:
+        import json
+        return json.dumps(plain(answer), separators=(',', ':')).encode()
+    return raw

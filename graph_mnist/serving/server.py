@@ -1,8 +1,12 @@
-"""The server's process main: the listening socket, the other processes on the same
-port (SO_REUSEPORT), the version manager, and uvicorn serving the REST handler."""
+"""The server's process main: the first process (it checks, binds, decides the versions
+and starts the others) and the others (on the same ports, SO_REUSEPORT), each serving
+the REST API through uvicorn and the gRPC API through grpcio over one request
+processor (core.py)."""
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import select
@@ -22,18 +26,24 @@ from graph_mnist import exposure
 from graph_mnist import machine
 from graph_mnist.errors import UserError
 from graph_mnist.serving.board import Board
+from graph_mnist.serving.core import Core
+from graph_mnist.serving.decide import Decider
 from graph_mnist.serving.metrics import PATH as metrics_page_path
 from graph_mnist.serving.rest import Http
 from graph_mnist.serving.rest import make_app
-from graph_mnist.serving.versions import Manager
-from graph_mnist.serving.versions import Settings
+from graph_mnist.serving.servable import Servable
+from graph_mnist.serving.servable import Settings
+from graph_mnist.serving.versions import Versions
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     """What graph_mnist.serve's flags say (their names there in brackets)."""
-    model_base_path: str          # --model_base_path
-    model_name: str = 'mnist'     # --model_name
+    models: tuple                 # config.Model: --model_name and --model_base_path,
+    #                               or every model of --model_config_file
+    config_file: str = None       # --model_config_file, read again every
+    config_poll_seconds: float = 0.0  # --model_config_file_poll_wait_seconds (0: never)
+    labels_for_unavailable: bool = False  # --allow_version_labels_for_unavailable_models
     host: str = '127.0.0.1'       # --host
     port: int = 8501              # --rest_api_port (0: no REST API)
     grpc_port: int = 8500         # --port (0: no gRPC API)
@@ -45,19 +55,16 @@ class Options:
     intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
     max_enqueued_batches: int = Settings.max_enqueued_batches  # or the batching file
-    timeout_seconds: float = Http.timeout_seconds  # --rest_api_timeout_in_ms / 1e3
+    timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms / 1e3
     cors: bool = False            # --rest_api_enable_cors_support
     metrics_path: str = metrics_page_path  # --monitoring_config_file (None: no page)
     warm_up: bool = True          # --enable_model_warmup
     max_load_retries: int = 5     # --max_num_load_retries
     load_retry_seconds: float = 60.0  # --load_retry_interval_micros / 1e6
+    load_seconds: float = 600.0   # --load_timeout_seconds
     board: str = None             # --board (internal: the first process's board)
     process_index: int = 0        # --process_index (internal: 0 is the first process)
     ready_fd: int = None          # --ready_fd (internal)
-
-    @property
-    def other_process(self):
-        return self.process_index > 0
 
 
 def claim(host, port):
@@ -159,7 +166,7 @@ def threads(options):
     return intra, options.inter_op_threads or intra
 
 
-async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
+async def serve(options, versions, core, rest_socket, grpc_reserved, ready):
     """Both APIs in one event loop until SIGTERM or Ctrl-C (then both shut down
     gracefully and serve returns): uvicorn on the REST socket, grpcio's asyncio server on
     --port (SO_REUSEPORT, as every process binds it)."""
@@ -167,14 +174,14 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
     import uvicorn
 
     from graph_mnist.serving import grpc_api
-    RestServer = rest_server_class()
-    manager.loop = asyncio.get_running_loop()  # where retiring versions finish
+    loop = asyncio.get_running_loop()
+    versions.serve_on(loop)  # where retiring versions finish
     grpc_server = None
     if options.grpc_port:
         grpc_server = grpc.aio.server(options=[
             ('grpc.so_reuseport', 1), ('grpc.max_receive_message_length', options.max_body_bytes),
             ('grpc.max_send_message_length', 64 * 1024 * 1024)])
-        grpc_api.add_to(grpc_server, manager, metrics)
+        grpc_api.add_to(grpc_server, core)
         try:
             grpc_server.add_insecure_port(address(options.host, options.grpc_port))
         except RuntimeError as e:
@@ -185,19 +192,18 @@ async def serve(options, manager, rest_socket, grpc_reserved, ready, metrics):
         grpc_reserved.close()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        manager.loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop.set)
     ready()  # both listen (uvicorn takes the REST socket's waiting connections)
-    rest = None
     try:
         if rest_socket is not None:
-            http = Http(max_body_bytes=options.max_body_bytes,
-                        timeout_seconds=options.timeout_seconds, cors=options.cors,
+            http = Http(max_body_bytes=options.max_body_bytes, cors=options.cors,
                         metrics_path=options.metrics_path,
                         metrics_dir=os.environ.get('PROMETHEUS_MULTIPROC_DIR'))
-            config = uvicorn.Config(make_app(manager, http, metrics), log_level='warning',
-                                    access_log=False, timeout_keep_alive=5,
+            config = uvicorn.Config(make_app(core, http, options.models[0].name),
+                                    log_level='warning', access_log=False,
+                                    timeout_keep_alive=5,
                                     limit_concurrency=10 * http.max_in_flight)
-            rest = RestServer(config)
+            rest = rest_server_class()(config)
             serving = asyncio.ensure_future(rest.serve(sockets=[rest_socket]))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -215,8 +221,6 @@ def rest_server_class():
     """uvicorn's Server, leaving the signals to serve(): uvicorn's own handlers raise
     the signal again once it has shut down, which ended the process before its cleanup
     (the other processes, the shared board, the metrics directory) could run."""
-    import contextlib
-
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -228,97 +232,155 @@ def rest_server_class():
 
 def announce(options, rest_socket, count):
     parts = []
+    names = ', '.join(model.name for model in options.models)
     if rest_socket is not None:
         host, port = rest_socket.getsockname()[:2]
         parts.append(f'listening on http://{address(host, port)}/ (the drawing page; REST '
-                     f'API at /v1/models/{options.model_name})')
+                     f'API at /v1/models/{{{names}}})' if len(options.models) > 1 else
+                     f'listening on http://{address(host, port)}/ (the drawing page; REST '
+                     f'API at /v1/models/{names})')
     if options.grpc_port:
         parts.append(f'gRPC API at {address(options.host, options.grpc_port)}')
     logging.info('%s, %d processes', '; '.join(parts), count)
 
 
-def run(options, argv):
-    """Serves until SIGTERM or Ctrl-C; the exit code. argv: the command line, which the
-    other processes are started with."""
-    base = options.model_base_path
-    rest_socket = grpc_reserved = metrics_dir = None
-    if not options.other_process:
+def check(options):
+    """One clear line for a base path that cannot serve, before anything starts."""
+    for model in options.models:
+        base = model.base_path
         if not os.path.isdir(base):
             raise UserError(f'{base} is not a directory: give the base path graph_mnist.export '
                             f'wrote (it holds numbered versions)')
         if os.path.isfile(os.path.join(base, export.SAVED_MODEL)):
             raise UserError(f'{base} is one SavedModel, not a base path of numbered versions; '
                             f'move it to {os.path.join(base, "1")} or export again')
-        for port in (options.port, options.grpc_port):
-            claim(options.host, port)
-        if options.port:
-            rest_socket = listen(options.host, options.port)
-        if options.grpc_port:  # held until gRPC listens, so no other server takes it
-            grpc_reserved = listen(options.host, options.grpc_port, backlog=None)
-        if not exposure.is_loopback(options.host):
-            logging.warning('--host=%s: the REST API, the gRPC API and the drawing page are '
-                            'open to every machine that can reach this address, without '
-                            'authentication (they can send predictions, read the models\' '
-                            'status and signatures, and load the server); the default '
-                            '127.0.0.1 keeps them to this machine', options.host)
-        count = options.processes or machine.usable_cores()
-        board = Board.create(count)
+    for port in (options.port, options.grpc_port):
+        claim(options.host, port)
+    if not exposure.is_loopback(options.host):
+        logging.warning('--host=%s: the REST API, the gRPC API and the drawing page are '
+                        'open to every machine that can reach this address, without '
+                        'authentication (they can send predictions, read the models\' '
+                        'status and signatures, and load the server); the default '
+                        '127.0.0.1 keeps them to this machine', options.host)
+
+
+def settings(options, metrics):
+    return Settings(options.max_batch_size, options.batch_timeout_seconds, threads(options),
+                    options.max_enqueued_batches, metrics, options.warm_up)
+
+
+def loader(options, metrics):
+    """load(version, path) -> Servable, as these options run every version."""
+    return functools.partial(Servable, settings=settings(options, metrics))
+
+
+def versions_for(options, board, metrics, decider=None):
+    return Versions(board, loader(options, metrics), options.process_index,
+                    options.max_load_retries, options.load_retry_seconds,
+                    options.load_seconds, decider)
+
+
+def metrics_here(options):
+    if options.metrics_path and os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
+        from graph_mnist.serving.metrics import Metrics
+        return Metrics()
+    return None
+
+
+def collect_less():
+    """A request's JSON is about 900 new lists: at the default threshold (700) every
+    request set off a collection. At 50,000, one per ~55 requests: single-image requests
+    at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here."""
+    gc.freeze()  # see Versions.step
+    gc.set_threshold(50_000, 20, 20)
+
+
+def serve_until_stopped(options, versions, rest_socket, grpc_reserved, metrics, ready):
+    core = Core(versions, metrics, options.timeout_seconds)
+    import uvloop  # the event loop uvicorn itself would choose, by its public API
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(options, versions, core, rest_socket, grpc_reserved, ready))
+    finally:
+        versions.stop()
+
+
+def run(options, argv):
+    """Serves until SIGTERM or Ctrl-C; the exit code. argv: the command line, which the
+    other processes are started with."""
+    if options.process_index:
+        return run_other(options)
+    return run_first(options, argv)
+
+
+def run_first(options, argv):
+    """The first process: checks, binds, decides the versions for all, starts the
+    others, and announces the address once all are ready."""
+    check(options)
+    rest_socket = listen(options.host, options.port) if options.port else None
+    # held until gRPC listens, so no other server takes it
+    grpc_reserved = (listen(options.host, options.grpc_port, backlog=None)
+                     if options.grpc_port else None)
+    count = options.processes or machine.usable_cores()
+    board = Board.create(count)
+    metrics_dir = others = None
+    try:
         if options.metrics_path:  # every process writes its metrics here (inherited)
             metrics_dir = tempfile.mkdtemp(prefix='graph_mnist_metrics_',
                                            dir=os.path.dirname(board.path))
             os.environ['PROMETHEUS_MULTIPROC_DIR'] = metrics_dir
+        metrics = metrics_here(options)
+        processes = []
+        decider = Decider(board, options.models, options.poll_seconds,
+                          lambda: [0] + [i for i, p in enumerate(processes, 1)
+                                         if p.poll() is None],
+                          options.config_file, options.config_poll_seconds,
+                          options.labels_for_unavailable)
+        decider.step()  # the others start from the first decision
         ready, told = os.pipe()
-        others = start_others(argv, count - 1, told, board.path)
+        others = processes[:] = start_others(argv, count - 1, told, board.path)
         os.close(told)
-    else:  # one of the others: quiet, on the first one's ports, ending with it
-        logging.set_verbosity(logging.WARNING)
-        others, count = [], None
-        board = Board(options.board)
-        end_with(os.getppid())
-    metrics = None
-    if options.metrics_path and os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
-        from graph_mnist.serving.metrics import Metrics
-        metrics = Metrics()
-    try:
-        settings = Settings(options.max_batch_size, options.batch_timeout_seconds,
-                            threads(options), options.max_enqueued_batches, metrics,
-                            options.warm_up)
-        manager = Manager(options.model_name, base, settings, board, options.process_index,
-                          options.poll_seconds,
-                          (options.max_load_retries, options.load_retry_seconds))
-        manager.start()
-        gc.freeze()  # see Manager.follow
-        # A request's JSON is about 900 new lists: at the default threshold (700) every
-        # request set off a collection. At 50,000, one per ~55 requests: single-image
-        # requests at concurrency 32 went from 6,150-6,650/s to 7,900-8,150/s here.
-        gc.set_threshold(50_000, 20, 20)
-        if options.other_process:  # listen only now, loaded, so no connection waits on us
-            if options.port:
-                rest_socket = listen(options.host, options.port)
-            os.write(options.ready_fd, b'1')
-            os.close(options.ready_fd)
-        else:
-            wait_for(others, ready)
-            manager.running = lambda: [0] + [i for i, process in enumerate(others, 1)
-                                             if process.poll() is None]
-            manager.settle()  # every process holds the first version: it is served
-        if manager.current is None and not options.other_process:
-            logging.warning('no version under %s yet: waiting for one (requests get 404)',
-                            base)
-        import uvloop  # the event loop uvicorn itself would choose, by its public API
-        try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(serve(options, manager, rest_socket, grpc_reserved, lambda: (
-                    options.other_process or announce(options, rest_socket, count)), metrics))
-        finally:
-            manager.stop()
+        versions = versions_for(options, board, metrics, decider)
+        versions.start()  # every process holds the first versions: they answer
+        wait_for(others, ready)
+        collect_less()
+        for model in options.models:
+            if not board.decision().get(model.name, {}).get('served'):
+                logging.warning('no version of %s under %s yet: waiting for one (requests '
+                                'get 404)', model.name, model.base_path)
+        serve_until_stopped(options, versions, rest_socket, grpc_reserved, metrics,
+                            lambda: announce(options, rest_socket, count))
     finally:
-        stop_others(others)
-        board.close(remove=not options.other_process)
+        stop_others(others or [])
+        board.close(remove=True)
         if metrics_dir:  # ours only: never a directory the environment named
             shutil.rmtree(metrics_dir, ignore_errors=True)
         for sock in (rest_socket, grpc_reserved):
             if sock is not None:
                 sock.close()
     logging.info('stopped')
+    return 0
+
+
+def run_other(options):
+    """One of the others: quiet, on the first one's ports, following its decisions,
+    ending with it; it listens only once loaded, so no connection waits on it."""
+    logging.set_verbosity(logging.WARNING)
+    board = Board(options.board)
+    end_with(os.getppid())
+    rest_socket = None
+    try:
+        metrics = metrics_here(options)
+        versions = versions_for(options, board, metrics)
+        versions.start()
+        collect_less()
+        if options.port:
+            rest_socket = listen(options.host, options.port)
+        os.write(options.ready_fd, b'1')
+        os.close(options.ready_fd)
+        serve_until_stopped(options, versions, rest_socket, None, metrics, lambda: None)
+    finally:
+        board.close()
+        if rest_socket is not None:
+            rest_socket.close()
     return 0
