@@ -74,8 +74,10 @@ class Bookkeeping:
     A context manager: leaving it closes the event files, and on Ctrl-C without a stop
     handler (a plain call) marks the history interrupted."""
 
-    def __init__(self, net, mnist, batches, config, workdir, history, first_step):
+    def __init__(self, net, mnist, batches, config, workdir, history, first_step,
+                 for_evaluator=False, evaluates=True):
         self.net, self.mnist, self.batches = net, mnist, batches
+        self.for_evaluator, self.evaluates = for_evaluator, evaluates
         self.config, self.workdir, self.history = config, workdir, history
         self.board = None
         if config.vis != 'none':
@@ -126,8 +128,14 @@ class Bookkeeping:
 
     def due(self, kind, step):
         """Whether the log line ('log'), the test evaluation ('eval') or a checkpoint
-        ('checkpoint') is due at this step."""
-        return self.marks(kind, step)
+        ('checkpoint') is due at this step. A cluster's chief (`for_evaluator`) also
+        checkpoints where it evaluates, for an evaluator task to read, and evaluates
+        itself only if `evaluates`."""
+        due = self.marks(kind, step)
+        if kind == 'eval' and due and self.for_evaluator:
+            self.checkpoint(step)
+            return self.evaluates
+        return due
 
     def stop(self, step):
         """A checkpoint, the history marked interrupted, then Interrupted raised."""

@@ -113,6 +113,7 @@ from absl import logging
 
 FLAGS = flags.FLAGS
 CHIEF_GRACE_SECONDS = 15  # for the others to end by themselves once the chief has
+EVALUATOR_GRACE_SECONDS = 120  # more, for an evaluator's last evaluation
 LAUNCHER = 'GRAPH_MNIST_LAUNCHER'  # its pid, in each task's environment (see distributed)
 
 
@@ -130,17 +131,20 @@ def free_ports(count, host='127.0.0.1'):
             s.close()
 
 
-def plan(ps, workers, host='127.0.0.1'):
-    """[(task name, TF_CONFIG)] of a cluster: a chief, workers - 1 workers, ps servers."""
+def plan(ps, workers, host='127.0.0.1', evaluators=0, chief_job='chief'):
+    """[(task name, TF_CONFIG)] of a cluster: a chief, workers - 1 workers, ps servers,
+    and an evaluator if asked (outside the training cluster, as TensorFlow defines it:
+    its TF_CONFIG names the cluster, without itself)."""
     ports = iter(free_ports(ps + workers, host))
-    cluster = {'chief': [f'{host}:{next(ports)}'],
+    cluster = {chief_job: [f'{host}:{next(ports)}'],
                'worker': [f'{host}:{next(ports)}' for _ in range(workers - 1)],
                'ps': [f'{host}:{next(ports)}' for _ in range(ps)]}
     if not cluster['worker']:
         del cluster['worker']
-    tasks = [('ps', i) for i in range(ps)] + [('chief', 0)] + \
-        [('worker', i) for i in range(workers - 1)]
-    return [(('chief' if kind == 'chief' else f'{kind} {index}'),
+    tasks = [('ps', i) for i in range(ps)] + [(chief_job, 0)] + \
+        [('worker', i) for i in range(workers - 1)] + [('evaluator', i)
+                                                       for i in range(evaluators)]
+    return [(('chief' if kind == chief_job else f'{kind} {index}'),
              json.dumps({'cluster': cluster, 'task': {'type': kind, 'index': index}}))
             for kind, index in tasks]
 
@@ -213,9 +217,10 @@ def run(tasks, poll=0.2):
                 asked = True
             time.sleep(poll)
         deadline = time.monotonic() + (1 if interrupted.is_set() else CHIEF_GRACE_SECONDS)
-        for task in tasks:
+        for task in tasks:  # an evaluator has the final checkpoint still to read
+            grace = EVALUATOR_GRACE_SECONDS if task.name.startswith('evaluator') else 0
             if task is not chief:
-                task.wait(max(0.1, deadline - time.monotonic()))
+                task.wait(max(0.1, deadline + grace - time.monotonic()))
     finally:
         for task in tasks:
             if task.process is not None:
@@ -230,6 +235,12 @@ def define_flags():
     flags.DEFINE_integer('ps', 1, 'Parameter servers.', lower_bound=1, upper_bound=16)
     flags.DEFINE_integer('workers', 2, 'Training tasks, the chief included.', lower_bound=1,
                          upper_bound=16)
+    flags.DEFINE_integer('evaluators', 0, 'An evaluator task (0 or 1): it evaluates each '
+                         'new checkpoint of the chief on the test images, beside the '
+                         'training (pass --nochief_evaluates after -- to spare the chief).',
+                         lower_bound=0, upper_bound=1)
+    flags.DEFINE_enum('chief_job', 'chief', ['chief', 'master'], 'The chief\'s job name in '
+                      'TF_CONFIG: master is Cloud ML Engine\'s (the talk\'s platform).')
     flags.DEFINE_string('host', '127.0.0.1', 'The address the tasks name in TF_CONFIG.')
     flags.DEFINE_bool('expose_on_network', False, 'Run the tasks in this machine\'s network '
                       'rather than in a private network namespace with loopback only (the '
@@ -243,15 +254,16 @@ def main(argv):
         raise app.UsageError('the flags after -- are graph_mnist.train\'s: python -m '
                              'graph_mnist.train --helpfull')
     tasks = [Task(name, tf_config, train_args) for name, tf_config in
-             plan(FLAGS.ps, FLAGS.workers, FLAGS.host)]
+             plan(FLAGS.ps, FLAGS.workers, FLAGS.host, FLAGS.evaluators, FLAGS.chief_job)]
     if FLAGS.expose_on_network:
         logging.warning('--expose_on_network: the tasks\' TensorFlow servers listen on every '
                         'interface of this machine, unauthenticated; anyone who can reach '
                         'them can run operations here while the cluster runs')
     else:
         logging.info('in a private network: loopback only, unreachable from outside')
-    logging.info('%d ps and %d workers (the first is the chief) on %s: python -m '
-                 'graph_mnist.train %s', FLAGS.ps, FLAGS.workers, FLAGS.host,
+    logging.info('%d ps and %d workers (the first is the chief)%s on %s: python -m '
+                 'graph_mnist.train %s', FLAGS.ps, FLAGS.workers,
+                 ' and an evaluator' if FLAGS.evaluators else '', FLAGS.host,
                  ' '.join(train_args))
     code = run(tasks)
     logging.info('the chief ended with exit code %s; every task has stopped', code)

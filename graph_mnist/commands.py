@@ -57,3 +57,7 @@ def data():
 
 def dashboard():
     _run('dashboard')
+
+
+def pod():
+    _run('pod')

@@ -63,6 +63,7 @@ from graph_mnist.task_session import task_session
 v1 = tf.compat.v1
 
 JOBS = ('chief', 'worker', 'ps')
+EVALUATOR = 'evaluator'  # outside the training cluster, as TensorFlow defines it
 PS_GRACE_SECONDS = 3  # after the chief's "done", for the workers to see the last step
 
 
@@ -98,10 +99,13 @@ class Task(NamedTuple):
         return tf.train.ClusterSpec(self.cluster)
 
 
-def task_from_environment(environ=None):
+def task_from_environment():
     """The Task TF_CONFIG describes, None when it is not set, ClusterError when it is
-    wrong (one message saying what is wrong)."""
-    text = (os.environ if environ is None else environ).get('TF_CONFIG', '').strip()
+    wrong (one message saying what is wrong). Read by TensorFlow's own
+    TFConfigClusterResolver, as platforms write it: `master` (Cloud ML Engine's name)
+    is the chief, an `evaluator` task is outside the training cluster (TensorFlow's
+    definition; listed in the cluster or not), `environment` is ignored."""
+    text = os.environ.get('TF_CONFIG', '').strip()
     if not text:
         return None
     try:
@@ -112,22 +116,38 @@ def task_from_environment(environ=None):
             or not isinstance(config.get('task'), dict):
         raise ClusterError('TF_CONFIG must be {"cluster": {"chief": [...], "worker": [...], '
                            '"ps": [...]}, "task": {"type": ..., "index": ...}}')
-    cluster = config['cluster']
-    unknown = sorted(set(cluster) - set(JOBS))
+    unknown = sorted(set(config['cluster']) - set(JOBS) - {'master', EVALUATOR})
     if unknown:
-        raise ClusterError(f'TF_CONFIG: jobs {unknown} are not ours; the jobs are {list(JOBS)}')
-    for job, addresses in cluster.items():
+        raise ClusterError(f'TF_CONFIG: jobs {unknown} are not ours; the jobs are '
+                           f'{[*JOBS, EVALUATOR]} ("master" is the chief)')
+    for job, addresses in config['cluster'].items():
         if not isinstance(addresses, list) or not addresses or not all(
                 isinstance(a, str) and a.rpartition(':')[2].isdigit() for a in addresses):
             raise ClusterError(f'TF_CONFIG: "{job}" must be a list of "host:port" addresses')
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    try:
+        cluster = resolver.cluster_spec().as_dict()
+        kind, index = resolver.task_type, resolver.task_id or 0
+    except (ValueError, TypeError, KeyError) as e:
+        raise ClusterError(f'TF_CONFIG: {e}') from None
+    if 'master' in cluster:
+        if 'chief' in cluster:
+            raise ClusterError('TF_CONFIG: "master" and "chief" are one task by two names: '
+                               'give one')
+        cluster['chief'] = cluster.pop('master')
+    kind = 'chief' if kind == 'master' else kind
+    evaluators = cluster.pop(EVALUATOR, [])
     if not cluster.get('ps'):
         raise ClusterError('TF_CONFIG: the cluster needs at least one "ps" (parameter server)')
     if len(cluster.get('chief', [])) > 1:
         raise ClusterError('TF_CONFIG: one "chief" at most')
     if not cluster.get('chief'):
-        raise ClusterError('TF_CONFIG: the cluster needs a "chief" (it evaluates, writes the '
-                           'history and the checkpoints)')
-    kind, index = config['task'].get('type'), config['task'].get('index', 0)
+        raise ClusterError('TF_CONFIG: the cluster needs a "chief" (it writes the history '
+                           'and the checkpoints)')
+    if kind == EVALUATOR:
+        if not isinstance(index, int) or not 0 <= index < max(1, len(evaluators)):
+            raise ClusterError(f'TF_CONFIG: evaluator index {index!r} is out of range')
+        return Task(cluster, kind, index)
     if kind not in cluster:
         raise ClusterError(f'TF_CONFIG: task type {kind!r} is not a job of the cluster '
                            f'{sorted(cluster)}')
@@ -255,24 +275,31 @@ def build(task, config, sync=False):
 
 
 def run(task, settings, workdir=None, data_dir=None, resume=False, given=(), sync=False,
-        timeout=120):
+        timeout=120, chief_evaluates=True):
     """What `python -m graph_mnist.train` does with TF_CONFIG set: this task's part (a
-    parameter server's, the chief's or a worker's); its exit code."""
+    parameter server's, the chief's, a worker's or the evaluator's); its exit code."""
     end_with_launcher()
     if task.type == 'ps':
         return serve_parameters(task, cli.stop_on_signals(saving=False))
     if task.is_chief:
         return training.train_and_evaluate(
             settings, workdir, data_dir, resume, given,
-            trainer=functools.partial(chief, task, sync, timeout))
+            trainer=functools.partial(chief, task, sync, timeout, chief_evaluates))
     stop_requested = cli.stop_on_signals(saving=False)
+    if task.type == EVALUATOR and not workdir:
+        raise ClusterError('the evaluator reads the chief\'s checkpoints: give it the '
+                           'chief\'s --workdir')
     config = training.config_of(settings, workdir, resume, given)
     mnist = data.load(data_dir, log=logging.info)
+    if task.type == EVALUATOR:
+        from graph_mnist import evaluator
+        evaluator.evaluate(config, workdir, mnist, stop_requested, timeout)
+        return 0
     work(task, config, mnist, stop_requested, sync, timeout)
     return 0
 
 
-def chief(task, sync, timeout, mnist, config, workdir, resume, stop_requested):
+def chief(task, sync, timeout, evaluates, mnist, config, workdir, resume, stop_requested):
     """The chief: the talk's loop (training.loop) over the task's monitored session,
     the books kept as on one machine; at the end the cluster's figures in the history,
     and the parameter servers told the run is over. Its steps are the global step."""
@@ -287,7 +314,7 @@ def chief(task, sync, timeout, mnist, config, workdir, resume, stop_requested):
     try:
         first = int(own.session.run(g.global_step))
         books = Bookkeeping(SessionNet(own.session, g), mnist, batches, config, workdir,
-                            history, first)
+                            history, first, for_evaluator=True, evaluates=evaluates)
         with books:
             step = training.loop(sess, g, batches, books, config, first, stop_requested)
             seconds = own.log(first, step)

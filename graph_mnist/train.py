@@ -68,6 +68,10 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_bool('sync_replicas', False, 'On a cluster (TF_CONFIG): synchronous '
                       'updates, one gradient of every worker per step (SyncReplicasOptimizer); '
                       'else asynchronous, as TensorFlow 1 did by default.', **own)
+    flags.DEFINE_bool('chief_evaluates', True, 'On a cluster: the chief evaluates on the '
+                      'test images every --eval_every steps; --nochief_evaluates leaves that '
+                      'to an evaluator task (TF_CONFIG type "evaluator"), the chief '
+                      'checkpointing there for it and training on.', **own)
     flags.DEFINE_float('cluster_timeout', 120, 'On a cluster: the longest wait, in seconds, for '
                        'another task (a Session call, the chief\'s initialisation).',
                        lower_bound=1, **own)
@@ -143,7 +147,8 @@ def main(argv):
     task = distributed.task_from_environment()  # TF_CONFIG: a task of a cluster
     if task:
         return distributed.run(task, settings, FLAGS.workdir, FLAGS.data_dir, FLAGS.resume,
-                               given, FLAGS.sync_replicas, FLAGS.cluster_timeout)
+                               given, FLAGS.sync_replicas, FLAGS.cluster_timeout,
+                               FLAGS.chief_evaluates)
     return training.train_and_evaluate(settings, FLAGS.workdir, FLAGS.data_dir,
                                        resume=FLAGS.resume, given=given)
 

@@ -28,14 +28,41 @@ def tf_config(cluster_=CLUSTER, kind='worker', index=0):
                                                                    'index': index}})}
 
 
-def test_tf_config_names_this_task_and_its_place():
-    assert distributed.task_from_environment({}) is None
-    worker = distributed.task_from_environment(tf_config(kind='worker', index=1))
+def task_of(monkeypatch, environ):
+    """The Task of TF_CONFIG as `environ` gives it (TFConfigClusterResolver reads the
+    process's environment)."""
+    monkeypatch.delenv('TF_CONFIG', raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return distributed.task_from_environment()
+
+
+def test_tf_config_names_this_task_and_its_place(monkeypatch):
+    assert task_of(monkeypatch, {}) is None
+    worker = task_of(monkeypatch, tf_config(kind='worker', index=1))
     assert (worker.type, worker.index, worker.is_chief) == ('worker', 1, False)
     assert worker.replicas == 3 and worker.replica == 2  # the chief is replica 0
     assert worker.address == '127.0.0.1:2224' and worker.name == 'worker 1'
-    chief = distributed.task_from_environment(tf_config(kind='chief'))
+    chief = task_of(monkeypatch, tf_config(kind='chief'))
     assert chief.is_chief and chief.replica == 0
+
+
+def test_tf_config_as_platforms_write_it(monkeypatch):
+    """Cloud ML Engine's "master" is the chief, its "environment" ignored; an evaluator
+    is outside the training cluster, listed in it or not."""
+    master = dict(CLUSTER)
+    master['master'] = master.pop('chief')
+    text = json.dumps({'cluster': master, 'task': {'type': 'master', 'index': 0},
+                       'environment': 'cloud'})
+    chief = task_of(monkeypatch, {'TF_CONFIG': text})
+    assert chief.is_chief and chief.cluster['chief'] == CLUSTER['chief']
+    assert 'master' not in chief.cluster and chief.replicas == 3
+    worker = task_of(monkeypatch, tf_config(master, 'worker', 1))
+    assert worker.replica == 2 and worker.cluster == CLUSTER
+    for cluster_ in (CLUSTER, dict(CLUSTER, evaluator=['127.0.0.1:2226'])):
+        evaluator = task_of(monkeypatch, tf_config(cluster_, 'evaluator', 0))
+        assert (evaluator.type, evaluator.cluster) == ('evaluator', CLUSTER)
+        assert not evaluator.is_chief and evaluator.name == 'evaluator 0'
 
 
 BAD = [
@@ -43,8 +70,12 @@ BAD = [
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}', 'at least one "ps"'),
     ('{"cluster": {"ps": ["a:1"], "worker": ["a:2"]}, "task": {"type": "worker"}}',
      'needs a "chief"'),
-    (json.dumps({'cluster': CLUSTER, 'task': {'type': 'evaluator', 'index': 0}}),
-     "task type 'evaluator' is not a job"),
+    (json.dumps({'cluster': CLUSTER, 'task': {'type': 'tpu', 'index': 0}}),
+     "task type 'tpu' is not a job"),
+    (json.dumps({'cluster': dict(CLUSTER, master=['a:1']), 'task': {'type': 'ps'}}),
+     '"master" and "chief" are one task'),
+    (json.dumps({'cluster': CLUSTER, 'task': {'type': 'evaluator', 'index': 1}}),
+     'evaluator index 1 is out of range'),
     (json.dumps({'cluster': CLUSTER, 'task': {'type': 'worker', 'index': 2}}),
      'task index 2 is out of range for "worker"'),
     (json.dumps({'cluster': dict(CLUSTER, ps=['nohost']), 'task': {'type': 'ps'}}),
@@ -56,10 +87,10 @@ BAD = [
 
 
 @pytest.mark.parametrize('text, message', BAD, ids=[m for _, m in BAD])
-def test_a_bad_tf_config_is_refused_with_what_is_wrong(text, message):
+def test_a_bad_tf_config_is_refused_with_what_is_wrong(text, message, monkeypatch):
     with pytest.raises(distributed.ClusterError, match=message.replace('[', r'\[')
                        .replace('(', r'\(')):
-        distributed.task_from_environment({'TF_CONFIG': text})
+        task_of(monkeypatch, {'TF_CONFIG': text})
 
 
 @pytest.mark.slow  # a training process
@@ -102,6 +133,31 @@ def test_a_ps_and_two_workers_train_softmax_on_one_global_step(tmp_path, mnist_d
         assert chief_steps + worker_steps == pytest.approx(history['final_step'], abs=4)
     assert history['cluster']['sync_replicas'] is sync
     assert checkpoints.latest(str(tmp_path / 'run'))[1] == history['final_step']
+
+
+def test_an_evaluator_reads_each_checkpoint_as_the_chief_measured_it(tmp_path, mnist_dir):
+    """TF_CONFIG as Cloud ML Engine wrote it ("master") and an evaluator task: the chief
+    alone trains (so nothing moves between its checkpoint and its own evaluation) and
+    evaluates; the evaluator measures the same checkpoints to the same figures."""
+    command = launcher(tmp_path, mnist_dir, '--iterations=400', '--eval_every=100',
+                       workers=1)
+    command[3:3] = ['--evaluators=1', '--chief_job=master']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert any(line.startswith('[evaluator 0] ') for line in result.stdout.splitlines())
+    chief = runs.read_history(str(tmp_path / 'run'))
+    evaluator = runs.read_history(str(tmp_path / 'run' / 'evaluator'))
+    assert chief['status'] == 'finished' and evaluator['status'] == 'finished'
+    assert evaluator['final_step'] == chief['final_step'] >= 400
+    measured = dict(zip(chief['test']['step'], chief['test']['accuracy']))
+    common = [s for s in evaluator['test']['step'] if s in measured]
+    assert len(common) >= 2 and common[-1] == chief['final_step']
+    for step, accuracy in zip(evaluator['test']['step'], evaluator['test']['accuracy']):
+        if step in measured:
+            assert accuracy == pytest.approx(measured[step], abs=1e-6), step
+    assert os.path.isfile(tmp_path / 'run' / 'evaluator' / 'history.png')
+    assert any(name.startswith('events.out.tfevents')
+               for name in os.listdir(tmp_path / 'run' / 'evaluator'))
 
 
 def processes_of(marker):
@@ -206,7 +262,7 @@ def test_a_task_outside_the_private_network_says_it_listens_everywhere(monkeypat
     started = []
     monkeypatch.setattr(distributed.tf.distribute, 'Server',
                         lambda *args, **kwargs: started.append(kwargs) or object())
-    task = distributed.task_from_environment(tf_config(kind='worker', index=0))
+    task = task_of(monkeypatch, tf_config(kind='worker', index=0))
     monkeypatch.delenv(exposure.PRIVATE_NETWORK, raising=False)
     with caplog.at_level('WARNING'):
         distributed.start_server(task)
