@@ -12,6 +12,10 @@ graph_mnist.cluster's tasks, every process stopped at the end however it ends):
   alone     1 ps + the chief alone, --overhead_steps: what the variables' and gradients'
             trips over gRPC cost a step, beside one machine's step
   ps_loss   (not by default) only the parameter server killed, at 30% of the steps
+  evaluator (not by default) 1 ps + the chief alone + an evaluator task, twice: the
+            chief evaluating too (the evaluator's figures against the chief's at the
+            same checkpoints), then --nochief_evaluates (the chief's steps per second
+            without pausing to evaluate)
   faults    1 ps + 2 workers, asynchronous, with a worker killed (SIGKILL) at 30% of the
             steps and started again at 35%, the chief killed at 50% and started again
             with --resume, the parameter server killed at 70% (the others must stop by
@@ -131,8 +135,9 @@ def quiet_tasks(configs, args):
     return [cluster.Task(name, tf_config, args, out=io.StringIO()) for name, tf_config in configs]
 
 
-def on_cluster(workdir, iterations, workers, *more):
-    tasks = quiet_tasks(cluster.plan(1, workers), train_args(workdir, iterations, *more))
+def on_cluster(workdir, iterations, workers, *more, evaluators=0):
+    tasks = quiet_tasks(cluster.plan(1, workers, evaluators=evaluators),
+                        train_args(workdir, iterations, *more))
     code = cluster.run(tasks)
     save_logs(workdir, tasks)
     if code != 0:
@@ -140,6 +145,28 @@ def on_cluster(workdir, iterations, workers, *more):
         raise UserError(f'the cluster run in {workdir} failed ({code}):\n'
                         + ''.join(chief.lines[-20:]))
     return summary(workdir, tasks)
+
+
+def with_evaluator(workdir, iterations):
+    """The chief alone with an evaluator, evaluating itself, then not."""
+    found = {}
+    for part, more in (('chief_evaluates', ()), ('evaluator_only', ('--nochief_evaluates',))):
+        run = os.path.join(workdir, part)
+        found[part] = on_cluster(run, iterations, 1, *more, evaluators=1)
+        evaluator = runs.read_history(os.path.join(run, 'evaluator'))
+        chief = dict(zip(runs.read_history(run)['test']['step'],
+                         runs.read_history(run)['test']['accuracy']))
+        same = [(s, a, chief[s]) for s, a in zip(evaluator['test']['step'],
+                                                 evaluator['test']['accuracy']) if s in chief]
+        found[part]['evaluator'] = {
+            'evaluations': len(evaluator['test']['step']),
+            'final_step': evaluator.get('final_step'),
+            'final_test_accuracy': evaluator.get('final_test_accuracy'),
+            'steps_also_measured_by_the_chief': len(same),
+            'largest_difference': max((abs(a - b) for _, a, b in same), default=None)}
+    chief = {part: found[part]['tasks']['chief']['steps_per_second'] for part in found}
+    found['chief_steps_per_second_ratio'] = chief['evaluator_only'] / chief['chief_evaluates']
+    return found
 
 
 def latest_step(task):
@@ -293,6 +320,7 @@ def main(argv):
         'alone': lambda d: on_cluster(d, FLAGS.overhead_steps, 1),
         'faults': lambda d: faults(d, iterations),
         'ps_loss': lambda d: ps_loss(d, iterations),
+        'evaluator': lambda d: with_evaluator(d, iterations),
     }
     for part in FLAGS.parts:
         if part not in parts:
