@@ -253,9 +253,9 @@ def swap_run(image):
     return swapped
 
 
-def levels_of(server, concurrencies, batches, images):
+def levels_of(server, concurrencies, batches, images, shown=lambda level: None):
     """Every level against one running server: REST at each batch size and concurrency,
-    gRPC beside REST's single images."""
+    gRPC beside REST's single images at once after; shown(level) after each."""
     import bench_serving_grpc
     found = []
     for batch in batches:
@@ -264,6 +264,7 @@ def levels_of(server, concurrencies, batches, images):
             x = load(server.url, concurrency, batch, requests)
             x['images_per_second'] = x['requests_per_second'] * batch
             found.append(x)
+            shown(x)
             if FLAGS.grpc and batch == 1:
                 body = bench_serving_grpc.predict_request(images=images[:1])
                 y = bench_serving_grpc.h2load(server.url, server.grpc_target, body,
@@ -271,6 +272,7 @@ def levels_of(server, concurrencies, batches, images):
                 y.update(api='gRPC', signature='serving_default', batch=1,
                          concurrency=concurrency, images_per_second=y['requests_per_second'])
                 found.append(y)
+                shown(y)
     return found
 
 
@@ -383,29 +385,13 @@ def main(argv):
     limit = worker('--worker=inprocess', *base,
                    f'--inprocess_batches={FLAGS.inprocess_batches}')
     print(f'in process ({version}, batches of 100): {limit["images_per_second"]:,.0f} images/s')
-    levels = []
     import bench_serving_grpc
     images, _ = test_images()
     with server_process.Subprocess(FLAGS.model_base_path, *FLAGS.server_flags) as server:
         print(f'{"api":>5} {"signature":>15} {"images":>6} {"concurrency":>11} '
               f'{"requests":>8} {"req/s":>8} {"images/s":>9} {"p50 ms":>7} {"p99 ms":>7} '
               f'{"errors":>6}')
-        for batch in batches:
-            for concurrency in concurrencies:
-                requests = FLAGS.requests if batch == 1 else FLAGS.batch_requests
-                x = load(server.url, concurrency, batch, requests)
-                x['images_per_second'] = x['requests_per_second'] * batch
-                levels.append(x)
-                show(x)
-                if FLAGS.grpc and batch == 1:  # the same level on gRPC, at once after
-                    body = bench_serving_grpc.predict_request(images=images[:1])
-                    y = bench_serving_grpc.h2load(server.url, server.grpc_target, body,
-                                                  concurrency, requests, FLAGS.max_seconds)
-                    y.update(api='gRPC', signature='serving_default', batch=1,
-                             concurrency=concurrency,
-                             images_per_second=y['requests_per_second'])
-                    levels.append(y)
-                    show(y)
+        levels = levels_of(server, concurrencies, batches, images, show)
         if FLAGS.from_image_requests:
             x = load(server.url, max(concurrencies), 1, FLAGS.from_image_requests,
                      bodies_of=picture_bodies)

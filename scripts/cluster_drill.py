@@ -12,10 +12,10 @@ graph_mnist.cluster's tasks, every process stopped at the end however it ends):
   alone     1 ps + the chief alone, --overhead_steps: what the variables' and gradients'
             trips over gRPC cost a step, beside one machine's step
   ps_loss   (not by default) only the parameter server killed, at 30% of the steps
-  evaluator (not by default) 1 ps + the chief alone + an evaluator task, twice: the
-            chief evaluating too (the evaluator's figures against the chief's at the
-            same checkpoints), then --nochief_evaluates (the chief's steps per second
-            without pausing to evaluate)
+  evaluator (not by default) 1 ps + the chief alone + an evaluator task, the chief
+            evaluating too (the evaluator's figures against the chief's at the same
+            checkpoints) and --nochief_evaluates (the chief's steps per second without
+            pausing to evaluate), in turn for --evaluator_rounds rounds
   faults    1 ps + 2 workers, asynchronous, with a worker killed (SIGKILL) at 30% of the
             steps and started again at 35%, the chief killed at 50% and started again
             with --resume, the parameter server killed at 70% (the others must stop by
@@ -43,6 +43,7 @@ import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -79,6 +80,7 @@ def define_flags():
     flags.DEFINE_float('cluster_timeout', 60, 'Given to every task (--cluster_timeout).',
                        lower_bound=5)
     flags.DEFINE_string('data_dir', None, 'MNIST directory (default: the per-user cache).')
+    flags.DEFINE_integer('evaluator_rounds', 3, 'Rounds of the evaluator part.', lower_bound=1)
     flags.DEFINE_string('report', None, 'Only add the scaling analysis to this drill.json '
                         '(written by an earlier drill).')
 
@@ -148,24 +150,36 @@ def on_cluster(workdir, iterations, workers, *more, evaluators=0):
 
 
 def with_evaluator(workdir, iterations):
-    """The chief alone with an evaluator, evaluating itself, then not."""
-    found = {}
-    for part, more in (('chief_evaluates', ()), ('evaluator_only', ('--nochief_evaluates',))):
-        run = os.path.join(workdir, part)
-        found[part] = on_cluster(run, iterations, 1, *more, evaluators=1)
-        evaluator = runs.read_history(os.path.join(run, 'evaluator'))
-        chief = dict(zip(runs.read_history(run)['test']['step'],
-                         runs.read_history(run)['test']['accuracy']))
-        same = [(s, a, chief[s]) for s, a in zip(evaluator['test']['step'],
-                                                 evaluator['test']['accuracy']) if s in chief]
-        found[part]['evaluator'] = {
-            'evaluations': len(evaluator['test']['step']),
-            'final_step': evaluator.get('final_step'),
-            'final_test_accuracy': evaluator.get('final_test_accuracy'),
-            'steps_also_measured_by_the_chief': len(same),
-            'largest_difference': max((abs(a - b) for _, a, b in same), default=None)}
-    chief = {part: found[part]['tasks']['chief']['steps_per_second'] for part in found}
-    found['chief_steps_per_second_ratio'] = chief['evaluator_only'] / chief['chief_evaluates']
+    """The chief alone with an evaluator, evaluating itself and not, in turn for
+    --evaluator_rounds rounds (the order alternating): the chief's steps per second each
+    way, their ratio round by round, and the evaluator's figures against the chief's at
+    the checkpoints both measured."""
+    import bench_report
+    found = {'chief_evaluates': [], 'evaluator_only': []}
+    more = {'chief_evaluates': (), 'evaluator_only': ('--nochief_evaluates',)}
+    for r in range(FLAGS.evaluator_rounds):
+        for part in (list(found) if r % 2 == 0 else list(found)[::-1]):
+            run = os.path.join(workdir, f'{part}_{r + 1}')
+            result = on_cluster(run, iterations, 1, *more[part], evaluators=1)
+            evaluator = runs.read_history(os.path.join(run, 'evaluator'))
+            chief = dict(zip(runs.read_history(run)['test']['step'],
+                             runs.read_history(run)['test']['accuracy']))
+            same = [(a, chief[s]) for s, a in zip(evaluator['test']['step'],
+                                                   evaluator['test']['accuracy'])
+                    if s in chief]
+            result['evaluator'] = {
+                'evaluations': len(evaluator['test']['step']),
+                'final_step': evaluator.get('final_step'),
+                'final_test_accuracy': evaluator.get('final_test_accuracy'),
+                'steps_also_measured_by_the_chief': len(same),
+                'largest_difference': max((abs(a - b) for a, b in same), default=None)}
+            found[part].append(result)
+    ratios = [b['tasks']['chief']['steps_per_second'] / a['tasks']['chief']['steps_per_second']
+              for a, b in zip(found['chief_evaluates'], found['evaluator_only'])]
+    low, high, coverage = bench_report.median_interval(ratios)
+    found['chief_steps_per_second_ratio'] = {
+        'rounds': ratios, 'median': statistics.median(ratios), 'low': low, 'high': high,
+        'coverage': coverage}
     return found
 
 
