@@ -149,10 +149,11 @@ def test_every_readme_command_names_a_real_program_flags_and_files():
         assert flags[name], f'{name} --helpfull:\n{out}'
     for argv in pythons:
         name, args = program(argv)
-        if '--' in args:  # graph_mnist.cluster passes what follows -- to graph_mnist.train
+        if '--' in args:  # the launchers pass what follows -- to graph_mnist.train
             cut = args.index('--')
             args, passed = args[:cut], args[cut + 1:]
-            assert name == 'graph_mnist.cluster', f'{" ".join(argv)}: -- is the launcher\'s'
+            assert name in ('graph_mnist.cluster', 'scripts/rehearse_kubernetes.py'), \
+                f'{" ".join(argv)}: -- is a launcher\'s'
             pythons.append([sys.executable, '-m', 'graph_mnist.train', *passed])
             assert 'graph_mnist.train' in flags
         for arg in args:

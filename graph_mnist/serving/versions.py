@@ -90,14 +90,20 @@ class Versions:
         self.stopping = threading.Event()
         self.thread = self.loop = None
 
-    def start(self):
+    def start(self, timeout=600):
         """Loads what the decision asks for (the first process decides it first), until
-        every version is held or given up; then follows in a thread of its own."""
+        every version is held or given up (and, deciding, until every process holds
+        them), for `timeout` seconds at most; then follows in a thread of its own."""
+        deadline = time.monotonic() + timeout
         while True:
             if self.decider is not None:
                 self.decider.step()
             self.follow()
             if self.settled() and (self.decider is None or self.decider.settled()):
+                break
+            if time.monotonic() > deadline:
+                logging.warning('the first versions are not loaded everywhere after %g s: '
+                                'serving what is ready', timeout)
                 break
             time.sleep(0.02)
         self.thread = threading.Thread(target=self.keep_going, name='versions', daemon=True)
