@@ -78,6 +78,7 @@ class Bookkeeping:
                  for_evaluator=False, evaluates=True):
         self.net, self.mnist, self.batches = net, mnist, batches
         self.for_evaluator, self.evaluates = for_evaluator, evaluates
+        self.saved = None  # the step of the last checkpoint
         self.config, self.workdir, self.history = config, workdir, history
         self.board = None
         if config.vis != 'none':
@@ -115,6 +116,7 @@ class Bookkeeping:
         if not self.workdir:
             return None
         self.history['elapsed'] = self.clock()
+        self.saved = step
         return self.net.save(self.workdir, step, runs.history_before(self.history, step))
 
     def __enter__(self):
@@ -134,7 +136,11 @@ class Bookkeeping:
         due = self.marks(kind, step)
         if kind == 'eval' and due and self.for_evaluator:
             self.checkpoint(step)
+            if not self.evaluates:
+                self.save('running')  # the history --resume reads, as an evaluation would
             return self.evaluates
+        if kind == 'checkpoint' and due and self.for_evaluator and step == self.saved:
+            return False  # saved a moment ago, for the evaluator
         return due
 
     def stop(self, step):

@@ -218,7 +218,9 @@ def run(tasks, poll=0.2):
             time.sleep(poll)
         deadline = time.monotonic() + (1 if interrupted.is_set() else CHIEF_GRACE_SECONDS)
         for task in tasks:  # an evaluator has the final checkpoint still to read
-            grace = EVALUATOR_GRACE_SECONDS if task.name.startswith('evaluator') else 0
+            grace = EVALUATOR_GRACE_SECONDS if (task.name.startswith('evaluator') and not
+                                                interrupted.is_set() and
+                                                chief.process.returncode == 0) else 0
             if task is not chief:
                 task.wait(max(0.1, deadline + grace - time.monotonic()))
     finally:

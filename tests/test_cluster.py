@@ -303,3 +303,15 @@ def test_a_lost_parameter_server_stops_the_others_with_a_message(tmp_path, mnist
     assert 'Traceback' not in logs
     assert report['checkpoint_after_ps_loss'] is None or \
         report['checkpoint_after_ps_loss'] <= report['ps_killed_at']
+
+
+def test_an_evaluator_without_checkpoints_gives_up_with_a_message(tmp_path, mnist_dir):
+    """No checkpoint of the chief within --cluster_timeout: one error, its books kept."""
+    from graph_mnist import data
+    from graph_mnist import evaluator
+    from graph_mnist import training
+    config = training.Config('softmax', iterations=100, vis='none')
+    mnist = data.load(mnist_dir, log=lambda message: None)
+    with pytest.raises(distributed.ClusterError, match='no new checkpoint of the chief'):
+        evaluator.evaluate(config, str(tmp_path), mnist, lambda: False, timeout=1)
+    assert runs.read_history(str(tmp_path / 'evaluator'))['status'] == 'interrupted'
