@@ -204,10 +204,8 @@ def test_two_processes_serve_a_version_only_once_both_hold_it(tmp_path):
         decider = Decider(board, [config.Model('a', base)], poll_seconds=0.05)
         first = Versions(board, Loader(), 0, decider=decider)
         second = Versions(other_board, Loader(slow={f'{base}/2': 1.0}), 1)
-        for _ in range(50):
-            decider.step()
-            first.follow()
-            second.follow()
+        assert until(lambda: board.decision().get('a', {}).get('served') == [1],
+                     lambda: (decider.step(), first.follow(), second.follow()))
         assert first.get('a').version == 1 and second.get('a').version == 1
         versions_under(tmp_path, 'a', 2)
         seen = []
@@ -228,3 +226,30 @@ def test_two_processes_serve_a_version_only_once_both_hold_it(tmp_path):
     finally:
         other_board.close()
         board.close(remove=True)
+
+
+def test_a_retired_version_is_freed_though_loaded_versions_are_frozen(tmp_path, board):
+    """Every load freezes the collector's view (gc.freeze, so a full collection does not
+    walk TensorFlow's objects); a retired version, a cycle of objects like a graph, is
+    unfrozen and collected, not kept for the server's life."""
+    import gc
+    import weakref
+    base = versions_under(tmp_path, 'a', 1)
+    alive = []
+
+    def load(version, path):
+        loaded = Loaded(version, path)
+        loaded.cycle = loaded  # as a graph and its operations point at each other
+        alive.append(weakref.ref(loaded))
+        return loaded
+    versions, decider = manager(board, [config.Model('a', base)], load)
+    try:
+        versions_under(tmp_path, 'a', 2)
+        assert until(lambda: board.decision()['a']['served'] == [2] and
+                     not any(v for v in versions.models['a'].servables if v == 1),
+                     lambda: (versions.follow(), decider.step()))
+        versions.follow()  # the next step frees it
+        assert alive[0]() is None and alive[1]() is not None
+        assert gc.get_freeze_count() > 0  # the living stay frozen
+    finally:
+        versions.stop()

@@ -206,7 +206,8 @@ def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_p
     from tensorflow_serving.apis import model_service_pb2_grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
     zeros = np.zeros((1, 28, 28, 1), np.float32)
-    asks = [('digits', None), ('digits', 'stable'), ('digits', 'canary'), ('letters', None)]
+    asks = [('digits', None), ('digits', 'stable'), ('digits', 'canary'), ('letters', None),
+            ('added', None)]
     seen, failures, stop = {ask: [] for ask in asks}, [], threading.Event()
     with server_process.Subprocess(None, f'--model_config_file={path}',
                                    '--model_config_file_poll_wait_seconds=1',
@@ -229,16 +230,30 @@ def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_p
         asked = get_model_status_pb2.GetModelStatusRequest()
         asked.model_spec.name, asked.model_spec.version_label = 'digits', 'canary'
         assert [s.version for s in models.GetModelStatus(asked).model_version_status] == [2]
+        answer = stub.Predict(predict_request(images=zeros, name='digits', label='stable'),
+                              timeout=30)
+        assert answer.model_spec.version.value == 1
 
         def client(ask):
+            """Goes round connections of its own (the kernel spreads them over both
+            processes), so that it asks each process in turn."""
             name, label = ask
+            channels = [grpc.insecure_channel(server.grpc_target,
+                                              options=[('grpc.use_local_subchannel_pool', 1)])
+                        for _ in range(4)]
+            stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
+            k = 0
             while not stop.is_set():
+                k += 1
                 try:
-                    answer = stub.Predict(predict_request(images=zeros, name=name,
-                                                          label=label), timeout=30)
+                    answer = stubs[k % 4].Predict(predict_request(images=zeros, name=name,
+                                                                  label=label), timeout=30)
                     seen[ask].append(answer.model_spec.version.value)
                 except grpc.RpcError as e:
-                    failures.append((ask, e.details()))
+                    if seen[ask] or name != 'added':  # added: not served at first
+                        failures.append((ask, e.details()))
+            for c in channels:
+                c.close()
         clients = [threading.Thread(target=client, args=(ask,)) for ask in asks]
         for c in clients:
             c.start()
@@ -250,11 +265,11 @@ def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_p
                                                              tmp_path / 'added'))})
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (
-                    request(server.url, 'GET', '/v1/models/added')[0] == 200 and
+                    request(server.url, 'GET', '/v1/models/added/metadata')[0] == 200 and
                     request(server.url, 'GET', '/v1/models/digits/labels/stable/metadata')[1]
                     ['model_spec']['version'] == '2'):
                 time.sleep(0.1)
-            time.sleep(0.5)
+            time.sleep(1.5)  # the added model under load too
             status, answer, _ = request(server.url, 'GET', '/v1/models/added')
         finally:
             stop.set()
@@ -264,7 +279,9 @@ def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_p
     assert status == 200 and answer['model_version_status'][0]['version'] == '3'
     assert failures == []
     assert seen[('digits', 'stable')][0] == 1 and seen[('digits', 'stable')][-1] == 2
-    for ask, versions in seen.items():  # under load all along, each in order
-        assert len(versions) > 20 and versions == sorted(versions), ask
+    for ask, versions in seen.items():  # under load, each in order
+        assert len(versions) > (10 if ask[0] == 'added' else 20), ask
+        assert versions == sorted(versions), ask
+    assert set(seen[('added', None)]) == {3}
     assert set(seen[('digits', 'canary')]) == {2} and set(seen[('digits', None)]) == {2}
     assert 'model added added' in server.log()

@@ -9,7 +9,8 @@ place decides for all.
                         every process at once)
     decision.<n>.json   decision n, written whole before n is published and never
                         changed: every process reading n reads the same decision
-    holds.<i>.json      what process i holds: {model: {"held": [...], "failed": {...}}}
+    holds.<i>.json      what process i holds, having followed decision n: {"generation":
+                        n, "models": {model: {"held": [...], "failed": {...}}}}
 
 A decision: {model: {"base_path", "aspired": [versions to load], "served": [versions
 that answer], "labels": {label: version}, "states": {version: [state, message]}}}."""
@@ -85,7 +86,7 @@ class Board:
             pass
 
     def report(self, index, holds):
-        """Process `index` holds {model: {"held": [...], "failed": {version: why}}}."""
+        """Process `index` reports what it holds (the holds.<i>.json above)."""
         if holds != self.reported:
             self.write(os.path.join(self.path, f'holds.{index}.json'), holds)
             self.reported = json.loads(json.dumps(holds))

@@ -54,6 +54,7 @@ class Decider:
         except UserError as e:
             self.once(f'config {e}', '%s (the config served before stays)', e)
             return
+        self.said = {key for key in self.said if not key.startswith('config ')}
         for model in models:
             before = self.models.get(model.name)
             if before is None:
@@ -81,11 +82,15 @@ class Decider:
         before = self.board.decision()
         running = list(self.running())
         holds = [self.board.holds(i) for i in running]
+        # what answers changes only once every process has followed the last decision:
+        # a report older than it may still name a version a process has since retired
+        current = all(h is not None and h['generation'] == self.board.generation
+                      for h in holds)
         decision = {}
         for name in sorted(set(self.models) | set(before)):
             entry = self.entry(name, before.get(name), [
-                (h or {}).get(name, {'held': [], 'failed': {}}) for h in holds],
-                reported=all(h is not None for h in holds))
+                (h or {'models': {}})['models'].get(name, {'held': [], 'failed': {}})
+                for h in holds], current)
             if entry is not None:
                 decision[name] = entry
         if decision != before:
@@ -96,15 +101,16 @@ class Decider:
                     logging.info('serving %s version %d (%s, in %d processes)', name, version,
                                  entry['base_path'], len(running))
 
-    def entry(self, name, before, holds, reported):
-        """The decision for one model (None: removed, and held by no process)."""
+    def entry(self, name, before, holds, current):
+        """The decision for one model (None: removed, and held by no process); what
+        answers stays as it was unless every process's report is `current`."""
         before = before or {'served': [], 'labels': {}, 'states': {}}
         held_by_any = set().union(*(h['held'] for h in holds))
-        held_by_all = set.intersection(*(set(h['held']) for h in holds)) if reported \
+        held_by_all = set.intersection(*(set(h['held']) for h in holds)) if holds \
             else set()
         model = self.models.get(name)
         if model is None:  # removed from the config: unloaded
-            if not held_by_any:
+            if not held_by_any and current:
                 return None
             return {'base_path': before['base_path'], 'aspired': [], 'served': [],
                     'labels': {}, 'states': self.states(before, [], [], held_by_any, {})}
@@ -114,10 +120,14 @@ class Decider:
                 if int(version) not in failed:
                     failed[int(version)] = why
                     logging.error('version %s of %s cannot be loaded: %s', version, name, why)
-        aspired = model.aspired([v for v in self.on_disk.get(name, ()) if v not in failed])
-        # availability preserved: what answers goes only once something newer can
-        served = sorted(set(aspired) & held_by_all) or \
-            [v for v in before['served'] if v in held_by_all]
+        # the policy chooses among the versions on disk; a chosen one that failed is not
+        # replaced by another (TF Serving does not fall back to an older one either)
+        aspired = [v for v in model.aspired(self.on_disk.get(name, ())) if v not in failed]
+        if not current:
+            served = before['served']
+        else:  # availability preserved: what answers goes only once something newer can
+            served = sorted(set(aspired) & held_by_all) or \
+                [v for v in before['served'] if v in held_by_all]
         return {'base_path': model.base_path, 'aspired': aspired, 'served': served,
                 'labels': self.labels(model, before['labels'], served),
                 'states': self.states(before, aspired, served, held_by_any, failed)}

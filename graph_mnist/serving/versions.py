@@ -9,6 +9,7 @@ by an older version after a newer one. A version no longer wanted is retired onc
 it was given is answered."""
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import threading
@@ -87,6 +88,7 @@ class Versions:
         self.retries, self.retry_seconds, self.load_seconds = retries, retry_seconds, load_seconds
         self.decider = decider
         self.models = {}  # name: Held
+        self.retiring = []  # futures of versions finishing their requests
         self.stopping = threading.Event()
         self.thread = self.loop = None
 
@@ -132,6 +134,8 @@ class Versions:
     def follow(self):
         """Loads the decision's versions, retires those it no longer wants, and reports
         what this process holds."""
+        self.retired()
+        generation = self.board.generation
         decision = self.board.decision()
         for name, entry in decision.items():
             held = self.models.setdefault(name, Held())
@@ -148,10 +152,10 @@ class Versions:
                 self.retire(servable)
             for loading in held.loading.values():
                 loading.abandon()
-        self.board.report(self.index, {
+        self.board.report(self.index, {'generation': generation, 'models': {
             name: {'held': sorted(held.servables),
                    'failed': {str(v): why for v, why in held.failed.items()}}
-            for name, held in self.models.items()})
+            for name, held in self.models.items()}})
 
     def step(self, name, held, base_path, version):
         """One step of loading `version`: start an attempt, or take its result."""
@@ -190,10 +194,35 @@ class Versions:
         held.retry_at[version] = time.monotonic() + self.retry_seconds
 
     def retire(self, servable):
+        """Closes a version once it has answered what it was given (in the event loop;
+        this thread goes on meanwhile)."""
         if self.loop is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(servable.retire(), self.loop).result(120)
+            self.retiring.append(asyncio.run_coroutine_threadsafe(servable.retire(),
+                                                                  self.loop))
         else:
             servable.close()
+            closed = concurrent.futures.Future()
+            closed.set_result(None)
+            self.retiring.append(closed)
+
+    def retired(self):
+        """Once every retiring version is closed: its memory freed (at the next step, when
+        nothing of this thread refers to it any more)."""
+        if self.retiring and all(f.done() for f in self.retiring):
+            for future in self.retiring:
+                if future.exception() is not None:
+                    logging.error('retiring a version: %s', reason(future.exception()))
+            self.retiring = []
+            self.collect()
+
+    @staticmethod
+    def collect():
+        """A closed version's graph is cycles of objects frozen with the rest (see
+        step): unfrozen, collected, the living frozen again. One full collection per
+        version retired (it pauses requests about as long as the one freezing avoids)."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     # ------------------------------------------------------------------- requests
 
