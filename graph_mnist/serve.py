@@ -105,7 +105,8 @@ def define_flags():
                       'says so; --noenable_batching runs every request alone).')
     flags.DEFINE_string('batching_parameters_file', None, "TensorFlow Serving's batching "
                         'parameters (text format): max_batch_size, batch_timeout_micros, '
-                        'max_enqueued_batches, num_batch_threads.')
+                        'max_enqueued_batches, num_batch_threads (batches run at once per '
+                        'signature and process), thread_pool_name.')
     flags.DEFINE_integer('max_batch_size', 64, 'Most examples run in one Session call '
                          '(the batching parameters file may set it instead).', lower_bound=1)
     flags.DEFINE_integer('batch_timeout_micros', 0, 'How long a batch smaller than '
@@ -166,8 +167,9 @@ def model_name_and_base_path(environ=os.environ):
 
 
 def batching():
-    """(max batch size, batch timeout in s, max enqueued batches) from the flags and
-    the batching parameters file; a value set in both is refused."""
+    """{max_batch_size, batch_timeout_seconds, max_enqueued_batches, batch_threads,
+    thread_pool_name} (server.Options' names) from the flags and the batching
+    parameters file; a value set in both is refused."""
     found = {}
     if FLAGS.batching_parameters_file:
         if not FLAGS.enable_batching:
@@ -177,12 +179,13 @@ def batching():
             if name in found and FLAGS[name].present:
                 raise app.UsageError(f'{name} is set both by --{name} and by '
                                      f'--batching_parameters_file: give it once')
-        if 'num_batch_threads' in found:
-            logging.info('num_batch_threads: here each process runs one batch at a time per '
-                         'signature; --rest_api_num_processes sets how many run at once')
     size = found.get('max_batch_size', FLAGS.max_batch_size) if FLAGS.enable_batching else 1
     timeout = found.get('batch_timeout_micros', FLAGS.batch_timeout_micros)
-    return size, timeout / 1e6, found.get('max_enqueued_batches', FLAGS.max_enqueued_batches)
+    return {'max_batch_size': size, 'batch_timeout_seconds': timeout / 1e6,
+            'max_enqueued_batches': found.get('max_enqueued_batches',
+                                              FLAGS.max_enqueued_batches),
+            'batch_threads': found.get('num_batch_threads', 1),
+            'thread_pool_name': found.get('thread_pool_name')}
 
 
 def models():
@@ -209,16 +212,14 @@ def main(argv):
     if FLAGS.rest_api_num_threads and not FLAGS.process_index:
         logging.info('--rest_api_num_threads: TensorFlow Serving\'s HTTP threads; here '
                      'processes answer requests (--rest_api_num_processes)')
-    max_batch_size, batch_timeout_seconds, max_enqueued_batches = batching()
     return server.run(server.Options(
+        **batching(),
         models=tuple(served), config_file=FLAGS.model_config_file,
         config_poll_seconds=FLAGS.model_config_file_poll_wait_seconds,
         labels_for_unavailable=FLAGS.allow_version_labels_for_unavailable_models,
         load_seconds=FLAGS.load_timeout_seconds, grpc_port=FLAGS.port,
         host=FLAGS.host, port=FLAGS.rest_api_port,
         poll_seconds=FLAGS.file_system_poll_wait_seconds,
-        max_batch_size=max_batch_size, batch_timeout_seconds=batch_timeout_seconds,
-        max_enqueued_batches=max_enqueued_batches,
         timeout_seconds=FLAGS.rest_api_timeout_in_ms / 1000 or None,
         cors=FLAGS.rest_api_enable_cors_support, metrics_path=metrics_path,
         warm_up=FLAGS.enable_model_warmup,

@@ -37,7 +37,7 @@ class Loader:
         self.hang, self.slow, self.released = set(hang), slow or {}, threading.Event()
         self.made, self.calls = [], []
 
-    def __call__(self, version, path):
+    def __call__(self, model, version, path):
         self.calls.append(path)
         if path in self.hang:
             self.hang.discard(path)
@@ -237,7 +237,7 @@ def test_a_retired_version_is_freed_though_loaded_versions_are_frozen(tmp_path, 
     base = versions_under(tmp_path, 'a', 1)
     alive = []
 
-    def load(version, path):
+    def load(model, version, path):
         loaded = Loaded(version, path)
         loaded.cycle = loaded  # as a graph and its operations point at each other
         alive.append(weakref.ref(loaded))

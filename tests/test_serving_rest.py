@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +162,34 @@ def test_a_full_queue_refuses_at_once_with_503_and_the_waiting_are_answered():
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
+def test_num_batch_threads_runs_that_many_batches_at_once():
+    """Two threads: while one batch runs, the next one starts; one thread: it waits."""
+    import threading
+
+    def at_once(threads):
+        running, most, lock = [0], [0], threading.Lock()
+
+        def run(inputs):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.2)
+            with lock:
+                running[0] -= 1
+            return {'y': inputs['x']}
+
+        async def scenario():
+            batcher = batching.Batcher(run, max_batch_size=1, timeout=0, name='t',
+                                       threads=threads)
+            answers = await asyncio.gather(*[batcher({'x': np.ones((1, 2)) * i}, 1)
+                                             for i in range(4)])
+            await batcher.stop()
+            return [float(a['y'][0, 0]) for a in answers]
+        assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [0.0, 1.0, 2.0, 3.0]
+        return most[0]
+    assert at_once(1) == 1 and at_once(2) == 2
+
+
 def test_requests_of_unequal_shapes_batched_together_are_each_answered():
     calls = []
 
@@ -192,7 +221,7 @@ def test_requests_of_unequal_shapes_batched_together_are_each_answered():
      {'max_batch_size': 32}),
     # what protobuf's text format allows: hex, <...> for {...}, a name in parts
     ('max_batch_size < value: 0x40 >\nthread_pool_name { value: "batch_" "threads" }',
-     {'max_batch_size': 64}),
+     {'max_batch_size': 64, 'thread_pool_name': 'batch_threads'}),
 ])
 def test_batching_parameters_files_are_read(tmp_path, text, expected):
     path = tmp_path / 'batching.txt'
@@ -202,6 +231,8 @@ def test_batching_parameters_files_are_read(tmp_path, text, expected):
 
 @pytest.mark.parametrize('text, message', [
     ('max_batch_size: 128', ':1:17: Expected "{"'),
+    ('enable_large_batch_splitting { value: true }', 'enable_large_batch_splitting is '
+     'TensorFlow Serving\'s, not honoured'),
     ('allowed_batch_sizes: [8, 16]', 'allowed_batch_sizes is TensorFlow Serving\'s, not '
                                      'honoured here'),
     ('max_batch_size { value: 0 }', 'max_batch_size must be at least 1, got 0'),

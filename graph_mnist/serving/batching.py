@@ -14,7 +14,8 @@ MAX_ENQUEUED_BATCHES = 100  # per signature and process: a bound TF Serving leav
 
 
 class Batcher:
-    """Runs the requests given to one signature, several at a time, one batch at a time.
+    """Runs the requests given to one signature, several at a time, a batch at a time per
+    thread.
 
     `await batcher(inputs, n)` from the event loop; run(inputs) -> outputs, both {name:
     array with the examples along axis 0}, runs in the batcher's own thread (a Session
@@ -26,18 +27,21 @@ class Batcher:
     bad request fails; so are requests whose examples differ in shape or type (they
     cannot be joined). At most `max_enqueued_batches` batches' worth of examples wait:
     beyond, a request is refused at once with 503, as TensorFlow Serving's full queue.
-    observe(batch size, requests still waiting) is told of every batch run."""
+    observe(batch size, requests still waiting) is told of every batch run. `threads`
+    batches may run at once (TF Serving's num_batch_threads; a Session runs calls
+    concurrently)."""
 
     def __init__(self, run, max_batch_size, timeout, name,
-                 max_enqueued_batches=MAX_ENQUEUED_BATCHES, observe=None):
+                 max_enqueued_batches=MAX_ENQUEUED_BATCHES, observe=None, threads=1):
         self.run, self.max_batch_size, self.timeout = run, max_batch_size, timeout
         self.max_waiting = max_enqueued_batches * max_batch_size  # examples
         self.observe = observe
         self.waiting = collections.deque()
         self.examples_waiting = 0
-        self.draining = None  # the task running batches, while there are any
+        self.threads = threads  # batches run at once (TF Serving's num_batch_threads)
+        self.draining = set()  # the tasks running batches, while there are any
         self.stopped = False
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.thread = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
 
     async def __call__(self, inputs, n):
         if self.stopped:
@@ -49,8 +53,8 @@ class Batcher:
         future = loop.create_future()
         self.waiting.append((inputs, n, future))
         self.examples_waiting += n
-        if self.draining is None:
-            self.draining = loop.create_task(self.drain())
+        if len(self.draining) < self.threads:
+            self.draining.add(loop.create_task(self.drain()))
         return await future
 
     async def drain(self):
@@ -59,6 +63,8 @@ class Batcher:
             while self.waiting:
                 if self.timeout and self.size() < self.max_batch_size:
                     await asyncio.sleep(self.timeout)
+                    if not self.waiting:  # another thread's batch took them
+                        break
                 batch = self.take()
                 if self.observe is not None:
                     self.observe(sum(n for _, n, _ in batch), len(self.waiting))
@@ -71,7 +77,7 @@ class Batcher:
                     else:
                         future.set_exception(error)
         finally:
-            self.draining = None
+            self.draining.discard(asyncio.current_task())
 
     def size(self):
         return self.examples_waiting
@@ -114,6 +120,6 @@ class Batcher:
     async def stop(self):
         """No new requests; those given are answered first."""
         self.stopped = True
-        while self.draining is not None:
+        while self.draining:
             await asyncio.sleep(0.01)
         self.thread.shutdown()

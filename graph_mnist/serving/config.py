@@ -37,7 +37,9 @@ DECLARED = [
         ('num_batch_threads', 4, '.google.protobuf.Int64Value', False),
         ('thread_pool_name', 5, '.google.protobuf.StringValue', False),
         ('allowed_batch_sizes', 6, FIELD.TYPE_INT64, True),
-        ('pad_variable_length_inputs', 7, FIELD.TYPE_BOOL, False)]),
+        ('pad_variable_length_inputs', 7, FIELD.TYPE_BOOL, False),
+        ('enable_large_batch_splitting', 8, '.google.protobuf.BoolValue', False),
+        ('max_execution_batch_size', 9, '.google.protobuf.Int64Value', False)]),
     ('PrometheusConfig', [
         ('enable', 1, FIELD.TYPE_BOOL, False),
         ('path', 2, FIELD.TYPE_STRING, False)]),
@@ -102,9 +104,8 @@ BATCHING = ('max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches',
 
 
 def batching_parameters(path):
-    """{max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads}
-    of a batching parameters file; absent fields are left out. thread_pool_name is
-    accepted and names nothing here."""
+    """{max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads,
+    thread_pool_name} of a batching parameters file; absent fields are left out."""
     where = f'--batching_parameters_file={path}'
     parameters = read(path, 'batching_parameters_file', MESSAGES['BatchingParameters'])
     refuse_unless_honoured(parameters, BATCHING, where)
@@ -116,6 +117,8 @@ def batching_parameters(path):
             if value < least:
                 raise UserError(f'{where}: {name} must be at least {least}, got {value}')
             found[name] = value
+    if parameters.HasField('thread_pool_name'):
+        found['thread_pool_name'] = parameters.thread_pool_name.value
     return found
 
 

@@ -5,8 +5,8 @@ them (prometheus_exporter.cc: a counter keeps its name, no `_total`).
 
     :tensorflow:serving:request_count{model_name, status}          predict calls, by code
     :tensorflow:serving:request_latency{model_name, API, entrypoint}  successful ones, us
-    :graph_mnist:serving:batch_size                                 examples per batch run
-    :graph_mnist:serving:queue_depth{signature}                     requests waiting
+    :graph_mnist:serving:batch_size{model_name}                     examples per batch run
+    :graph_mnist:serving:queue_depth{model_name, signature}         requests waiting
 
 The directory must be named in PROMETHEUS_MULTIPROC_DIR before prometheus_client is
 first imported: server.run does so before anything imports this module's users."""
@@ -32,9 +32,9 @@ class Metrics:
                                  'Tensorflow Serving request.',
                                  ['model_name', 'API', 'entrypoint'], buckets=LATENCY_BUCKETS)
         self.batch = Histogram(':graph_mnist:serving:batch_size', 'Examples per batch run '
-                               '(a Session call).', buckets=BATCH_BUCKETS)
+                               '(a Session call).', ['model_name'], buckets=BATCH_BUCKETS)
         self.queue = Gauge(':graph_mnist:serving:queue_depth', 'Requests waiting for a '
-                           'batch, all processes together.', ['signature'],
+                           'batch, all processes together.', ['model_name', 'signature'],
                            multiprocess_mode='livesum')
         self.children = {}
 
@@ -53,10 +53,11 @@ class Metrics:
             self.child(self.latency, model_name, api, entrypoint).observe(
                 (time.perf_counter() - started) * 1e6)
 
-    def batched(self, signature, size, waiting):
-        """A batch of `size` examples of `signature` runs; `waiting` requests wait."""
-        self.batch.observe(size)
-        self.child(self.queue, signature).set(waiting)
+    def batched(self, model_name, signature, size, waiting):
+        """A batch of `size` examples of a model's `signature` runs; `waiting` requests
+        wait."""
+        self.child(self.batch, model_name).observe(size)
+        self.child(self.queue, model_name, signature).set(waiting)
 
 
 def page(directory):

@@ -56,14 +56,16 @@ class Settings:
     max_enqueued_batches: int = MAX_ENQUEUED_BATCHES
     metrics: object = None   # metrics.Metrics, or None
     warm_up: bool = True     # replay the version's warm-up requests
+    batch_threads: int = 1   # batches run at once per signature (num_batch_threads)
+    thread_pool_name: str = None  # the batch threads' name (thread_pool_name)
 
 
 class Servable:
-    """One version: its own graph and Session, one batcher per signature."""
+    """One version of `model`: its own graph and Session, one batcher per signature."""
 
-    def __init__(self, version, path, settings):
+    def __init__(self, model, version, path, settings):
         import tensorflow as tf
-        self.version, self.path = version, path
+        self.model, self.version, self.path = model, version, path
         self.graph = tf.Graph()
         max_batch_size, threads = settings.max_batch_size, settings.threads
         config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads[0],
@@ -80,10 +82,11 @@ class Servable:
         metrics = settings.metrics
         self.batchers = {name: Batcher(signature, max_batch_size,
                                        settings.batch_timeout_seconds,
-                                       f'batcher-{version}-{name}',
+                                       settings.thread_pool_name or
+                                       f'batcher-{model}-{version}-{name}',
                                        settings.max_enqueued_batches,
-                                       functools.partial(metrics.batched, name) if metrics
-                                       else None)
+                                       functools.partial(metrics.batched, model, name)
+                                       if metrics else None, settings.batch_threads)
                          for name, signature in self.signatures.items()}
 
     def replay(self, path):

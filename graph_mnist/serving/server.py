@@ -4,7 +4,6 @@ the REST API through uvicorn and the gRPC API through grpcio over one request
 processor (core.py)."""
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import gc
@@ -55,6 +54,8 @@ class Options:
     intra_op_threads: int = 0     # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0     # --tensorflow_inter_op_parallelism
     max_enqueued_batches: int = Settings.max_enqueued_batches  # or the batching file
+    batch_threads: int = 1        # the batching file's num_batch_threads
+    thread_pool_name: str = None  # the batching file's thread_pool_name
     timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms / 1e3
     cors: bool = False            # --rest_api_enable_cors_support
     metrics_path: str = metrics_page_path  # --monitoring_config_file (None: no page)
@@ -166,10 +167,10 @@ def threads(options):
     return intra, options.inter_op_threads or intra
 
 
-async def serve(options, versions, core, rest_socket, grpc_reserved, ready):
-    """Both APIs in one event loop until SIGTERM or Ctrl-C (then both shut down
-    gracefully and serve returns): uvicorn on the REST socket, grpcio's asyncio server on
-    --port (SO_REUSEPORT, as every process binds it)."""
+async def serve(options, versions, core, rest_socket, grpc_reserved, ready, stop):
+    """Both APIs in one event loop until `stop` is set (then both shut down gracefully
+    and serve returns): uvicorn on the REST socket, grpcio's asyncio server on --port
+    (SO_REUSEPORT, as every process binds it)."""
     import grpc
     import uvicorn
 
@@ -190,9 +191,6 @@ async def serve(options, versions, core, rest_socket, grpc_reserved, ready):
         await grpc_server.start()
     if grpc_reserved is not None:
         grpc_reserved.close()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     ready()  # both listen (uvicorn takes the REST socket's waiting connections)
     try:
         if rest_socket is not None:
@@ -203,7 +201,7 @@ async def serve(options, versions, core, rest_socket, grpc_reserved, ready):
                                     log_level='warning', access_log=False,
                                     timeout_keep_alive=5,
                                     limit_concurrency=10 * http.max_in_flight)
-            rest = rest_server_class()(config)
+            rest = uvicorn.Server(config)
             serving = asyncio.ensure_future(rest.serve(sockets=[rest_socket]))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -215,19 +213,6 @@ async def serve(options, versions, core, rest_socket, grpc_reserved, ready):
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
-
-
-def rest_server_class():
-    """uvicorn's Server, leaving the signals to serve(): uvicorn's own handlers raise
-    the signal again once it has shut down, which ended the process before its cleanup
-    (the other processes, the shared board, the metrics directory) could run."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            yield
-    return Server
 
 
 def announce(options, rest_socket, count):
@@ -266,11 +251,12 @@ def check(options):
 
 def settings(options, metrics):
     return Settings(options.max_batch_size, options.batch_timeout_seconds, threads(options),
-                    options.max_enqueued_batches, metrics, options.warm_up)
+                    options.max_enqueued_batches, metrics, options.warm_up,
+                    options.batch_threads, options.thread_pool_name)
 
 
 def loader(options, metrics):
-    """load(version, path) -> Servable, as these options run every version."""
+    """load(model, version, path) -> Servable, as these options run every version."""
     return functools.partial(Servable, settings=settings(options, metrics))
 
 
@@ -296,13 +282,35 @@ def collect_less():
 
 
 def serve_until_stopped(options, versions, rest_socket, grpc_reserved, metrics, ready):
-    core = Core(versions, metrics, options.timeout_seconds)
+    """serve() in a thread of its own until SIGTERM or Ctrl-C, which this (the main)
+    thread takes: uvicorn's public Server.serve installs its own signal handlers only in
+    the main thread, and those raise the signal again once it has shut down, which ended
+    the process before its cleanup (the other processes, the board, the metrics
+    directory) could run."""
     import uvloop  # the event loop uvicorn itself would choose, by its public API
+    core = Core(versions, metrics, options.timeout_seconds)
+    loop, stop, failed = uvloop.new_event_loop(), asyncio.Event(), []
+
+    def run():
+        try:
+            with asyncio.Runner(loop_factory=lambda: loop) as runner:
+                runner.run(serve(options, versions, core, rest_socket, grpc_reserved, ready,
+                                 stop))
+        except BaseException as e:  # noqa: BLE001 -- raised again in the main thread
+            failed.append(e)
+    previous = {signum: signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    serving = threading.Thread(target=run, name='serving')
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(options, versions, core, rest_socket, grpc_reserved, ready))
+        serving.start()
+        while serving.is_alive():
+            serving.join(0.2)  # signals run their handlers here, between joins
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         versions.stop()
+    if failed:
+        raise failed[0]
 
 
 def run(options, argv):

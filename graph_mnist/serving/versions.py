@@ -10,6 +10,7 @@ it was given is answered."""
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import os
 import threading
@@ -76,8 +77,8 @@ class Held:
 
 
 class Versions:
-    """The versions this process holds, following the board's decision. load(version,
-    path) -> a Servable (servable.Servable); retries and retry_seconds as TensorFlow
+    """The versions this process holds, following the board's decision. load(model,
+    version, path) -> a Servable (servable.Servable); retries and retry_seconds as TensorFlow
     Serving's --max_num_load_retries and --load_retry_interval_micros; a load not done
     in load_seconds is abandoned and counts as a failed attempt. `decider`
     (decide.Decider, in the first process): run in the same thread."""
@@ -164,7 +165,7 @@ class Versions:
         loading = held.loading.get(version)
         if loading is None:
             if time.monotonic() >= held.retry_at.get(version, 0):
-                held.loading[version] = Loading(self.load, version,
+                held.loading[version] = Loading(functools.partial(self.load, name), version,
                                                 os.path.join(base_path, str(version)),
                                                 self.load_seconds)
             return
