@@ -27,8 +27,13 @@ INSIDE = 'GRAPH_MNIST_REHEARSAL'
 def pods(manifest):
     """[(name, hostname, env, args)] of every pod of the manifest's Indexed Jobs."""
     import yaml
-    with open(manifest, encoding='utf-8') as f:
-        documents = [d for d in yaml.safe_load_all(f) if d]
+
+    from graph_mnist.errors import UserError
+    try:
+        with open(manifest, encoding='utf-8') as f:
+            documents = [d for d in yaml.safe_load_all(f) if d]
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f'--manifest={manifest}: {getattr(e, "strerror", None) or e}') from None
     found = []
     for job in (d for d in documents if d.get('kind') == 'Job'):
         spec = job['spec']
@@ -45,14 +50,21 @@ def pods(manifest):
 def main(argv):
     from absl import flags
 
+    from graph_mnist import cluster
     from graph_mnist import exposure
+    from graph_mnist.errors import UserError
     FLAGS = flags.FLAGS
     extra = argv[1:]
     manifest = FLAGS.manifest
     workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
     data_dir = os.path.abspath(os.path.expanduser(FLAGS.data_dir))
     found = pods(manifest)
+    if not found:
+        raise UserError(f'--manifest={manifest} has no Job')
     if not os.environ.get(INSIDE):  # again, in a network and mount namespace of its own
+        reason = cluster.why_no_private_network()
+        if reason:
+            raise UserError(f'cannot make the private network the pods run in: {reason}')
         hosts = tempfile.NamedTemporaryFile('w', suffix='.hosts', delete=False)
         hosts.write('127.0.0.1 localhost\n' + ''.join(f'127.0.0.1 {h}\n'
                                                       for _, h, _, _ in found))

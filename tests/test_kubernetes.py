@@ -98,3 +98,11 @@ def test_the_manifests_cluster_trains_here_to_the_end(tmp_path, mnist_dir):
     assert chief['test']['step'] == [chief['final_step']]
     assert evaluator['final_test_accuracy'] == pytest.approx(chief['final_test_accuracy'])
     assert 'TF_CONFIG={"cluster": {"chief": ["mnist-chief-0.mnist:2222"]' in result.stdout
+
+
+def test_the_rehearsal_refuses_a_missing_manifest_in_one_line(tmp_path):
+    result = run_script('rehearse_kubernetes.py', f'--manifest={tmp_path / "none.yaml"}',
+                        f'--workdir={tmp_path / "run"}', f'--data_dir={tmp_path}')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('E ')]
+    assert len(errors) == 1 and 'No such file or directory' in errors[0]
