@@ -106,3 +106,33 @@ def test_the_rehearsal_refuses_a_missing_manifest_in_one_line(tmp_path):
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('E ')]
     assert len(errors) == 1 and 'No such file or directory' in errors[0]
+
+
+@pytest.mark.slow  # builds the wheel (setuptools fetched by pip's build isolation)
+def test_the_images_files_build_the_package_with_the_pods_entrypoint(tmp_path):
+    """What deploy/Dockerfile copies into the image is enough to install the package,
+    and the package has the entrypoint it runs (no Docker engine here to build it)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    with open(os.path.join(ROOT, 'deploy', 'Dockerfile'), encoding='utf-8') as f:
+        lines = [line.split() for line in f if line.startswith(('COPY', 'ENTRYPOINT'))]
+    context = tmp_path / 'context'
+    context.mkdir()
+    for words in (w for w in lines if w[0] == 'COPY'):
+        for name in words[1:-1]:
+            source = os.path.join(ROOT, name)
+            copy = shutil.copytree if os.path.isdir(source) else shutil.copy
+            copy(source, context / name)
+    result = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w',
+                             str(tmp_path), str(context)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    [wheel] = tmp_path.glob('graph_mnist-*.whl')
+    entry_points = zipfile.ZipFile(wheel).read(next(
+        n for n in zipfile.ZipFile(wheel).namelist() if n.endswith('entry_points.txt')))
+    [entrypoint] = [w for w in lines if w[0] == 'ENTRYPOINT']
+    command = json.loads(' '.join(entrypoint[1:]))[0]
+    assert f'{command} = graph_mnist.commands:pod' in entry_points.decode()
+    assert 'graph-mnist-data = graph_mnist.commands:data' in entry_points.decode()
