@@ -285,3 +285,40 @@ def test_two_models_with_labels_and_the_config_edited_under_load(exported, tmp_p
     assert set(seen[('added', None)]) == {3}
     assert set(seen[('digits', 'canary')]) == {2} and set(seen[('digits', None)]) == {2}
     assert 'model added added' in server.log()
+
+
+def children(pid):
+    """The processes `pid` started, from any of its threads."""
+    found = []
+    for task in os.listdir(f'/proc/{pid}/task'):
+        with open(f'/proc/{pid}/task/{task}/children') as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def test_a_serving_process_that_stops_following_is_restarted_and_the_swap_goes_on(
+        exported, tmp_path):
+    """A process alive but stuck (stopped here) would hold back every later version:
+    past --load_timeout_seconds without following a decision, the first process kills
+    it and starts it again, and the new version is served by all."""
+    import signal
+    base = exported[1]
+    mine = tmp_path / 'exported'
+    shutil.copytree(os.path.join(base, '1'), mine / '1')
+    with server_process.Subprocess(str(mine), '--rest_api_num_processes=2',
+                                   '--file_system_poll_wait_seconds=0.1',
+                                   '--load_timeout_seconds=3') as server:
+        [stuck] = children(server.process.pid)
+        os.kill(stuck, signal.SIGSTOP)
+        shutil.copytree(os.path.join(base, '1'), mine / '2')
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and 'serving mnist version 2' not in server.log():
+            time.sleep(0.2)
+        assert 'serving process 1 has not followed the decisions' in server.log()
+        assert 'serving mnist version 2' in server.log() and 'in 2 processes' in server.log()
+        [again] = children(server.process.pid)
+        assert again != stuck
+        assert wait_for(server, {'2': 'AVAILABLE', '1': 'END'})
+        versions = {request(server.url, 'GET', '/v1/models/mnist/metadata')[1]['model_spec'][
+            'version'] for _ in range(20)}
+    assert versions == {'2'}

@@ -98,6 +98,13 @@ class Board:
         except (OSError, ValueError):
             return None  # nothing reported yet
 
+    def forget(self, index):
+        """Process `index` was started again: what it reported before no longer stands."""
+        try:
+            os.remove(os.path.join(self.path, f'holds.{index}.json'))
+        except OSError:
+            pass
+
     def close(self, remove=False):
         self.map.close()
         self.file.close()

@@ -33,6 +33,7 @@ class Decider:
         self.failed = {}     # name: {version: why}, given up by some process
         self.said = set()    # warnings given once
         self.next_poll = self.next_config = 0.0
+        self.behind = {}     # process index: since when it has not followed the decision
 
     def step(self):
         now = time.monotonic()
@@ -84,8 +85,13 @@ class Decider:
         holds = [self.board.holds(i) for i in running]
         # what answers changes only once every process has followed the last decision:
         # a report older than it may still name a version a process has since retired
-        current = all(h is not None and h['generation'] == self.board.generation
-                      for h in holds)
+        generation, now = self.board.generation, time.monotonic()
+        current = all(h is not None and h['generation'] == generation for h in holds)
+        for index, h in zip(running, holds):
+            if h is None or h['generation'] == generation:
+                self.behind.pop(index, None)
+            else:  # it has reported before: it follows, or it is stuck (server.run_first)
+                self.behind.setdefault(index, now)
         decision = {}
         for name in sorted(set(self.models) | set(before)):
             entry = self.entry(name, before.get(name), [

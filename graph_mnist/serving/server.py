@@ -106,14 +106,53 @@ def address(host, port):
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
-def start_others(argv, count, ready, board):
+class Others:
     """The other serving processes: this command (`argv`, its flags) again, on the same
-    ports; each writes a byte to the pipe `ready` once its model is loaded and it
-    listens."""
-    command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:], f'--board={board}',
-               f'--ready_fd={ready}']
-    return [subprocess.Popen([*command, f'--process_index={i}'], pass_fds=[ready])
-            for i in range(1, count + 1)]
+    ports, each writing a byte to a pipe once its versions are loaded and it listens.
+    One that stops following the decisions (alive, but stuck) is killed and started
+    again: it would hold back every later version, as each must be held by all."""
+
+    def __init__(self, argv, board):
+        self.board = board
+        self.command = [sys.executable, '-m', 'graph_mnist.serve', *argv[1:],
+                        f'--board={board.path}']
+        self.processes = {}  # index: Popen
+        self.pipes = []      # read ends of the restarted ones' pipes, closed at the end
+
+    def start(self, index, ready):
+        self.processes[index] = subprocess.Popen(
+            [*self.command, f'--ready_fd={ready}', f'--process_index={index}'],
+            pass_fds=[ready])
+
+    def running(self):
+        """The first process and the others still running: those whose holdings count."""
+        return [0] + [i for i, p in sorted(self.processes.items()) if p.poll() is None]
+
+    def restart(self, index):
+        self.processes[index].kill()
+        self.processes[index].wait()
+        self.board.forget(index)
+        ready, told = os.pipe()
+        self.pipes.append(ready)
+        self.start(index, told)
+        os.close(told)
+
+    def watch(self, decider, seconds, stopping):
+        """Restarts a process that has not followed the decisions for `seconds`, until
+        `stopping` is set (a thread's loop)."""
+        while not stopping.wait(1):
+            now = time.monotonic()
+            for index, since in list(decider.behind.items()):
+                if index in self.processes and now - since > seconds:
+                    logging.error('serving process %d has not followed the decisions for '
+                                  '%.0f s: restarting it', index, now - since)
+                    decider.behind.pop(index, None)
+                    self.restart(index)
+
+    def stop(self):
+        stop_others(list(self.processes.values()))
+        for ready in self.pipes:
+            os.close(ready)
 
 
 def wait_for(others, ready, timeout=600):
@@ -332,26 +371,28 @@ def run_first(options, argv):
     count = options.processes or machine.usable_cores()
     board = Board.create(count)
     metrics_dir = others = None
+    stopping = threading.Event()
     try:
         if options.metrics_path:  # every process writes its metrics here (inherited)
             metrics_dir = tempfile.mkdtemp(prefix='graph_mnist_metrics_',
                                            dir=os.path.dirname(board.path))
             os.environ['PROMETHEUS_MULTIPROC_DIR'] = metrics_dir
         metrics = metrics_here(options)
-        processes = []
-        decider = Decider(board, options.models, options.poll_seconds,
-                          lambda: [0] + [i for i, p in enumerate(processes, 1)
-                                         if p.poll() is None],
+        others = Others(argv, board)
+        decider = Decider(board, options.models, options.poll_seconds, others.running,
                           options.config_file, options.config_poll_seconds,
                           options.labels_for_unavailable)
         decider.step()  # the others start from the first decision
         ready, told = os.pipe()
-        others = processes[:] = start_others(argv, count - 1, told, board.path)
+        for index in range(1, count):
+            others.start(index, told)
         os.close(told)
         versions = versions_for(options, board, metrics, decider)
         versions.start()  # every process holds the first versions: they answer
-        wait_for(others, ready)
+        wait_for(list(others.processes.values()), ready)
         collect_less()
+        threading.Thread(target=others.watch, args=(decider, options.load_seconds, stopping),
+                         name='others', daemon=True).start()
         for model in options.models:
             if not board.decision().get(model.name, {}).get('served'):
                 logging.warning('no version of %s under %s yet: waiting for one (requests '
@@ -359,7 +400,9 @@ def run_first(options, argv):
         serve_until_stopped(options, versions, rest_socket, grpc_reserved, metrics,
                             lambda: announce(options, rest_socket, count))
     finally:
-        stop_others(others or [])
+        stopping.set()
+        if others is not None:
+            others.stop()
         board.close(remove=True)
         if metrics_dir:  # ours only: never a directory the environment named
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -66,9 +66,10 @@ class Loading:
 
 
 class Held:
-    """One model's versions in this process."""
+    """One model's versions in this process, from its base path."""
 
-    def __init__(self):
+    def __init__(self, base_path):
+        self.base_path = base_path
         self.servables = {}  # version: Servable
         self.loading = {}    # version: Loading under way
         self.attempts = {}   # version: attempts that failed
@@ -139,7 +140,12 @@ class Versions:
         generation = self.board.generation
         decision = self.board.decision()
         for name, entry in decision.items():
-            held = self.models.setdefault(name, Held())
+            held = self.models.get(name)
+            if held is not None and held.base_path != entry['base_path']:  # moved: anew
+                self.drop(self.models.pop(name))
+                held = None
+            if held is None:
+                held = self.models[name] = Held(entry['base_path'])
             wanted = set(entry['aspired']) | set(entry['served'])
             for version in sorted(wanted, reverse=True):  # the newest first
                 self.step(name, held, entry['base_path'], version)
@@ -148,15 +154,18 @@ class Versions:
             for version in [v for v in held.loading if v not in wanted]:
                 held.loading.pop(version).abandon()
         for name in [n for n in self.models if n not in decision]:  # a model removed
-            held = self.models.pop(name)
-            for servable in held.servables.values():
-                self.retire(servable)
-            for loading in held.loading.values():
-                loading.abandon()
+            self.drop(self.models.pop(name))
         self.board.report(self.index, {'generation': generation, 'models': {
             name: {'held': sorted(held.servables),
                    'failed': {str(v): why for v, why in held.failed.items()}}
             for name, held in self.models.items()}})
+
+    def drop(self, held):
+        """Retires every version of a model, and abandons its loads."""
+        for servable in held.servables.values():
+            self.retire(servable)
+        for loading in held.loading.values():
+            loading.abandon()
 
     def step(self, name, held, base_path, version):
         """One step of loading `version`: start an attempt, or take its result."""
